@@ -1,0 +1,13 @@
+"""attnlab: what does attention buy a convolutional network?
+
+    import attnlab
+    m = attnlab.create_model("resnet20", attention="se", num_classes=10)
+    with attnlab.capture(m) as rec:
+        m(x)
+"""
+from .attention import create_attention, list_attention
+from .explain.capture import capture
+from .models import create_model, list_models
+
+__version__ = "0.1.0"
+__all__ = ["create_attention", "list_attention", "create_model", "list_models", "capture", "__version__"]

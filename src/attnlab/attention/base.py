@@ -1,0 +1,54 @@
+"""What every attention module shares: input checks, and the two hooks the explanations use.
+
+Not a mechanism of its own. Each module in this package subclasses `AttentionModule` so that
+
+* a wrong input fails early with the module's name, the expected and the received shape
+  (`check_input`), instead of a matmul error three calls deeper;
+* `attnlab.capture(model)` can record what the module computed (gates, maps, affinities,
+  warps): the module passes each such tensor through `self.observe(name, value)`. Outside a
+  capture `recorder` is None and `observe` returns `value` untouched (one attribute test);
+* the reliance study of the report can replace a gate by a constant (1 = attention removed,
+  or its mean over the data) through `gate_override`, without another copy of the model.
+"""
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import torch
+from torch import nn
+
+Recorder = Callable[["AttentionModule", str, torch.Tensor], None]
+
+
+class AttentionModule(nn.Module):
+    """Base class: channels-first (N, C, H, W) -> (N, C, H, W) modules with observable gates."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        if isinstance(channels, bool) or not isinstance(channels, int) or channels < 1:
+            raise ValueError(f"{type(self).__name__}: channels must be a positive int, got {channels!r}")
+        self.channels = channels
+        # Set by attnlab.capture; called as recorder(module, name, tensor).
+        self.recorder: Optional[Recorder] = None
+        # Set by the reliance study: {name: float | Tensor broadcastable to the gate}.
+        self.gate_override: Optional[dict] = None
+
+    def check_input(self, x: torch.Tensor) -> None:
+        """Raise a ValueError naming this module, the expected and the received shape."""
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"{type(self).__name__}: expected a torch.Tensor, got {type(x).__name__}")
+        if x.dim() != 4 or x.shape[1] != self.channels or x.shape[2] == 0 or x.shape[3] == 0 or x.shape[0] == 0:
+            raise ValueError(
+                f"{type(self).__name__}: expected input of shape (N, {self.channels}, H, W) with N, H, W >= 1, "
+                f"got {tuple(x.shape)}"
+            )
+
+    def observe(self, name: str, value: torch.Tensor) -> torch.Tensor:
+        """Report `value` to an active capture and apply a gate override if one is set."""
+        if self.recorder is not None:
+            self.recorder(self, name, value)
+        if self.gate_override is not None and name in self.gate_override:
+            o = self.gate_override[name]
+            o = torch.as_tensor(o, dtype=value.dtype, device=value.device)
+            return o.expand_as(value)
+        return value

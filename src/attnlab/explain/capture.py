@@ -1,0 +1,5 @@
+"""PLACEHOLDER"""
+from contextlib import contextmanager
+@contextmanager
+def capture(model, **kw):
+    yield {}

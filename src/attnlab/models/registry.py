@@ -1,0 +1,73 @@
+"""One registry for every backbone: `register_model`, `create_model`, `list_models`.
+
+A family file registers one builder function per named variant:
+
+    @register_model
+    def resnet50(**kwargs):
+        return _resnet(Bottleneck, (3, 4, 6, 3), **kwargs)
+
+`create_model` forwards the placement spec (attention, attention_kwargs, attention_stages,
+attention_position) and any family-specific keyword to the builder, then loads `pretrained=`
+weights (a local torchvision / timm / attnlab file) when given.
+"""
+from __future__ import annotations
+
+import difflib
+import fnmatch
+from typing import Callable
+
+from torch import nn
+
+_MODELS: dict[str, Callable[..., nn.Module]] = {}
+
+
+def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+    """Register `fn` under its own name (decorator)."""
+    name = fn.__name__
+    if name in _MODELS:
+        raise ValueError(f"model {name!r} is registered twice")
+    _MODELS[name] = fn
+    return fn
+
+
+def list_models(pattern: str = "*") -> list[str]:
+    """Registered model names matching a shell-style `pattern` (e.g. '*resnet*'), sorted."""
+    return sorted(n for n in _MODELS if fnmatch.fnmatch(n, pattern))
+
+
+def resolve_model_name(name: str) -> str:
+    """`name` normalised (lower case, '-' -> '_'); ValueError with the closest match otherwise."""
+    if not isinstance(name, str):
+        raise TypeError(f"model name must be a str, got {type(name).__name__} {name!r}")
+    key = name.lower().replace("-", "_")
+    if key not in _MODELS:
+        close = difflib.get_close_matches(key, list(_MODELS), n=3)
+        hint = f" Closest: {', '.join(close)}." if close else ""
+        raise ValueError(f"unknown model {name!r}; see attnlab.list_models() for the {len(_MODELS)} known names.{hint}")
+    return key
+
+
+def create_model(
+    name: str,
+    num_classes: int | None = None,
+    in_chans: int | None = None,
+    pretrained: str | None = None,
+    attention: str | None = None,
+    attention_kwargs: dict | None = None,
+    attention_stages=None,
+    attention_position: str | None = None,
+    **kwargs,
+) -> nn.Module:
+    """Build a registered model; arguments left as None keep the builder's defaults."""
+    builder = _MODELS[resolve_model_name(name)]
+    given = dict(num_classes=num_classes, in_chans=in_chans, attention=attention,
+                 attention_kwargs=attention_kwargs, attention_stages=attention_stages,
+                 attention_position=attention_position)
+    kwargs.update({k: v for k, v in given.items() if v is not None})
+    model = builder(**kwargs)
+    model.model_name = resolve_model_name(name)
+    if pretrained is not None:
+        from .pretrained import load_pretrained
+
+        model.pretrained_report = load_pretrained(model, pretrained)
+    return model
