@@ -139,6 +139,11 @@ class Backbone(nn.Module):
     def get_classifier(self) -> nn.Module:
         return self.head.fc
 
+    def remap_pretrained(self, state_dict: dict, source: str) -> dict:
+        """Rename a foreign state dict's keys (source: 'torchvision', 'timm' or 'attnlab') to this
+        model's names. Families whose names differ from the reference implementation override it."""
+        return state_dict
+
     def check_input(self, x: torch.Tensor) -> None:
         """Raise a ValueError naming the model, the expected and the received shape."""
         if not isinstance(x, torch.Tensor):
