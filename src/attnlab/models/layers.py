@@ -151,3 +151,21 @@ class Backbone(nn.Module):
         if x.dim() != 4 or x.shape[1] != self.in_chans or min(x.shape[2], x.shape[3]) < self.min_size:
             raise ValueError(f"{self.family}: expected input (N, {self.in_chans}, H, W) with H, W >= "
                              f"{self.min_size} (native {tuple(self.input_size)}), got {tuple(x.shape)}")
+
+
+def init_backbone_weights(module: nn.Module) -> None:
+    """He (fan-out) init for convolutions, BN weight 1 / bias 0, as torchvision does; attention
+    modules are skipped, so that their own initialisation (zero-init gates, identity STN) stays."""
+    from ..attention.base import AttentionModule
+
+    for child in module.children():
+        if isinstance(child, AttentionModule):
+            continue
+        if isinstance(child, nn.Conv2d):
+            nn.init.kaiming_normal_(child.weight, mode="fan_out", nonlinearity="relu")
+            if child.bias is not None:
+                nn.init.zeros_(child.bias)
+        elif isinstance(child, (nn.BatchNorm2d, nn.GroupNorm)):
+            nn.init.ones_(child.weight)
+            nn.init.zeros_(child.bias)
+        init_backbone_weights(child)
