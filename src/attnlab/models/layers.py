@@ -44,6 +44,21 @@ class ConvNormAct(nn.Sequential):
         super().__init__(dict(layers))
 
 
+
+class SeparableConv2d(nn.Sequential):
+    """Depthwise-separable convolution (Xception, NASNet): a depthwise k x k conv (one filter per
+    input channel) followed by a pointwise 1x1 conv; no norm or activation in between and no bias
+    (a norm follows in every user)."""
+
+    def __init__(self, in_chs: int, out_chs: int, kernel_size: int = 3, stride: int = 1,
+                 padding: Optional[int] = None, dilation: int = 1):
+        if padding is None:
+            padding = dilation * (kernel_size - 1) // 2
+        super().__init__(dict(
+            depthwise=nn.Conv2d(in_chs, in_chs, kernel_size, stride, padding, dilation=dilation,
+                                groups=in_chs, bias=False),
+            pointwise=nn.Conv2d(in_chs, out_chs, 1, bias=False)))
+
 @dataclass
 class AttentionSpec:
     """A validated placement spec; `make(channels, stage)` gives the module for one slot."""
