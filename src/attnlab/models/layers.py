@@ -44,7 +44,6 @@ class ConvNormAct(nn.Sequential):
         super().__init__(dict(layers))
 
 
-
 class SeparableConv2d(nn.Sequential):
     """Depthwise-separable convolution (Xception, NASNet): a depthwise k x k conv (one filter per
     input channel) followed by a pointwise 1x1 conv; no norm or activation in between and no bias
@@ -58,6 +57,7 @@ class SeparableConv2d(nn.Sequential):
             depthwise=nn.Conv2d(in_chs, in_chs, kernel_size, stride, padding, dilation=dilation,
                                 groups=in_chs, bias=False),
             pointwise=nn.Conv2d(in_chs, out_chs, 1, bias=False)))
+
 
 @dataclass
 class AttentionSpec:
