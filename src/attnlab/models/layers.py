@@ -15,6 +15,7 @@ Placement spec (the same words for every family):
 """
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Iterable, Optional, Sequence
 
@@ -41,7 +42,7 @@ class ConvNormAct(nn.Sequential):
                   ("bn", norm(out_chs))]
         if act is not None:
             layers.append(("act", act(inplace=True) if act in (nn.ReLU, nn.ReLU6) else act()))
-        super().__init__(dict(layers))
+        super().__init__(OrderedDict(layers))
 
 
 class SeparableConv2d(nn.Sequential):
@@ -53,7 +54,7 @@ class SeparableConv2d(nn.Sequential):
                  padding: Optional[int] = None, dilation: int = 1):
         if padding is None:
             padding = dilation * (kernel_size - 1) // 2
-        super().__init__(dict(
+        super().__init__(OrderedDict(
             depthwise=nn.Conv2d(in_chs, in_chs, kernel_size, stride, padding, dilation=dilation,
                                 groups=in_chs, bias=False),
             pointwise=nn.Conv2d(in_chs, out_chs, 1, bias=False)))
