@@ -1,6 +1,254 @@
-"""PLACEHOLDER: being written (this text is replaced by the real module)."""
+"""Residual attention: the soft-mask branch and the attention module of Wang et al. 2017.
+
+Paper: F. Wang, M. Jiang, C. Qian, S. Yang, C. Li, H. Zhang, X. Wang, X. Tang, "Residual Attention
+Network for Image Classification", CVPR 2017 (arXiv:1704.06904). Official code: the Caffe
+prototxts of github.com/fwang91/residual-attention-network (Attention-56/92 deploy files).
+
+Equation implemented (paper eq. 3, "attention residual learning"):
+
+    H_{i,c}(x) = (1 + M_{i,c}(x)) * T_{i,c}(x)
+
+T is the trunk branch (t residual units), M in [0, 1] the soft mask of the same shape (mixed
+attention: one value per channel and position). ``naive=True`` gives the paper's "naive attention
+learning" baseline H = M * T (eq. 1). The module is
+
+    x -> p residual units -> { trunk: t units ;  mask: SoftMaskBranch } -> H -> p residual units
+
+Soft-mask branch (paper section 3.2 and Fig. 2; the layer order is read off the official
+prototxt): bottom-up, ``depth`` times {3x3/2 max pooling, r residual units}; top-down, at every
+level {r residual units, bilinear up-sampling to the size of the level above, + skip}; each skip
+connection carries one residual unit applied to the bottom-up feature of that level (there is
+none at the input level); then BN-ReLU-conv1x1, BN-ReLU-conv1x1 and a sigmoid. With r = 1 the
+lowest level therefore holds 2r units, as in the official network.
+
+The residual unit is the pre-activation bottleneck of He et al. 2016 ("Identity Mappings in Deep
+Residual Networks"), which the paper names as its basic unit: BN-ReLU-conv1x1, BN-ReLU-conv3x3
+(stride here), BN-ReLU-conv1x1 (4x expansion), projection shortcut (1x1 conv with the stride) from
+the pre-activated input when the shape changes. It lives here and is shared by models/ran.py.
+
+Where this code deviates, and why:
+
+* Any input size: the number of down-samplings actually done is min(depth, ceil(log2(max(H, W)))),
+  so a 1x1 map is not pooled at all (the mask is then the two 1x1 convs applied to the input) and
+  a 1 x W map is pooled along W only. The paper fixes the number of poolings per stage for 224
+  inputs (3 / 2 / 1 in stages 1 / 2 / 3, lowest resolution 7x7). Units of levels that a small map
+  does not reach are skipped for that call.
+* Max pooling is kernel 3, stride 2, padding 1 (floor mode); Caffe's pooling in the official
+  files is kernel 3, stride 2, no padding, ceil mode. Both halve even sizes identically (56 -> 28).
+* Up-sampling uses F.interpolate(mode="bilinear", align_corners=False) to the exact size of the
+  skip feature; Caffe's Interp layer aligns the corner pixels. Same role, sub-pixel difference.
+* Popular PyTorch re-implementations also add the trunk output and the bottom-up feature to the
+  up-sampled mask; the official prototxt passes those blobs to Interp only as size references.
+  We follow the paper and the official file: no such additions.
+* The mask's 1x1 convolutions have no bias, as in the official file (the first is followed by BN).
+* Mask activation: the paper's default mixed attention (sigmoid per channel and position).
+  ``mask_activation="spatial"`` gives the paper's spatial-attention ablation (f3: sigmoid of the
+  per-position channel mean of the mask logits, broadcast over channels), "channel" its
+  channel-attention ablation (f2: L2 normalisation over channels at each position; not in [0, 1]
+  bounded as a sigmoid, so the captured 'mask' is then that normalised map).
+
+Explainability: 'mask' (N, C, H, W), the soft mask M, goes through ``self.observe``. With attention
+residual learning, M = 0 gives H = T (attention removed); with ``naive=True`` M = 1 does.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
 from .base import AttentionModule
-class ResidualAttentionModule(AttentionModule):
-    pass
+
+UNIT_ATTENTION_POSITIONS = ("standard", "pre", "post", "identity")
+MASK_ACTIVATIONS = ("mixed", "spatial", "channel")
+
+
+def _check_positive_int(owner: str, name: str, value, minimum: int = 1) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{owner}: {name} must be an int >= {minimum}, got {value!r}")
+
+
+class PreActBottleneck(nn.Module):
+    """Pre-activation bottleneck residual unit (He et al. 2016) with an optional attention slot.
+
+    ``attention`` (a module mapping (N, out_chs, H, W) to itself, or for ``position="pre"`` one on
+    ``in_chs`` channels) is placed per the SE paper's positions: ``standard`` on the residual branch
+    after its last convolution, before the addition; ``pre`` on the branch input (after the shared
+    pre-activation, before the first convolution); ``post`` after the addition; ``identity`` on the
+    shortcut.
+    """
+
+    expansion = 4
+
+    def __init__(self, in_chs: int, out_chs: int, stride: int = 1, bottleneck_ratio: int = 4,
+                 attention: Optional[nn.Module] = None, attention_position: str = "standard"):
+        super().__init__()
+        for name, v in (("in_chs", in_chs), ("out_chs", out_chs), ("stride", stride),
+                        ("bottleneck_ratio", bottleneck_ratio)):
+            _check_positive_int("PreActBottleneck", name, v)
+        if out_chs % bottleneck_ratio:
+            raise ValueError(f"PreActBottleneck: out_chs {out_chs} must be divisible by bottleneck_ratio "
+                             f"{bottleneck_ratio}")
+        if attention_position not in UNIT_ATTENTION_POSITIONS:
+            raise ValueError(f"PreActBottleneck: attention_position {attention_position!r} is not one of "
+                             f"{', '.join(UNIT_ATTENTION_POSITIONS)}")
+        mid = out_chs // bottleneck_ratio
+        self.in_chs, self.out_chs, self.stride = in_chs, out_chs, stride
+        self.bn1 = nn.BatchNorm2d(in_chs)
+        self.conv1 = nn.Conv2d(in_chs, mid, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(mid)
+        self.conv2 = nn.Conv2d(mid, mid, 3, stride, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(mid)
+        self.conv3 = nn.Conv2d(mid, out_chs, 1, bias=False)
+        self.shortcut = (nn.Conv2d(in_chs, out_chs, 1, stride, bias=False)
+                         if stride != 1 or in_chs != out_chs else None)
+        self.attention = attention if attention is not None else nn.Identity()
+        self.attention_position = attention_position
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pre = F.relu(self.bn1(x))
+        shortcut = self.shortcut(pre) if self.shortcut is not None else x
+        branch = self.attention(pre) if self.attention_position == "pre" else pre
+        out = self.conv1(branch)
+        out = self.conv2(F.relu(self.bn2(out)))
+        out = self.conv3(F.relu(self.bn3(out)))
+        if self.attention_position == "standard":
+            out = self.attention(out)
+        elif self.attention_position == "identity":
+            shortcut = self.attention(shortcut)
+        out = out + shortcut
+        if self.attention_position == "post":
+            out = self.attention(out)
+        return out
+
+
+def init_residual_attention_weights(module: nn.Module) -> None:
+    """He (fan-out) init for convolutions, BN weight 1 / bias 0, below `module`; nested attention
+    modules (a unit's SE, say) are left alone so that their own initialisation stays."""
+    for child in module.children():
+        if isinstance(child, AttentionModule):
+            continue
+        if isinstance(child, nn.Conv2d):
+            nn.init.kaiming_normal_(child.weight, mode="fan_out", nonlinearity="relu")
+            if child.bias is not None:
+                nn.init.zeros_(child.bias)
+        elif isinstance(child, nn.BatchNorm2d):
+            nn.init.ones_(child.weight)
+            nn.init.zeros_(child.bias)
+        init_residual_attention_weights(child)
+
+
+def max_downsamplings(height: int, width: int) -> int:
+    """How many 3x3/2 max-poolings shrink a (height, width) map before it is 1x1."""
+    return math.ceil(math.log2(max(height, width))) if max(height, width) > 1 else 0
+
+
 class SoftMaskBranch(AttentionModule):
-    pass
+    """Bottom-up / top-down soft mask: (N, C, H, W) -> M in [0, 1] of the same shape.
+
+    depth: number of max-pool down-samplings (the paper uses 3, 2, 1 in stages 1, 2, 3 at 224 px);
+    fewer are done when the map is too small. r: residual units between adjacent poolings.
+    """
+
+    observables = ()
+
+    def __init__(self, channels: int, depth: int = 3, r: int = 1, bottleneck_ratio: int = 4,
+                 mask_activation: str = "mixed"):
+        super().__init__(channels)
+        _check_positive_int("SoftMaskBranch", "depth", depth, 0)
+        _check_positive_int("SoftMaskBranch", "r", r)
+        if mask_activation not in MASK_ACTIVATIONS:
+            raise ValueError(f"SoftMaskBranch: mask_activation {mask_activation!r} is not one of "
+                             f"{', '.join(MASK_ACTIVATIONS)}")
+        self.depth, self.r, self.mask_activation = depth, r, mask_activation
+
+        def units(n: int) -> nn.Sequential:
+            return nn.Sequential(*[PreActBottleneck(channels, channels, bottleneck_ratio=bottleneck_ratio)
+                                   for _ in range(n)])
+
+        self.pool = nn.MaxPool2d(3, stride=2, padding=1)
+        self.down = nn.ModuleList(units(r) for _ in range(depth))   # level i+1 after pooling i+1
+        self.up = nn.ModuleList(units(r) for _ in range(depth))     # level i+1 before up-sampling
+        self.skip = nn.ModuleList(units(1) for _ in range(max(depth - 1, 0)))  # levels 1..depth-1
+        self.head = nn.Sequential(
+            nn.BatchNorm2d(channels), nn.ReLU(inplace=True), nn.Conv2d(channels, channels, 1, bias=False),
+            nn.BatchNorm2d(channels), nn.ReLU(inplace=True), nn.Conv2d(channels, channels, 1, bias=False),
+        )
+        init_residual_attention_weights(self)
+
+    def levels_for(self, height: int, width: int) -> int:
+        """Down-samplings done for a (height, width) input: min(depth, what the size allows)."""
+        return min(self.depth, max_downsamplings(height, width))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.check_input(x)
+        levels = self.levels_for(x.shape[2], x.shape[3])
+        features = []
+        h = x
+        for i in range(levels):
+            h = self.down[i](self.pool(h))
+            features.append(h)
+        for i in reversed(range(levels)):
+            h = self.up[i](h)
+            above = features[i - 1] if i > 0 else x
+            h = F.interpolate(h, size=above.shape[-2:], mode="bilinear", align_corners=False)
+            if i > 0:
+                h = h + self.skip[i - 1](above)
+        logits = self.head(h)
+        if self.mask_activation == "mixed":
+            return torch.sigmoid(logits)
+        if self.mask_activation == "spatial":
+            return torch.sigmoid(logits.mean(dim=1, keepdim=True)).expand_as(logits)
+        return F.normalize(logits, p=2, dim=1)
+
+
+class ResidualAttentionModule(AttentionModule):
+    """Attention module H = (1 + M) * T with p pre/post units, t trunk units, r mask units.
+
+    unit_attention: optional factory ``channels -> nn.Module`` that puts another attention (SE,
+    CBAM, ...) into every trunk-path residual unit (pre, trunk and post units; not the mask
+    branch), at ``unit_attention_position``. Used by models/ran.py for the placement spec.
+    """
+
+    observables = ("mask",)
+
+    def __init__(self, channels: int, p: int = 1, t: int = 2, r: int = 1, naive: bool = False,
+                 mask_depth: int = 3, bottleneck_ratio: int = 4, mask_activation: str = "mixed",
+                 unit_attention: Optional[Callable[[int], nn.Module]] = None,
+                 unit_attention_position: str = "standard"):
+        super().__init__(channels)
+        _check_positive_int("ResidualAttentionModule", "p", p, 0)
+        _check_positive_int("ResidualAttentionModule", "t", t)
+        _check_positive_int("ResidualAttentionModule", "r", r)
+        if not isinstance(naive, bool):
+            raise TypeError(f"ResidualAttentionModule: naive must be a bool, got {naive!r}")
+        if channels % bottleneck_ratio:
+            raise ValueError(f"ResidualAttentionModule: channels {channels} must be divisible by "
+                             f"bottleneck_ratio {bottleneck_ratio}")
+        self.p, self.t, self.r, self.naive = p, t, r, naive
+
+        def units(n: int) -> nn.Sequential:
+            return nn.Sequential(*[
+                PreActBottleneck(channels, channels, bottleneck_ratio=bottleneck_ratio,
+                                 attention=unit_attention(channels) if unit_attention else None,
+                                 attention_position=unit_attention_position)
+                for _ in range(n)])
+
+        self.pre = units(p)
+        self.trunk = units(t)
+        self.mask_branch = SoftMaskBranch(channels, depth=mask_depth, r=r, bottleneck_ratio=bottleneck_ratio,
+                                          mask_activation=mask_activation)
+        self.post = units(p)
+        init_residual_attention_weights(self.pre)
+        init_residual_attention_weights(self.trunk)
+        init_residual_attention_weights(self.post)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.check_input(x)
+        x = self.pre(x)
+        trunk = self.trunk(x)
+        mask = self.observe("mask", self.mask_branch(x))
+        out = trunk * mask if self.naive else trunk * (1 + mask)
+        return self.post(out)
