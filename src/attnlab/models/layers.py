@@ -15,6 +15,7 @@ Placement spec (the same words for every family):
 """
 from __future__ import annotations
 
+import re
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Iterable, Optional, Sequence
@@ -185,3 +186,14 @@ def init_backbone_weights(module: nn.Module) -> None:
             nn.init.ones_(child.weight)
             nn.init.zeros_(child.bias)
         init_backbone_weights(child)
+
+
+def rename_state_dict_keys(state_dict: dict, rules) -> dict:
+    """A copy of `state_dict` whose keys went through each (regex, replacement) rule in turn
+    (re.sub; the replacement may be a function of the match). Used by `remap_pretrained`."""
+    renamed = {}
+    for key, value in state_dict.items():
+        for pattern, replacement in rules:
+            key = re.sub(pattern, replacement, key)
+        renamed[key] = value
+    return renamed
