@@ -35,7 +35,6 @@ Deviations:
 """
 from __future__ import annotations
 
-import re
 from collections import OrderedDict
 from typing import Optional, Sequence
 
@@ -43,7 +42,7 @@ import torch
 from torch import nn
 
 from .layers import (PLAIN_POSITIONS, AttentionSpec, Backbone, ClassifierHead, ConvNormAct,
-                     check_classes_chans, init_backbone_weights)
+                     check_classes_chans, init_backbone_weights, rename_state_dict_keys)
 from .registry import register_model
 
 FAMILY = "DenseNet"
@@ -170,15 +169,9 @@ class DenseNet(Backbone):
         """torchvision names: features.conv0/norm0 (stem) and classifier; the rest match."""
         if source != "torchvision":
             return state_dict
-        rules = ((r"^features\.conv0\.", "features.stem.conv."),
-                 (r"^features\.norm0\.", "features.stem.bn."),
-                 (r"^classifier\.", "head.fc."))
-        out = {}
-        for key, value in state_dict.items():
-            for pattern, replacement in rules:
-                key = re.sub(pattern, replacement, key)
-            out[key] = value
-        return out
+        return rename_state_dict_keys(state_dict, ((r"^features\.conv0\.", "features.stem.conv."),
+                                                   (r"^features\.norm0\.", "features.stem.bn."),
+                                                   (r"^classifier\.", "head.fc.")))
 
 
 def _densenet(block_config, growth_rate=32, num_init_features=64, **kwargs) -> DenseNet:
