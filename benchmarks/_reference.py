@@ -1,0 +1,181 @@
+"""Reference builds (timm, torchvision) of attnlab's architectures, for the benchmarks only.
+
+`reference_builders(model_name, attention, num_classes)` returns {"implementation:name": module}
+for `attnlab.measure.bench.run_bench`. The library never imports timm or torchvision; this file
+does, lazily, after the workaround below.
+
+Workaround: the installed torchvision wheel registers fake kernels for `torchvision::nms` and
+`torchvision::qnms` before its C++ extension defines them (the extension does not load with
+this torch build), so `import torchvision` (and `import timm`, which imports torchvision) fails
+with "operator torchvision::nms does not exist". Defining the two schemas first lets the import
+go through; nothing here calls them. The Library object must stay alive for the whole process.
+
+Twins (same architecture, same number of classes):
+* resnet18/34/50/101/152, resnext50_32x4d, wide_resnet50_2, vgg16_bn, densenet121,
+  inception_v3, shufflenet_v2_x1_0: torchvision and timm builders of the same name, where they
+  exist (timm's inception_v3 and torchvision's are built without the auxiliary head; timm's VGG
+  uses a convolutional pre-logits MLP, torchvision's the original 4096-wide linear layers).
+* ResNet + SE: timm `seresnet*` (SEModule, reduction 16, hidden width rounded to a multiple of 8).
+  ResNet + ECA / CBAM / GC: timm's ResNet with `block_args=dict(attn_layer=...)`. For GC the
+  module is configured as in the GC paper (additive fusion, reduction 16); timm's own default
+  for attn_layer='gc' is multiplicative fusion with reduction 8, a different block.
+* xception: timm `legacy_xception` (the paper's network).
+* CIFAR ResNets (resnet20 ...) have no twin: attnlab's model with SE / ECA / CBAM / GC gets its
+  attention modules swapped for timm's (`timm-modules:`), same hidden width and kernel size,
+  so that the overhead of each module can be compared inside the same network.
+"""
+from __future__ import annotations
+
+import functools
+import sys
+
+import torch
+from torch import nn
+
+
+def _torchvision_ops_workaround():
+    """Define torchvision::nms / qnms schemas once per process (see the module docstring)."""
+    if "torchvision" in sys.modules:
+        return None
+    try:
+        torch.ops.torchvision.nms  # noqa: B018  (already defined by someone)
+        return None
+    except (AttributeError, RuntimeError):
+        pass
+    lib = torch.library.Library("torchvision", "DEF")
+    lib.define("nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
+    lib.define("qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
+    return lib
+
+
+_TORCHVISION_LIB = _torchvision_ops_workaround()  # kept alive for the life of the process
+
+
+@functools.lru_cache(maxsize=None)
+def _libs():
+    import timm
+    import torchvision
+
+    return timm, torchvision
+
+
+def versions() -> dict:
+    timm, torchvision = _libs()
+    return {"timm": timm.__version__, "torchvision": torchvision.__version__}
+
+
+TORCHVISION_TWINS = {
+    "resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resnext50_32x4d",
+    "wide_resnet50_2", "vgg16_bn", "vgg16", "vgg11_bn", "densenet121", "inception_v3",
+    "shufflenet_v2_x1_0",
+}
+TIMM_TWINS = {
+    "resnet18": "resnet18", "resnet34": "resnet34", "resnet50": "resnet50", "resnet101": "resnet101",
+    "resnet152": "resnet152", "resnext50_32x4d": "resnext50_32x4d", "wide_resnet50_2": "wide_resnet50_2",
+    "vgg16_bn": "vgg16_bn", "vgg16": "vgg16", "vgg11_bn": "vgg11_bn", "densenet121": "densenet121",
+    "inception_v3": "inception_v3", "xception": "legacy_xception",
+}
+TIMM_SE_NAMES = {"resnet18": "seresnet18", "resnet34": "seresnet34", "resnet50": "seresnet50",
+                 "resnet101": "seresnet101", "resnet152": "seresnet152",
+                 "resnext50_32x4d": "seresnext50_32x4d"}
+CIFAR_RESNETS = {"resnet20", "resnet32", "resnet44", "resnet56", "resnet110", "resnet1202"}
+
+
+def _timm_attn_layer(attention: str):
+    """timm's block attention for `attention`, configured as in the attention's paper."""
+    timm, _ = _libs()
+    from timm.layers.cbam import CbamModule
+    from timm.layers.eca import EcaModule
+    from timm.layers.global_context import GlobalContext
+
+    if attention == "eca":
+        return EcaModule  # adaptive kernel size from the channel count, as in the paper
+    if attention == "cbam":
+        return functools.partial(CbamModule, rd_ratio=1 / 16, rd_divisor=1)
+    if attention == "gc":
+        return functools.partial(GlobalContext, fuse_add=True, fuse_scale=False, rd_ratio=1 / 16,
+                                 init_last_zero=True)
+    return None
+
+
+def _torchvision_model(name: str, num_classes: int) -> nn.Module:
+    _, torchvision = _libs()
+    kwargs = {"num_classes": num_classes}
+    if name == "inception_v3":
+        kwargs.update(aux_logits=False, init_weights=True)
+    return getattr(torchvision.models, name)(weights=None, **kwargs)
+
+
+def _first_layer(module: nn.Module, types) -> nn.Module:
+    return next(m for m in module.modules() if isinstance(m, types))
+
+
+def timm_module_like(attnlab_module: nn.Module, attention: str) -> nn.Module:
+    """timm's module for `attention` with the channel count, hidden width and kernel of attnlab's."""
+    from timm.layers.cbam import CbamModule
+    from timm.layers.eca import EcaModule
+    from timm.layers.global_context import GlobalContext
+    from timm.layers.squeeze_excite import SEModule
+
+    channels = attnlab_module.channels
+    if attention == "se":
+        hidden = _first_layer(attnlab_module, (nn.Conv2d, nn.Linear))
+        width = getattr(hidden, "out_channels", None) or hidden.out_features
+        return SEModule(channels, rd_channels=width)
+    if attention == "eca":
+        conv = _first_layer(attnlab_module, (nn.Conv1d, nn.Conv2d))
+        k = conv.kernel_size[0] if conv.kernel_size[0] > 1 else conv.kernel_size[-1]
+        return EcaModule(None, kernel_size=k)  # channels=None: timm would recompute k from channels
+    if attention == "cbam":
+        hidden = _first_layer(attnlab_module, (nn.Conv2d, nn.Linear))
+        width = getattr(hidden, "out_channels", None) or hidden.out_features
+        return CbamModule(channels, rd_channels=width)
+    if attention == "gc":
+        convs = [m for m in attnlab_module.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+        widths = [getattr(c, "out_channels", None) or c.out_features for c in convs]
+        width = min(w for w in widths if w > 1)
+        return GlobalContext(channels, fuse_add=True, fuse_scale=False, rd_channels=width)
+    raise ValueError(f"timm_module_like: no timm module for attention {attention!r}; "
+                     f"expected one of se, eca, cbam, gc")
+
+
+def swap_in_timm_modules(model: nn.Module, attention: str) -> nn.Module:
+    """Replace every attnlab attention module of `model` by timm's equivalent (in place)."""
+    from attnlab.attention import AttentionModule
+
+    swaps = 0
+    for parent in list(model.modules()):
+        for child_name, child in list(parent.named_children()):
+            if isinstance(child, AttentionModule):
+                setattr(parent, child_name, timm_module_like(child, attention))
+                swaps += 1
+    if swaps == 0:
+        raise ValueError(f"swap_in_timm_modules: {type(model).__name__} holds no attnlab attention module")
+    return model
+
+
+def reference_builders(model_name: str, attention, num_classes: int) -> dict:
+    """{"implementation:name": module} twins of attnlab's `model_name` with `attention`."""
+    timm, _ = _libs()
+    out = {}
+    if attention is None:
+        if model_name in TORCHVISION_TWINS:
+            out[f"torchvision:{model_name}"] = _torchvision_model(model_name, num_classes)
+        if model_name in TIMM_TWINS:
+            out[f"timm:{TIMM_TWINS[model_name]}"] = timm.create_model(TIMM_TWINS[model_name],
+                                                                     num_classes=num_classes)
+        return out
+    if model_name in CIFAR_RESNETS and attention in ("se", "eca", "cbam", "gc"):
+        import attnlab
+
+        model = attnlab.create_model(model_name, attention=attention, num_classes=num_classes)
+        out[f"timm-modules:{model_name}+{attention}"] = swap_in_timm_modules(model, attention)
+        return out
+    if attention == "se" and model_name in TIMM_SE_NAMES:
+        out[f"timm:{TIMM_SE_NAMES[model_name]}"] = timm.create_model(TIMM_SE_NAMES[model_name],
+                                                                    num_classes=num_classes)
+    elif attention in ("eca", "cbam", "gc") and model_name in TIMM_TWINS and model_name.startswith("res"):
+        out[f"timm:{TIMM_TWINS[model_name]}+{attention}"] = timm.create_model(
+            TIMM_TWINS[model_name], num_classes=num_classes,
+            block_args=dict(attn_layer=_timm_attn_layer(attention)))
+    return out

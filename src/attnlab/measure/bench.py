@@ -1,0 +1,656 @@
+"""`attnlab bench`: speed, memory and cost of attnlab's models side by side with reference builds.
+
+Not a paper's method: the measurement protocol of issue 6. For every model (and attention) it
+measures, in one process and interleaved with the reference implementations of the same
+architecture (timm, torchvision: A B A B ...):
+
+* training step throughput (images/s): forward, cross-entropy, backward and an SGD step
+  (momentum 0.9), gradients set to None each step, random inputs and labels;
+* inference throughput at batch 1 and at a large batch (eval mode, `torch.inference_mode`);
+* peak memory of one training step and of one large-batch inference (see `peak_memory_bytes`);
+* parameters and FLOPs (`torch.utils.flop_counter`: a multiply-add counts 2 FLOPs, convolutions
+  and matrix products only; papers' "GFLOPs" are usually multiply-adds, i.e. half of this);
+* the machine's limit: a large square fp32 matrix product timed as one more member of the
+  training loop's interleaving, and each model's achieved training FLOP/s as a fraction of it
+  (computed per repeat, then the median).
+
+Definitions used in the table (``r`` = one repeat; every candidate is timed once per repeat):
+
+* ``ratio_<mode>`` of a reference row = throughput(attnlab)_r / throughput(reference)_r, i.e.
+  time(reference)_r / time(attnlab)_r, summarised by min / median / max over the repeats.
+  Above 1: attnlab is faster. The attnlab row compared is the one with the same attention.
+* ``overhead_train`` = time(model with attention)_r / time(same implementation without)_r - 1.
+  A reference without its own plain twin (timm modules plugged into attnlab's ResNet-20) is
+  compared with attnlab's plain model.
+* ``train_frac_matmul`` = (training FLOPs per step / step time)_r / (matmul FLOP/s)_r.
+
+Protocol choices (not from a paper): fp32 only on CPU (bf16 on this CPU class is ~100x slower);
+on CUDA bf16 autocast and `torch.compile` variants are added. channels_last and contiguous are
+both measured by default. Each sample runs enough iterations to last ``min_sample_s`` (the
+count is calibrated once per candidate after warm-up and then kept fixed). The reference
+implementations are imported by the benchmark scripts, never here: ``reference_builders`` is a
+callable supplied by ``benchmarks/_reference.py`` (it needs a torchvision import workaround
+that does not belong in the library).
+"""
+from __future__ import annotations
+
+import csv
+import importlib.util
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Optional, Sequence
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from ..models.registry import _MODELS, create_model, list_models
+
+RESNET_DEFAULTS = ("resnet20", "resnet50")
+RESNET_ATTENTIONS = (None, "se", "eca", "cbam", "gc", "non_local")
+# One model of every other family, first registered name wins; families whose preferred names
+# are all missing fall back to their first registered model.
+OTHER_FAMILY_PREFERENCES = {
+    "vgg": ("vgg16_bn", "vgg16", "vgg11_bn"),
+    "densenet": ("densenet121",),
+    "inception": ("inception_v3",),
+    "shufflenet": ("shufflenet_v2_x1_0", "shufflenet_v2"),
+    "xception": ("xception",),
+    "nasnet": ("nasnet_mobile", "nasnet_a_mobile", "nasnetamobile"),
+    "ran": ("attention56", "attention_56", "ran56"),
+    "stn_cnn": ("stn_cnn",),
+}
+MODES = ("train", "infer_bs1", "infer_large")
+MEMORY_FORMATS = {"channels_last": torch.channels_last, "contiguous": torch.contiguous_format}
+
+# A reference builder: (model_name, attention, num_classes) -> {label: module}, where label is
+# "implementation:name" (e.g. "timm:seresnet50"). Return {} when there is no twin.
+ReferenceBuilders = Callable[[str, Optional[str], int], dict]
+
+
+# --------------------------------------------------------------------------- small measurements
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def peak_memory_bytes(fn: Callable[[], object], device: torch.device | str = "cpu",
+                      live_tensors: Iterable[torch.Tensor] = ()) -> int:
+    """Peak bytes of tensor memory while `fn()` runs, plus the bytes of `live_tensors`.
+
+    CUDA: the caching allocator's peak (`torch.cuda.max_memory_allocated`, reset first), which
+    already includes every live tensor, so `live_tensors` is ignored. CPU: the allocator has no
+    peak counter, so the allocations and frees that `torch.profiler` records during `fn()`
+    (profile_memory=True) are summed in time order and the maximum of the running sum is taken;
+    tensors that already existed (parameters, optimizer state, inputs) are not seen by the
+    profiler and are added from `live_tensors` (each storage counted once).
+    """
+    device = torch.device(device)
+    if device.type == "cuda":
+        _sync(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        fn()
+        _sync(device)
+        return int(torch.cuda.max_memory_allocated(device))
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    events = [e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"]
+    events.sort(key=lambda e: e.start_ns())
+    running = peak = 0
+    for e in events:
+        running += e.nbytes()
+        peak = max(peak, running)
+    seen, base = set(), 0
+    for t in live_tensors:
+        if t is None:
+            continue
+        s = t.untyped_storage()
+        if s.data_ptr() not in seen:
+            seen.add(s.data_ptr())
+            base += s.nbytes()
+    return int(base + peak)
+
+
+def count_flops(fn: Callable[[], object]) -> int:
+    """FLOPs (multiply-add = 2) of convolutions and matrix products executed by `fn()`."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return int(counter.get_total_flops())
+
+
+def _min_median_max(values: Sequence[float]) -> tuple[float, float, float]:
+    return min(values), statistics.median(values), max(values)
+
+
+def _paired(times_a: Sequence[float], times_b: Sequence[float], what: str) -> None:
+    if len(times_a) != len(times_b) or not times_a:
+        raise ValueError(f"{what}: need two equally long non-empty lists of per-repeat times, got "
+                         f"{len(times_a)} and {len(times_b)}")
+
+
+def throughput_ratio(times_a: Sequence[float], times_b: Sequence[float]) -> tuple[float, float, float]:
+    """min, median, max over repeats r of throughput(a)_r / throughput(b)_r = times_b[r] / times_a[r].
+
+    `times_a` and `times_b` hold one time per repeat, in their interleaving order."""
+    _paired(times_a, times_b, "throughput_ratio")
+    return _min_median_max([tb / ta for ta, tb in zip(times_a, times_b)])
+
+
+def overhead(times_with: Sequence[float], times_without: Sequence[float]) -> tuple[float, float, float]:
+    """min, median, max over repeats r of times_with[r] / times_without[r] - 1."""
+    _paired(times_with, times_without, "overhead")
+    return _min_median_max([tw / t0 - 1.0 for tw, t0 in zip(times_with, times_without)])
+
+
+def matmul_sample(size: int, device: torch.device, iters: int = 1) -> float:
+    """Seconds per fp32 (size x size) @ (size x size) product (2 * size**3 FLOPs)."""
+    a = torch.randn(size, size, device=device)
+    b = torch.randn(size, size, device=device)
+    torch.mm(a, b)
+    _sync(device)
+    t0 = time.perf_counter()
+    for _ in range(iters):
+        torch.mm(a, b)
+    _sync(device)
+    return (time.perf_counter() - t0) / iters
+
+
+# --------------------------------------------------------------------------- candidates
+@dataclass
+class Candidate:
+    """One model in an interleaved group."""
+
+    label: str                      # "attnlab:resnet50+se", "timm:seresnet50", ...
+    implementation: str             # "attnlab", "timm", "torchvision", "timm-modules"
+    model_name: str                 # attnlab's name of the architecture
+    attention: Optional[str]
+    model: nn.Module
+    times: dict = field(default_factory=dict)     # mode -> [seconds per iteration, per repeat]
+    iters: dict = field(default_factory=dict)     # mode -> iterations per sample
+    peak_bytes: dict = field(default_factory=dict)
+    params: int = 0
+    flops_fwd_per_image: int = 0
+    flops_train_per_image: int = 0
+
+
+def _first_output(out):
+    """The logits of a model that may return (logits, aux...) or a namedtuple in train mode."""
+    if isinstance(out, torch.Tensor):
+        return out
+    if isinstance(out, (tuple, list)):
+        return out[0]
+    if hasattr(out, "logits"):
+        return out.logits
+    raise TypeError(f"model returned {type(out).__name__}; expected a tensor or a tuple of tensors")
+
+
+def _num_classes(model: nn.Module) -> int:
+    n = getattr(model, "num_classes", None)
+    if isinstance(n, int):
+        return n
+    fc = model.get_classifier() if hasattr(model, "get_classifier") else None
+    if isinstance(fc, nn.Linear):
+        return fc.out_features
+    raise ValueError(f"cannot tell the number of classes of {type(model).__name__}")
+
+
+class _Runner:
+    """Closures for one candidate under one variant (memory format, precision, compile)."""
+
+    def __init__(self, cand: Candidate, image_size: tuple[int, int, int], batches: dict,
+                 num_classes: int, device: torch.device, memory_format, precision: str,
+                 compiled: bool, seed: int):
+        self.cand, self.device = cand, device
+        model = cand.model.to(device=device, memory_format=memory_format)
+        self.model = model
+        self.run_model = torch.compile(model) if compiled else model
+        self.autocast = (precision == "bf16")
+        gen = torch.Generator().manual_seed(seed)
+
+        def batch(n):
+            x = torch.randn((n, *image_size), generator=gen).to(device).contiguous(memory_format=memory_format)
+            y = torch.randint(0, max(num_classes, 1), (n,), generator=gen).to(device)
+            return x, y
+
+        self.inputs = {mode: batch(n) for mode, n in batches.items()}
+        self.optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, weight_decay=1e-4)
+
+    def _forward(self, x):
+        if self.autocast:
+            with torch.autocast(self.device.type, dtype=torch.bfloat16):
+                return self.run_model(x)
+        return self.run_model(x)
+
+    def step(self, mode: str) -> Callable[[], None]:
+        x, y = self.inputs[mode]
+        if mode == "train":
+            def train_step():
+                self.model.train()
+                self.optimizer.zero_grad(set_to_none=True)
+                loss = F.cross_entropy(_first_output(self._forward(x)).float(), y)
+                loss.backward()
+                self.optimizer.step()
+            return train_step
+
+        def infer_step():
+            self.model.eval()
+            with torch.inference_mode():
+                self._forward(x)
+        return infer_step
+
+    def live_tensors(self, mode: str) -> list[torch.Tensor]:
+        live = list(self.model.parameters()) + list(self.model.buffers()) + list(self.inputs[mode])
+        if mode == "train":
+            for state in self.optimizer.state.values():
+                live += [v for v in state.values() if isinstance(v, torch.Tensor)]
+        return live
+
+
+def _time_iters(fn: Callable[[], None], iters: int, device: torch.device) -> float:
+    _sync(device)
+    t0 = time.perf_counter()
+    for _ in range(iters):
+        fn()
+    _sync(device)
+    return (time.perf_counter() - t0) / iters
+
+
+def _interleave(runners: list[_Runner], mode: str, repeats: int, warmup: int, min_sample_s: float,
+                device: torch.device, matmul_size: int = 0) -> list[float]:
+    """Time `mode` for every runner, A B A B ..., `repeats` rounds; a matmul sample leads each
+    round when `matmul_size` > 0. Returns the matmul times (seconds per product)."""
+    steps = [r.step(mode) for r in runners]
+    for r, fn in zip(runners, steps):
+        for _ in range(warmup):
+            fn()
+        once = _time_iters(fn, 1, device)
+        r.cand.iters[mode] = max(1, math.ceil(min_sample_s / max(once, 1e-9)))
+        r.cand.times[mode] = []
+    mm_times = []
+    if matmul_size:
+        mm_once = matmul_sample(matmul_size, device)
+        mm_iters = max(1, math.ceil(min_sample_s / max(mm_once, 1e-9)))
+    for _ in range(repeats):
+        if matmul_size:
+            mm_times.append(matmul_sample(matmul_size, device, mm_iters))
+        for r, fn in zip(runners, steps):
+            r.cand.times[mode].append(_time_iters(fn, r.cand.iters[mode], device))
+    return mm_times
+
+
+# --------------------------------------------------------------------------- model selection
+def default_models() -> list[str]:
+    """ResNet-20, ResNet-50 and one registered model of every other family."""
+    names = list_models()
+    chosen = [n for n in RESNET_DEFAULTS if n in names]
+    for family, preferred in OTHER_FAMILY_PREFERENCES.items():
+        pick = next((n for n in preferred if n in names), None)
+        if pick is None:
+            module = f"attnlab.models.{family}"
+            pick = next((n for n in names if _MODELS[n].__module__ == module), None)
+        if pick is not None and pick not in chosen:
+            chosen.append(pick)
+    return chosen
+
+
+def _default_attentions(model_name: str) -> tuple:
+    return RESNET_ATTENTIONS if model_name in RESNET_DEFAULTS else (None,)
+
+
+def load_reference_builders(path: str | os.PathLike = os.path.join("benchmarks", "_reference.py")):
+    """`reference_builders` from the benchmark helper file at `path` (None if it is absent).
+
+    The file is loaded by path so that the library never imports timm or torchvision itself."""
+    if not os.path.isfile(path):
+        return None
+    spec = importlib.util.spec_from_file_location("attnlab_bench_reference", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return getattr(module, "reference_builders")
+
+
+# --------------------------------------------------------------------------- the benchmark
+def _check_args(models, attentions, batch_sizes, image_size, repeats, device, precisions,
+                memory_formats, modes):
+    if models is not None and (isinstance(models, str) or not all(isinstance(m, str) for m in models)):
+        raise TypeError(f"run_bench: models must be a list of model names, got {models!r}")
+    if attentions is not None and (isinstance(attentions, str)
+                                   or not all(a is None or isinstance(a, str) for a in attentions)):
+        raise TypeError(f"run_bench: attentions must be a list of names or None, got {attentions!r}")
+    if (isinstance(batch_sizes, (int, str)) or not batch_sizes
+            or not all(isinstance(b, int) and not isinstance(b, bool) and b >= 1 for b in batch_sizes)):
+        raise ValueError(f"run_bench: batch_sizes must be a non-empty list of ints >= 1, got {batch_sizes!r}")
+    if image_size is not None:
+        ok = isinstance(image_size, int) and not isinstance(image_size, bool) and image_size >= 1
+        ok = ok or (isinstance(image_size, (tuple, list)) and len(image_size) == 2
+                    and all(isinstance(v, int) and v >= 1 for v in image_size))
+        if not ok:
+            raise ValueError(f"run_bench: image_size must be None, an int >= 1 or (H, W), got {image_size!r}")
+    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
+        raise ValueError(f"run_bench: repeats must be an int >= 1, got {repeats!r}")
+    if device.type == "cpu" and "bf16" in precisions:
+        raise ValueError("run_bench: precision 'bf16' is refused on CPU (about 100x slower than fp32 "
+                         "on this CPU class); use precisions=('fp32',)")
+    bad = [p for p in precisions if p not in ("fp32", "bf16")]
+    if bad:
+        raise ValueError(f"run_bench: unknown precision(s) {bad}; expected 'fp32' or 'bf16'")
+    bad = [m for m in memory_formats if m not in MEMORY_FORMATS]
+    if bad:
+        raise ValueError(f"run_bench: unknown memory format(s) {bad}; expected {list(MEMORY_FORMATS)}")
+    bad = [m for m in modes if m not in MODES]
+    if bad or not modes:
+        raise ValueError(f"run_bench: modes {modes!r} invalid; expected a non-empty subset of {MODES}")
+
+
+def run_bench(models: Optional[Sequence[str]] = None, attentions: Optional[Sequence[Optional[str]]] = None,
+              batch_sizes: Sequence[int] = (1, 64), image_size=None, repeats: int = 5,
+              device: str | torch.device = "cpu", reference: bool = True, out_dir: Optional[str] = None,
+              reference_builders: Optional[ReferenceBuilders] = None, train_batch_size: Optional[int] = None,
+              memory_formats: Sequence[str] = ("channels_last", "contiguous"),
+              precisions: Optional[Sequence[str]] = None, compile: Optional[bool] = None,
+              modes: Sequence[str] = MODES, measure_memory: bool = True, measure_flops: bool = True,
+              matmul_size: int = 2048, warmup: int = 2, min_sample_s: float = 0.25, seed: int = 0,
+              command: Optional[str] = None) -> list[dict]:
+    """Measure attnlab's models next to their timm / torchvision twins; one row per candidate.
+
+    Args:
+        models: attnlab model names; None = ResNet-20, ResNet-50 and one model of every other
+            family (`default_models()`).
+        attentions: attention names (None in the list = no attention) applied to every model;
+            None = none/se/eca/cbam/gc/non_local for the ResNets and none for the others.
+        batch_sizes: inference batch sizes; the smallest is the "batch 1" mode and the largest
+            the "large batch" mode (and the training batch unless `train_batch_size` is given).
+        image_size: input H = W (int) or (H, W); None = each model's native `input_size`.
+        repeats: interleaved rounds; ratios and overheads are summarised over them.
+        device: "cpu" or "cuda[:i]"; the inputs, models and timings live there.
+        reference: also build the reference implementations (needs `reference_builders`, or the
+            file benchmarks/_reference.py under the working directory).
+        out_dir: when given, results.csv and results.md are written there (`write_results`).
+        reference_builders: callable (model_name, attention, num_classes) -> {label: module};
+            labels are "implementation:name". Supplied by benchmarks/_reference.py.
+        train_batch_size: the training batch (default: the largest of `batch_sizes`).
+        memory_formats: subset of ("channels_last", "contiguous"); each is a separate variant.
+        precisions: ("fp32",) on CPU (bf16 refused there); default ("fp32", "bf16") on CUDA.
+        compile: add a `torch.compile` variant; default True on CUDA, False on CPU.
+        modes: subset of ("train", "infer_bs1", "infer_large").
+        measure_memory, measure_flops: switch off the (untimed) memory and FLOP passes.
+        matmul_size: side of the square fp32 matmul that measures the machine's limit (0 = skip).
+        warmup: untimed iterations per candidate and mode before calibration.
+        min_sample_s: each timed sample runs enough iterations to last about this long.
+        seed: seeds the inputs and the model initialisation.
+        command: the command line to record in the results (default: sys.argv).
+
+    Returns:
+        A list of dicts, one per (model, attention, implementation, variant); see `COLUMNS`.
+    """
+    device = torch.device(device)
+    if precisions is None:
+        precisions = ("fp32", "bf16") if device.type == "cuda" else ("fp32",)
+    if compile is None:
+        compile = device.type == "cuda"
+    _check_args(models, attentions, batch_sizes, image_size, repeats, device, precisions,
+                memory_formats, modes)
+    if models is None:
+        models = default_models()
+    known = set(list_models())
+    unknown = [m for m in models if m not in known]
+    if unknown:
+        raise ValueError(f"run_bench: unknown model(s) {unknown}; see attnlab.list_models()")
+    if reference and reference_builders is None:
+        reference_builders = load_reference_builders()
+        if reference_builders is None:
+            warnings.warn("run_bench: reference=True but no reference_builders given and no "
+                          "benchmarks/_reference.py found; measuring attnlab's models only")
+    small_batch, large_batch = min(batch_sizes), max(batch_sizes)
+    train_batch = train_batch_size or large_batch
+    batches = {"train": train_batch, "infer_bs1": small_batch, "infer_large": large_batch}
+    compiled_variants = (False, True) if compile else (False,)
+
+    rows: list[dict] = []
+    for model_name in models:
+        atts = attentions if attentions is not None else _default_attentions(model_name)
+        torch.manual_seed(seed)
+        candidates = _build_group(model_name, atts, reference, reference_builders)
+        first = candidates[0].model
+        num_classes = _num_classes(first)
+        size = _image_size(first, image_size)
+        for cand in candidates:
+            cand.params = sum(p.numel() for p in cand.model.parameters())
+        if measure_flops:
+            _count_group_flops(candidates, size, num_classes)
+        for fmt in memory_formats:
+            for precision in precisions:
+                for compiled in compiled_variants:
+                    runners = [_Runner(c, size, batches, num_classes, device, MEMORY_FORMATS[fmt],
+                                       precision, compiled, seed) for c in candidates]
+                    mm_times = []
+                    for mode in modes:
+                        mm = _interleave(runners, mode, repeats, warmup, min_sample_s, device,
+                                         matmul_size if (mode == "train" and precision == "fp32") else 0)
+                        mm_times = mm or mm_times
+                        if measure_memory and mode in ("train", "infer_large"):
+                            for r in runners:
+                                r.optimizer.zero_grad(set_to_none=True)  # no stale grads to free
+                                r.cand.peak_bytes[mode] = peak_memory_bytes(
+                                    r.step(mode), device, r.live_tensors(mode))
+                    rows += _group_rows(candidates, model_name, dict(
+                        memory_format=fmt, precision=precision, compiled=compiled, device=str(device),
+                        image_size=f"{size[1]}x{size[2]}", train_batch=train_batch,
+                        small_batch=small_batch, large_batch=large_batch, repeats=repeats),
+                        modes, mm_times, matmul_size)
+                    for c in candidates:
+                        c.times, c.iters, c.peak_bytes = {}, {}, {}
+    if out_dir is not None:
+        write_results(rows, out_dir, command=command)
+    return rows
+
+
+def _image_size(model: nn.Module, image_size) -> tuple[int, int, int]:
+    native = tuple(getattr(model, "input_size", (3, 224, 224)))
+    chans = getattr(model, "in_chans", native[0])
+    if image_size is None:
+        return (chans, native[1], native[2])
+    if isinstance(image_size, int):
+        return (chans, image_size, image_size)
+    return (chans, int(image_size[0]), int(image_size[1]))
+
+
+def _build_group(model_name: str, attentions, reference: bool, reference_builders) -> list[Candidate]:
+    """attnlab's model with every attention, then the references; attnlab's plain model first."""
+    cands = []
+    for att in attentions:
+        model = create_model(model_name, attention=att)
+        label = f"attnlab:{model_name}" + (f"+{att}" if att else "")
+        cands.append(Candidate(label, "attnlab", model_name, att, model))
+    if reference and reference_builders is not None:
+        num_classes = _num_classes(cands[0].model)
+        for att in attentions:
+            for label, module in (reference_builders(model_name, att, num_classes) or {}).items():
+                if not isinstance(module, nn.Module):
+                    raise TypeError(f"reference_builders returned {type(module).__name__} for {label!r}; "
+                                    f"expected an nn.Module")
+                impl = label.split(":", 1)[0]
+                cands.append(Candidate(label, impl, model_name, att, module))
+    return cands
+
+
+def _count_group_flops(candidates: list[Candidate], size, num_classes: int) -> None:
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn((2, *size), generator=gen)
+    y = torch.randint(0, max(num_classes, 1), (2,), generator=gen)
+    for c in candidates:
+        m = c.model
+        was_training = m.training
+        m.eval()
+        with torch.no_grad():
+            c.flops_fwd_per_image = count_flops(lambda: m(x[:1]))
+        m.train()
+
+        def fwd_bwd():
+            F.cross_entropy(_first_output(m(x)), y).backward()
+        c.flops_train_per_image = count_flops(fwd_bwd) // 2
+        m.zero_grad(set_to_none=True)
+        m.train(was_training)
+
+
+COLUMNS = (
+    "model", "attention", "implementation", "label", "device", "memory_format", "precision", "compiled",
+    "image_size", "train_batch", "small_batch", "large_batch", "repeats", "params", "gflops_fwd_per_image",
+    "train_img_s", "infer_bs1_img_s", "infer_large_img_s", "train_peak_mb", "infer_large_peak_mb",
+    "ratio_train_min", "ratio_train_median", "ratio_train_max",
+    "ratio_infer_bs1_min", "ratio_infer_bs1_median", "ratio_infer_bs1_max",
+    "ratio_infer_large_min", "ratio_infer_large_median", "ratio_infer_large_max",
+    "overhead_train_min", "overhead_train_median", "overhead_train_max", "overhead_baseline",
+    "matmul_gflop_s", "train_gflop_s", "train_frac_matmul",
+)
+
+
+def _group_rows(candidates: list[Candidate], model_name: str, variant: dict, modes, mm_times,
+                matmul_size: int) -> list[dict]:
+    attnlab_by_att = {c.attention: c for c in candidates if c.implementation == "attnlab"}
+    plain_by_impl = {c.implementation: c for c in candidates if c.attention is None}
+    mm_flops = 2.0 * matmul_size ** 3
+    rows = []
+    for c in candidates:
+        row = dict.fromkeys(COLUMNS)
+        row.update(variant)
+        row.update(model=model_name, attention=c.attention or "none", implementation=c.implementation,
+                   label=c.label, params=c.params, gflops_fwd_per_image=c.flops_fwd_per_image / 1e9)
+        for mode in modes:
+            batch = {"train": variant["train_batch"], "infer_bs1": variant["small_batch"],
+                     "infer_large": variant["large_batch"]}[mode]
+            row[f"{mode}_img_s"] = batch / statistics.median(c.times[mode])
+            twin = attnlab_by_att.get(c.attention)
+            if c.implementation != "attnlab" and twin is not None:
+                row[f"ratio_{mode}_min"], row[f"ratio_{mode}_median"], row[f"ratio_{mode}_max"] = \
+                    throughput_ratio(twin.times[mode], c.times[mode])
+        if "train" in c.peak_bytes:
+            row["train_peak_mb"] = c.peak_bytes["train"] / 2 ** 20
+        if "infer_large" in c.peak_bytes:
+            row["infer_large_peak_mb"] = c.peak_bytes["infer_large"] / 2 ** 20
+        if "train" in modes and c.attention is not None:
+            base = plain_by_impl.get(c.implementation) or plain_by_impl.get("attnlab")
+            if base is not None:
+                row["overhead_train_min"], row["overhead_train_median"], row["overhead_train_max"] = \
+                    overhead(c.times["train"], base.times["train"])
+                row["overhead_baseline"] = base.label
+        if "train" in modes and c.flops_train_per_image:
+            step_flops = c.flops_train_per_image * variant["train_batch"]
+            row["train_gflop_s"] = step_flops / statistics.median(c.times["train"]) / 1e9
+            if mm_times:
+                fracs = [(step_flops / t) / (mm_flops / m) for t, m in zip(c.times["train"], mm_times)]
+                row["train_frac_matmul"] = statistics.median(fracs)
+        if mm_times:
+            row["matmul_gflop_s"] = statistics.median(mm_flops / m for m in mm_times) / 1e9
+        rows.append(row)
+    return rows
+
+
+# --------------------------------------------------------------------------- output
+def machine_info(device: str | torch.device = "cpu") -> dict:
+    """The machine and library versions, recorded with every run."""
+    info = {"python": platform.python_version(), "torch": torch.__version__, "platform": platform.platform(),
+            "processor": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
+            "torch_threads": torch.get_num_threads()}
+    try:
+        with open("/proc/cpuinfo") as fh:
+            model = next((ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name")), None)
+        if model:
+            info["cpu_model"] = model
+    except OSError:
+        pass
+    try:
+        info["load_average_1m"] = round(os.getloadavg()[0], 2)
+    except OSError:
+        pass
+    for name in ("timm", "torchvision", "numpy"):
+        mod = sys.modules.get(name)
+        if mod is not None:
+            info[name] = getattr(mod, "__version__", "?")
+    from .. import __version__
+    info["attnlab"] = __version__
+    device = torch.device(device)
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
+
+
+MARKDOWN_COLUMNS = (
+    ("label", "model", "{}"), ("memory_format", "format", "{}"), ("precision", "prec", "{}"),
+    ("compiled", "compiled", "{}"), ("params", "params (M)", "{:.2f}"),
+    ("gflops_fwd_per_image", "GFLOP fwd/img", "{:.3f}"),
+    ("train_img_s", "train img/s", "{:.1f}"), ("infer_bs1_img_s", "infer bs-small img/s", "{:.1f}"),
+    ("infer_large_img_s", "infer bs-large img/s", "{:.1f}"), ("train_peak_mb", "train peak MB", "{:.0f}"),
+    ("infer_large_peak_mb", "infer peak MB", "{:.0f}"),
+    ("ratio_train", "ratio train min/med/max", None), ("ratio_infer_bs1", "ratio bs-small", None),
+    ("ratio_infer_large", "ratio bs-large", None), ("overhead_train", "overhead train min/med/max", None),
+    ("train_frac_matmul", "train / matmul", "{:.0%}"),
+)
+
+
+def _fmt_cell(row: dict, key: str, fmt: Optional[str]) -> str:
+    if fmt is None:
+        vals = [row.get(f"{key}_{s}") for s in ("min", "median", "max")]
+        if vals[1] is None:
+            return ""
+        pct = key.startswith("overhead")
+        return " / ".join(f"{v:+.1%}" if pct else f"{v:.2f}" for v in vals)
+    v = row.get(key)
+    if v is None:
+        return ""
+    if key == "params":
+        v = v / 1e6
+    return fmt.format(v)
+
+
+def format_markdown(rows: list[dict], info: Optional[dict] = None, command: Optional[str] = None) -> str:
+    """The rows as a Markdown table, headed by the machine, the versions and the command."""
+    lines = []
+    if command:
+        lines += [f"Command: `{command}`", ""]
+    if info:
+        lines += ["Machine: " + ", ".join(f"{k} {v}" for k, v in info.items()), ""]
+    if rows:
+        r0 = rows[0]
+        mm = [r["matmul_gflop_s"] for r in rows if r.get("matmul_gflop_s")]
+        lines += [f"Device {r0['device']}; train batch {r0['train_batch']}, inference batches "
+                  f"{r0['small_batch']} and {r0['large_batch']}; {r0['repeats']} interleaved repeats. "
+                  + (f"fp32 matmul: median {statistics.median(mm):.1f} GFLOP/s over the groups. " if mm else "")
+                  + "Ratios are attnlab / reference throughput (above 1 = attnlab faster); overhead is "
+                  "step time with attention / without - 1.", ""]
+    header = ["image"] + [title for _, title, _ in MARKDOWN_COLUMNS]
+    lines.append("| " + " | ".join(header) + " |")
+    lines.append("|" + "---|" * len(header))
+    for row in rows:
+        cells = [str(row.get("image_size", ""))] + [_fmt_cell(row, k, f) for k, _, f in MARKDOWN_COLUMNS]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_results(rows: list[dict], out_dir: str | os.PathLike, command: Optional[str] = None,
+                  info: Optional[dict] = None, stem: str = "results") -> tuple[str, str]:
+    """Write `<stem>.csv` (every column) and `<stem>.md` (the table, machine, versions, command)."""
+    os.makedirs(out_dir, exist_ok=True)
+    command = command if command is not None else " ".join(sys.argv)
+    info = info if info is not None else machine_info(rows[0]["device"] if rows else "cpu")
+    csv_path = os.path.join(out_dir, f"{stem}.csv")
+    with open(csv_path, "w", newline="") as fh:
+        fh.write(f"# command: {command}\n")
+        fh.write("# machine: " + "; ".join(f"{k}={v}" for k, v in info.items()) + "\n")
+        writer = csv.DictWriter(fh, fieldnames=list(COLUMNS), extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    md_path = os.path.join(out_dir, f"{stem}.md")
+    with open(md_path, "w") as fh:
+        fh.write(format_markdown(rows, info, command))
+    return csv_path, md_path
