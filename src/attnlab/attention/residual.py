@@ -22,9 +22,9 @@ none at the input level); then BN-ReLU-conv1x1, BN-ReLU-conv1x1 and a sigmoid. W
 lowest level therefore holds 2r units, as in the official network.
 
 The residual unit is the pre-activation bottleneck of He et al. 2016 ("Identity Mappings in Deep
-Residual Networks"), which the paper names as its basic unit: BN-ReLU-conv1x1, BN-ReLU-conv3x3
-(stride here), BN-ReLU-conv1x1 (4x expansion), projection shortcut (1x1 conv with the stride) from
-the pre-activated input when the shape changes. It lives here and is shared by models/ran.py.
+Residual Networks"), which the paper names as its basic unit: BN-ReLU-conv1x1, BN-ReLU-conv3x3,
+BN-ReLU-conv1x1 with 4x expansion (channels must be divisible by 4). It is the ResNet family's
+block, models.resnet.PreActBottleneck, shared (not copied) by this module and models/ran.py.
 
 Where this code deviates, and why:
 
@@ -53,75 +53,29 @@ residual learning, M = 0 gives H = T (attention removed); with ``naive=True`` M 
 from __future__ import annotations
 
 import math
-from typing import Callable, Optional
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .base import AttentionModule
 
-UNIT_ATTENTION_POSITIONS = ("standard", "pre", "post", "identity")
 MASK_ACTIVATIONS = ("mixed", "spatial", "channel")
 
 
-def _check_positive_int(owner: str, name: str, value, minimum: int = 1) -> None:
+def _check_int(owner: str, name: str, value, minimum: int = 1) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ValueError(f"{owner}: {name} must be an int >= {minimum}, got {value!r}")
 
 
-class PreActBottleneck(nn.Module):
-    """Pre-activation bottleneck residual unit (He et al. 2016) with an optional attention slot.
+def residual_unit(channels: int, unit_attention=None, stage: int = 1) -> nn.Module:
+    """One pre-activation bottleneck unit channels -> channels (models.resnet.PreActBottleneck,
+    shared with the ResNet family). `unit_attention` is an AttentionSpec (models.layers) or None."""
+    # Imported here: the models package imports this module, so a top-level import would be circular.
+    from ..models.layers import AttentionSpec
+    from ..models.resnet import PreActBottleneck
 
-    ``attention`` (a module mapping (N, out_chs, H, W) to itself, or for ``position="pre"`` one on
-    ``in_chs`` channels) is placed per the SE paper's positions: ``standard`` on the residual branch
-    after its last convolution, before the addition; ``pre`` on the branch input (after the shared
-    pre-activation, before the first convolution); ``post`` after the addition; ``identity`` on the
-    shortcut.
-    """
-
-    expansion = 4
-
-    def __init__(self, in_chs: int, out_chs: int, stride: int = 1, bottleneck_ratio: int = 4,
-                 attention: Optional[nn.Module] = None, attention_position: str = "standard"):
-        super().__init__()
-        for name, v in (("in_chs", in_chs), ("out_chs", out_chs), ("stride", stride),
-                        ("bottleneck_ratio", bottleneck_ratio)):
-            _check_positive_int("PreActBottleneck", name, v)
-        if out_chs % bottleneck_ratio:
-            raise ValueError(f"PreActBottleneck: out_chs {out_chs} must be divisible by bottleneck_ratio "
-                             f"{bottleneck_ratio}")
-        if attention_position not in UNIT_ATTENTION_POSITIONS:
-            raise ValueError(f"PreActBottleneck: attention_position {attention_position!r} is not one of "
-                             f"{', '.join(UNIT_ATTENTION_POSITIONS)}")
-        mid = out_chs // bottleneck_ratio
-        self.in_chs, self.out_chs, self.stride = in_chs, out_chs, stride
-        self.bn1 = nn.BatchNorm2d(in_chs)
-        self.conv1 = nn.Conv2d(in_chs, mid, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(mid)
-        self.conv2 = nn.Conv2d(mid, mid, 3, stride, 1, bias=False)
-        self.bn3 = nn.BatchNorm2d(mid)
-        self.conv3 = nn.Conv2d(mid, out_chs, 1, bias=False)
-        self.shortcut = (nn.Conv2d(in_chs, out_chs, 1, stride, bias=False)
-                         if stride != 1 or in_chs != out_chs else None)
-        self.attention = attention if attention is not None else nn.Identity()
-        self.attention_position = attention_position
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        pre = F.relu(self.bn1(x))
-        shortcut = self.shortcut(pre) if self.shortcut is not None else x
-        branch = self.attention(pre) if self.attention_position == "pre" else pre
-        out = self.conv1(branch)
-        out = self.conv2(F.relu(self.bn2(out)))
-        out = self.conv3(F.relu(self.bn3(out)))
-        if self.attention_position == "standard":
-            out = self.attention(out)
-        elif self.attention_position == "identity":
-            shortcut = self.attention(shortcut)
-        out = out + shortcut
-        if self.attention_position == "post":
-            out = self.attention(out)
-        return out
+    spec = unit_attention if unit_attention is not None else AttentionSpec("residual_attention")
+    return PreActBottleneck(channels, channels // PreActBottleneck.expansion, attention=spec, stage=stage)
 
 
 def init_residual_attention_weights(module: nn.Module) -> None:
@@ -145,6 +99,12 @@ def max_downsamplings(height: int, width: int) -> int:
     return math.ceil(math.log2(max(height, width))) if max(height, width) > 1 else 0
 
 
+def _check_channels(owner: str, channels: int) -> None:
+    if channels % 4:
+        raise ValueError(f"{owner}: channels must be divisible by 4 (bottleneck units with 4x expansion), "
+                         f"got {channels}")
+
+
 class SoftMaskBranch(AttentionModule):
     """Bottom-up / top-down soft mask: (N, C, H, W) -> M in [0, 1] of the same shape.
 
@@ -154,24 +114,23 @@ class SoftMaskBranch(AttentionModule):
 
     observables = ()
 
-    def __init__(self, channels: int, depth: int = 3, r: int = 1, bottleneck_ratio: int = 4,
-                 mask_activation: str = "mixed"):
+    def __init__(self, channels: int, depth: int = 3, r: int = 1, mask_activation: str = "mixed"):
         super().__init__(channels)
-        _check_positive_int("SoftMaskBranch", "depth", depth, 0)
-        _check_positive_int("SoftMaskBranch", "r", r)
+        _check_channels("SoftMaskBranch", channels)
+        _check_int("SoftMaskBranch", "depth", depth, 0)
+        _check_int("SoftMaskBranch", "r", r)
         if mask_activation not in MASK_ACTIVATIONS:
             raise ValueError(f"SoftMaskBranch: mask_activation {mask_activation!r} is not one of "
                              f"{', '.join(MASK_ACTIVATIONS)}")
         self.depth, self.r, self.mask_activation = depth, r, mask_activation
 
         def units(n: int) -> nn.Sequential:
-            return nn.Sequential(*[PreActBottleneck(channels, channels, bottleneck_ratio=bottleneck_ratio)
-                                   for _ in range(n)])
+            return nn.Sequential(*[residual_unit(channels) for _ in range(n)])
 
         self.pool = nn.MaxPool2d(3, stride=2, padding=1)
-        self.down = nn.ModuleList(units(r) for _ in range(depth))   # level i+1 after pooling i+1
-        self.up = nn.ModuleList(units(r) for _ in range(depth))     # level i+1 before up-sampling
-        self.skip = nn.ModuleList(units(1) for _ in range(max(depth - 1, 0)))  # levels 1..depth-1
+        self.down = nn.ModuleList(units(r) for _ in range(depth))   # level i+1, after pooling i+1
+        self.up = nn.ModuleList(units(r) for _ in range(depth))     # level i+1, before up-sampling
+        self.skip = nn.ModuleList(units(1) for _ in range(max(depth - 1, 0)))  # levels 1 .. depth-1
         self.head = nn.Sequential(
             nn.BatchNorm2d(channels), nn.ReLU(inplace=True), nn.Conv2d(channels, channels, 1, bias=False),
             nn.BatchNorm2d(channels), nn.ReLU(inplace=True), nn.Conv2d(channels, channels, 1, bias=False),
@@ -207,43 +166,33 @@ class SoftMaskBranch(AttentionModule):
 class ResidualAttentionModule(AttentionModule):
     """Attention module H = (1 + M) * T with p pre/post units, t trunk units, r mask units.
 
-    unit_attention: optional factory ``channels -> nn.Module`` that puts another attention (SE,
-    CBAM, ...) into every trunk-path residual unit (pre, trunk and post units; not the mask
-    branch), at ``unit_attention_position``. Used by models/ran.py for the placement spec.
+    unit_attention: optional AttentionSpec (models.layers) that puts another attention (SE, CBAM,
+    ...) into every trunk-path residual unit (the p pre, t trunk and p post units; not the mask
+    branch) at the spec's position, as stage `stage`. models/ran.py passes its placement spec here.
     """
 
     observables = ("mask",)
 
     def __init__(self, channels: int, p: int = 1, t: int = 2, r: int = 1, naive: bool = False,
-                 mask_depth: int = 3, bottleneck_ratio: int = 4, mask_activation: str = "mixed",
-                 unit_attention: Optional[Callable[[int], nn.Module]] = None,
-                 unit_attention_position: str = "standard"):
+                 mask_depth: int = 3, mask_activation: str = "mixed", unit_attention=None, stage: int = 1):
         super().__init__(channels)
-        _check_positive_int("ResidualAttentionModule", "p", p, 0)
-        _check_positive_int("ResidualAttentionModule", "t", t)
-        _check_positive_int("ResidualAttentionModule", "r", r)
+        _check_channels("ResidualAttentionModule", channels)
+        _check_int("ResidualAttentionModule", "p", p, 0)
+        _check_int("ResidualAttentionModule", "t", t)
+        _check_int("ResidualAttentionModule", "r", r)
         if not isinstance(naive, bool):
             raise TypeError(f"ResidualAttentionModule: naive must be a bool, got {naive!r}")
-        if channels % bottleneck_ratio:
-            raise ValueError(f"ResidualAttentionModule: channels {channels} must be divisible by "
-                             f"bottleneck_ratio {bottleneck_ratio}")
         self.p, self.t, self.r, self.naive = p, t, r, naive
 
         def units(n: int) -> nn.Sequential:
-            return nn.Sequential(*[
-                PreActBottleneck(channels, channels, bottleneck_ratio=bottleneck_ratio,
-                                 attention=unit_attention(channels) if unit_attention else None,
-                                 attention_position=unit_attention_position)
-                for _ in range(n)])
+            return nn.Sequential(*[residual_unit(channels, unit_attention, stage) for _ in range(n)])
 
         self.pre = units(p)
         self.trunk = units(t)
-        self.mask_branch = SoftMaskBranch(channels, depth=mask_depth, r=r, bottleneck_ratio=bottleneck_ratio,
-                                          mask_activation=mask_activation)
+        self.mask_branch = SoftMaskBranch(channels, depth=mask_depth, r=r, mask_activation=mask_activation)
         self.post = units(p)
-        init_residual_attention_weights(self.pre)
-        init_residual_attention_weights(self.trunk)
-        init_residual_attention_weights(self.post)
+        for part in (self.pre, self.trunk, self.post):
+            init_residual_attention_weights(part)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)
