@@ -370,6 +370,20 @@ class ResNet(Backbone):
             x = getattr(self, name)(x)
         return self.final_norm(x)
 
+    def norms_before_attention(self) -> dict[str, nn.BatchNorm2d]:
+        """{attention module name: the BatchNorm whose output feeds only it}, for the identity init of
+        `pretrained.py`: the last BN of a post-activation branch (`standard`) or of a projection
+        shortcut (`identity`). Pre-activation blocks and the `pre` / `post` positions have none."""
+        norms = {}
+        for name, block in self.named_modules():
+            if not isinstance(block, ResidualBlock) or isinstance(block.attention, nn.Identity) or block.preact:
+                continue
+            if block.attention_position == "standard":
+                norms[f"{name}.attention"] = block.bn3 if isinstance(block, Bottleneck) else block.bn2
+            elif block.attention_position == "identity" and isinstance(block.downsample, nn.Sequential):
+                norms[f"{name}.attention"] = block.downsample[1]
+        return norms
+
     def remap_pretrained(self, state_dict: dict, source: str) -> dict:
         """torchvision and timm name everything as here except the classifier (`fc`) and, in timm,
         the attention slot (`se`, whose inner names `pretrained.rename_timm_attention` converts)."""

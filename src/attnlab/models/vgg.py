@@ -119,6 +119,13 @@ class VGG(Backbone):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(x)
 
+    def norms_before_attention(self) -> dict[str, nn.BatchNorm2d]:
+        """{attention module name: the BatchNorm feeding it through a ReLU}, for the identity init of
+        `pretrained.py` (ReLU is positively homogeneous, so a gate constant folds into the BN)."""
+        names = list(self.features._modules)
+        return {f"features.{key}": self.features[names.index(key) - 2] for key in names
+                if key.endswith("_attention") and not isinstance(self.features._modules[key], nn.Identity)}
+
     def remap_pretrained(self, state_dict: dict, source: str) -> dict:
         """torchvision's `classifier.<i>` is `head.classifier.<i>` here; the rest matches."""
         if source == "attnlab":
