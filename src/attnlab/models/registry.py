@@ -56,9 +56,17 @@ def create_model(
     attention_kwargs: dict | None = None,
     attention_stages=None,
     attention_position: str | None = None,
+    spatial_transformer=None,
     **kwargs,
 ) -> nn.Module:
-    """Build a registered model; arguments left as None keep the builder's defaults."""
+    """Build a registered model; arguments left as None keep the builder's defaults.
+
+    spatial_transformer: True or a dict of SpatialTransformer settings puts a spatial transformer
+    in front of the built (and, with `pretrained=`, loaded) model (models.stn_cnn).
+    """
+    if spatial_transformer is not None and not isinstance(spatial_transformer, (bool, dict)):
+        raise TypeError(f"spatial_transformer must be None, a bool or a dict of SpatialTransformer "
+                        f"settings, got {type(spatial_transformer).__name__}")
     builder = _MODELS[resolve_model_name(name)]
     given = dict(num_classes=num_classes, in_chans=in_chans, attention=attention,
                  attention_kwargs=attention_kwargs, attention_stages=attention_stages,
@@ -70,4 +78,13 @@ def create_model(
         from .pretrained import load_pretrained
 
         model.pretrained_report = load_pretrained(model, pretrained)
+    if spatial_transformer is True or isinstance(spatial_transformer, dict):
+        from .stn_cnn import with_spatial_transformer
+
+        settings = spatial_transformer if isinstance(spatial_transformer, dict) else {}
+        wrapped = with_spatial_transformer(model, **settings)
+        wrapped.model_name = model.model_name
+        if hasattr(model, "pretrained_report"):
+            wrapped.pretrained_report = model.pretrained_report
+        model = wrapped
     return model
