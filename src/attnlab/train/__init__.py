@@ -1,0 +1,8 @@
+"""Training: `TrainConfig`, the `Trainer`, `train()`, `evaluate()`, `load_trained()`, checkpoints."""
+from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from .config import TrainConfig
+from .trainer import (NonFiniteLossError, Trainer, TrainingInterrupted, evaluate, load_trained,
+                      train)
+
+__all__ = ["TrainConfig", "Trainer", "train", "evaluate", "load_trained", "CheckpointError",
+           "load_checkpoint", "save_checkpoint", "NonFiniteLossError", "TrainingInterrupted"]

@@ -1,0 +1,531 @@
+"""One Trainer for every attnlab model: fit, evaluate, checkpoint, resume.
+
+    result = train(TrainConfig(model="resnet20", attention="se", dataset="digits", epochs=5), "runs/se")
+
+Not a paper module. The loop is shaped after airbench / nanoGPT: the data stay in memory as
+uint8 tensors on the training device; each step gathers a batch by index, augments it as a whole
+(`data.augment`), runs forward/backward, and sets the learning rate from the step number. No
+DataLoader is used for in-memory sets (it would collate samples one by one in Python); lazily
+decoded image folders use one with workers. Speed settings: `torch.set_flush_denormal(True)`,
+channels_last on CPU and GPU, `zero_grad(set_to_none=True)`, AMP (float16 + GradScaler) on CUDA
+only - never bfloat16 on CPU, where it is ~100x slower than float32 - and optional torch.compile.
+
+Writes into `out_dir`: config.yaml, metrics.jsonl (one JSON line per epoch), final.json, and
+checkpoints/ (see train.checkpoint). Resume restores weights, optimizer, every RNG stream and
+the data-order position (epoch and batch), so in deterministic mode on CPU a resumed run ends
+with the same weights as an uninterrupted one. SIGINT / SIGTERM finish the step, write a
+checkpoint and raise `TrainingInterrupted` with the command to resume. A non-finite loss skips
+the step while `max_bad_steps` allows, then stops with `NonFiniteLossError` naming the step, the
+batch and the last good checkpoint.
+
+Choices that differ from common recipes: the last incomplete batch of an epoch is dropped (a
+batch of one breaks BatchNorm, and a fixed step count keeps schedules and resume simple); the
+data order of epoch e is a permutation drawn from (seed, e) alone, so resuming needs no sampler
+state beyond the batch index.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import signal
+import sys
+import threading
+import time
+import warnings
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..data.augment import BatchAugment, normalise
+from ..data.datasets import DatasetSplits, load_dataset
+from .checkpoint import (CHECKPOINT_SUBDIR, CheckpointError, best_checkpoint, list_checkpoints,
+                         load_checkpoint, resolve_checkpoint, rotate_checkpoints, save_checkpoint)
+from .config import RESUMABLE_CHANGES, TrainConfig
+from .optim import LRSchedule, build_optimizer
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN/inf more often than `max_bad_steps` allows."""
+
+
+class TrainingInterrupted(RuntimeError):
+    """SIGINT/SIGTERM stopped training after a checkpoint was written; `.checkpoint` is its path."""
+
+    def __init__(self, message: str, checkpoint: Optional[Path]):
+        super().__init__(message)
+        self.checkpoint = checkpoint
+
+
+# ---------------------------------------------------------------------------- small helpers
+def resolve_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} requested but CUDA is not available; use 'cpu' or 'auto'")
+    return device
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+class ProgressBar:
+    """A one-line progress bar on stderr: count, throughput (images/s), ETA, extra fields.
+    Redrawn at most every `interval` seconds; silent when disabled."""
+
+    def __init__(self, total: int, desc: str = "", enabled: bool = True, interval: float = 0.25,
+                 stream=None, width: int = 24):
+        self.total, self.desc, self.enabled, self.interval, self.width = total, desc, enabled, interval, width
+        self.stream = stream if stream is not None else sys.stderr
+        self.count, self.images, self.start, self.last_draw = 0, 0, time.perf_counter(), 0.0
+        self.fields: dict = {}
+
+    def update(self, steps: int = 1, images: int = 0, **fields) -> None:
+        self.count += steps
+        self.images += images
+        self.fields.update(fields)
+        now = time.perf_counter()
+        if self.enabled and (now - self.last_draw >= self.interval or self.count >= self.total):
+            self.last_draw = now
+            self._draw(now)
+
+    def _draw(self, now: float) -> None:
+        elapsed = max(now - self.start, 1e-9)
+        frac = min(1.0, self.count / self.total) if self.total else 1.0
+        bar = "#" * int(frac * self.width) + "." * (self.width - int(frac * self.width))
+        eta = elapsed / self.count * (self.total - self.count) if self.count else 0.0
+        extra = " ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in self.fields.items())
+        line = (f"\r{self.desc} [{bar}] {self.count}/{self.total} {self.images / elapsed:,.0f} img/s "
+                f"ETA {_format_seconds(eta)} {extra}")
+        self.stream.write(line[:200].ljust(80))
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.enabled:
+            self._draw(time.perf_counter())
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def _format_seconds(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+# ---------------------------------------------------------------------------- model + evaluation
+def build_model(config: TrainConfig, num_classes: int, in_chans: int) -> nn.Module:
+    """The model a config describes, for a dataset with `num_classes` and `in_chans`."""
+    from ..models import create_model
+
+    return create_model(config.model, num_classes=num_classes, in_chans=in_chans,
+                        attention=config.attention, attention_kwargs=dict(config.attention_kwargs) or None,
+                        attention_stages=config.attention_stages, attention_position=config.attention_position,
+                        **dict(config.model_kwargs))
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, x, y: Optional[torch.Tensor] = None, batch_size: int = 512,
+             device: Optional[torch.device | str] = None, mean=None, std=None, normalise_input: bool = True,
+             channels_last: bool = False, amp: bool = False) -> dict:
+    """Accuracy and mean cross-entropy of `model` on images `x` (N, C, H, W) with labels `y`.
+
+    `x` may also be a torch Dataset of (image, label) pairs (then `y` is None). Images that are
+    uint8 are divided by 255; with `mean`/`std` (per channel, 0..1 scale) they are standardised.
+    The model's train/eval mode is restored afterwards. Returns {"acc", "loss", "count"}.
+    """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"evaluate: batch_size must be an int >= 1, got {batch_size!r}")
+    if device is None:
+        device = next(iter(model.parameters()), torch.empty(0)).device
+    device = torch.device(device)
+    was_training = model.training
+    model.eval()
+    total_loss, correct, count = 0.0, 0, 0
+    try:
+        for xb, yb in _eval_batches(x, y, batch_size):
+            xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
+            if normalise_input and mean is not None and std is not None:
+                xb = normalise(xb, mean, std)
+            elif xb.dtype == torch.uint8:
+                xb = xb.float().div_(255.0)
+            if channels_last:
+                xb = xb.contiguous(memory_format=torch.channels_last)
+            ctx = torch.autocast("cuda", dtype=torch.float16) if (amp and device.type == "cuda") else nullcontext()
+            with ctx:
+                logits = model(xb)
+            total_loss += float(F.cross_entropy(logits.float(), yb, reduction="sum"))
+            correct += int((logits.argmax(1) == yb).sum())
+            count += len(yb)
+    finally:
+        model.train(was_training)
+    if count == 0:
+        raise ValueError("evaluate: no samples to evaluate")
+    return {"acc": correct / count, "loss": total_loss / count, "count": count}
+
+
+def _eval_batches(x, y, batch_size):
+    if isinstance(x, torch.Tensor):
+        if y is None or len(y) != len(x):
+            raise ValueError(f"evaluate: need labels y with one entry per image, got {None if y is None else len(y)} "
+                             f"for {len(x)} images")
+        for start in range(0, len(x), batch_size):
+            yield x[start:start + batch_size], y[start:start + batch_size]
+    else:
+        loader = torch.utils.data.DataLoader(x, batch_size=batch_size, shuffle=False, num_workers=0)
+        for xb, yb in loader:
+            yield xb, torch.as_tensor(yb, dtype=torch.int64)
+
+
+# ---------------------------------------------------------------------------- the Trainer
+class Trainer:
+    """Trains one model on one dataset as a `TrainConfig` says.
+
+    `data` and `model` may be given (tests, benchmarks); otherwise they are loaded / built from
+    the config. `out_dir=None` trains without writing anything.
+    """
+
+    def __init__(self, config: TrainConfig, out_dir: Optional[str | os.PathLike] = None, progress: bool = True,
+                 data: Optional[DatasetSplits] = None, model: Optional[nn.Module] = None):
+        if not isinstance(config, TrainConfig):
+            raise TypeError(f"Trainer expects a TrainConfig, got {type(config).__name__}")
+        self.config = config.validate()
+        self.out_dir = Path(out_dir) if out_dir is not None else None
+        self.progress = progress
+        self.device = resolve_device(config.device)
+        torch.set_flush_denormal(True)
+        seed_everything(config.seed)
+        self.data = data if data is not None else load_dataset(config.dataset, config.data_dir, seed=config.seed,
+                                                               image_size=config.image_size)
+        self.model = model if model is not None else build_model(config, self.data.num_classes, self.data.in_chans)
+        self.model.to(self.device)
+        self.memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+        if config.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        self.forward_model = torch.compile(self.model) if config.compile else self.model
+        self.amp = config.amp and self.device.type == "cuda"
+        if config.amp and not self.amp:
+            warnings.warn("amp=True ignored: mixed precision is used on CUDA only (bfloat16 on this CPU is ~100x slower)",
+                          stacklevel=2)
+        self.scaler = torch.amp.GradScaler("cuda") if self.amp else None
+        augment = {**self.data.default_augment, **{k: v for k, v in config.augment.items() if v is not None}}
+        self.augment = BatchAugment(self.data.mean, self.data.std, augment["crop_padding"], augment["flip"],
+                                    channels_last=config.channels_last)
+        self.augment_settings = augment
+        self.augment_generator = torch.Generator(device=self.device).manual_seed(config.seed + 1)
+        self.optimizer = build_optimizer(self.model, config)
+        n = self.data.num_train
+        self.steps_per_epoch = max(1, n // config.batch_size)
+        self.schedule = LRSchedule(config, self.steps_per_epoch)
+        self.criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+        if self.data.in_memory:
+            self.train_x = self.data.train_x.to(self.device)
+            self.train_y = self.data.train_y.to(self.device)
+        self.params = count_parameters(self.model)
+        # Position and counters (restored on resume).
+        self.epoch = 0                # completed epochs
+        self.batch_in_epoch = 0       # batches done in the current epoch
+        self.global_step = 0          # optimizer steps taken (+ skipped bad steps)
+        self.bad_steps = 0
+        self.seconds = 0.0
+        self.epoch_sums = {"loss": 0.0, "correct": 0, "seen": 0, "seconds": 0.0}
+        self.best_acc = -1.0
+        self.last_checkpoint: Optional[Path] = None
+        self._stop_signal: Optional[int] = None
+
+    # ------------------------------------------------------------------ data order
+    def epoch_permutation(self, epoch: int) -> torch.Tensor:
+        gen = torch.Generator().manual_seed(self.config.seed * 1_000_003 + epoch)
+        return torch.randperm(self.data.num_train, generator=gen)
+
+    def _train_batches(self, epoch: int, start_batch: int):
+        bs = self.config.batch_size
+        perm = self.epoch_permutation(epoch)
+        if self.data.in_memory:
+            perm = perm.to(self.device)
+            for b in range(start_batch, self.steps_per_epoch):
+                idx = perm[b * bs:(b + 1) * bs]
+                yield b, self.train_x[idx], self.train_y[idx]
+            return
+        order = perm[start_batch * bs:self.steps_per_epoch * bs].tolist()
+        loader = torch.utils.data.DataLoader(torch.utils.data.Subset(self.data.train_set, order),
+                                             batch_size=min(bs, len(order)) or 1, shuffle=False,
+                                             num_workers=self.config.num_workers, drop_last=True,
+                                             pin_memory=self.device.type == "cuda")
+        for offset, (xb, yb) in enumerate(loader):
+            yield (start_batch + offset, xb.to(self.device, non_blocking=True),
+                   torch.as_tensor(yb, dtype=torch.int64).to(self.device, non_blocking=True))
+
+    # ------------------------------------------------------------------ one step
+    def train_step(self, xb: torch.Tensor, yb: torch.Tensor) -> tuple[Optional[torch.Tensor], torch.Tensor]:
+        """Augment, forward, backward, update. Returns (loss or None when non-finite, logits)."""
+        inputs = self.augment(xb, self.augment_generator, train=True)
+        self.schedule.apply(self.optimizer, self.global_step)
+        ctx = torch.autocast("cuda", dtype=torch.float16) if self.amp else nullcontext()
+        with ctx:
+            logits = self.forward_model(inputs)
+            loss = self.criterion(logits.float(), yb)
+        self.optimizer.zero_grad(set_to_none=True)
+        if not bool(torch.isfinite(loss)):
+            return None, logits
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            loss.backward()
+            self.optimizer.step()
+        return loss.detach(), logits.detach()
+
+    # ------------------------------------------------------------------ fit
+    def fit(self, resume: bool = False) -> dict:
+        """Train for `config.epochs` epochs (continuing from the newest checkpoint with
+        `resume=True`) and return final.json's content."""
+        cfg = self.config
+        if self.out_dir is not None:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            if resume:
+                self._resume()
+            else:
+                if list_checkpoints(self.out_dir):
+                    raise CheckpointError(f"{self.out_dir} already holds checkpoints of a run; pass resume=True "
+                                          "(--resume) to continue it, or choose a new output folder")
+                (self.out_dir / "metrics.jsonl").write_text("")
+            self._write_config()
+        elif resume:
+            raise ValueError("resume=True needs an out_dir holding checkpoints")
+        deterministic_before = torch.are_deterministic_algorithms_enabled()
+        if cfg.deterministic:
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+            torch.use_deterministic_algorithms(True, warn_only=True)
+            torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+        old_handlers = self._install_signal_handlers()
+        self.model.train()
+        try:
+            while self.epoch < cfg.epochs:
+                self._run_epoch()
+        finally:
+            self._restore_signal_handlers(old_handlers)
+            if cfg.deterministic:
+                torch.use_deterministic_algorithms(deterministic_before)
+        return self._finish()
+
+    def _run_epoch(self) -> None:
+        cfg = self.config
+        epoch = self.epoch
+        bar = ProgressBar(self.steps_per_epoch, f"epoch {epoch + 1}/{cfg.epochs}", self.progress)
+        bar.count = self.batch_in_epoch
+        sums = self.epoch_sums
+        t0 = time.perf_counter()
+        for batch_index, xb, yb in self._train_batches(epoch, self.batch_in_epoch):
+            loss, logits = self.train_step(xb, yb)
+            self.global_step += 1
+            self.batch_in_epoch = batch_index + 1
+            if loss is None:
+                self._bad_step(batch_index)
+            else:
+                sums["loss"] += float(loss) * len(yb)
+                sums["correct"] += int((logits.argmax(1) == yb).sum())
+                sums["seen"] += len(yb)
+            now = time.perf_counter()
+            sums["seconds"] += now - t0
+            t0 = now
+            bar.update(1, len(yb), loss=float(loss) if loss is not None else float("nan"),
+                       lr=self.schedule.lr(self.global_step - 1))
+            if self._stop_signal is not None:
+                bar.close()
+                self._interrupt()
+            if cfg.checkpoint_every_steps and self.global_step % cfg.checkpoint_every_steps == 0 \
+                    and self.batch_in_epoch < self.steps_per_epoch:
+                self._checkpoint({})
+        bar.close()
+        train_seconds = sums["seconds"]
+        test = self._evaluate_test()
+        self.epoch += 1
+        self.batch_in_epoch = 0
+        self.seconds += train_seconds
+        row = {"epoch": self.epoch, "step": self.global_step, "lr": self.schedule.lr(max(0, self.global_step - 1)),
+               "train_loss": sums["loss"] / max(1, sums["seen"]), "train_acc": sums["correct"] / max(1, sums["seen"]),
+               "test_loss": test["loss"], "test_acc": test["acc"], "seconds": train_seconds,
+               "images_per_s": sums["seen"] / train_seconds if train_seconds > 0 else 0.0}
+        self.epoch_sums = {"loss": 0.0, "correct": 0, "seen": 0, "seconds": 0.0}
+        self.best_acc = max(self.best_acc, test["acc"])
+        if self.out_dir is not None:
+            with open(self.out_dir / "metrics.jsonl", "a") as fh:
+                fh.write(json.dumps(row) + "\n")
+        self.last_row = row
+        due = cfg.checkpoint_every and (self.epoch % cfg.checkpoint_every == 0)
+        if due or self.epoch == cfg.epochs:
+            self._checkpoint({"test_acc": test["acc"], "test_loss": test["loss"]})
+
+    def _evaluate_test(self) -> dict:
+        if self.data.in_memory:
+            return evaluate(self.model, self.data.test_x, self.data.test_y, self.config.eval_batch_size, self.device,
+                            self.data.mean, self.data.std, channels_last=self.config.channels_last, amp=self.amp)
+        return evaluate(self.model, self.data.test_set, None, self.config.eval_batch_size, self.device,
+                        self.data.mean, self.data.std, channels_last=self.config.channels_last, amp=self.amp)
+
+    def _bad_step(self, batch_index: int) -> None:
+        self.bad_steps += 1
+        if self.bad_steps > self.config.max_bad_steps:
+            good = self.last_checkpoint or (list_checkpoints(self.out_dir)[-1] if self.out_dir and
+                                            list_checkpoints(self.out_dir) else None)
+            raise NonFiniteLossError(
+                f"non-finite loss at step {self.global_step} (epoch {self.epoch + 1}, batch {batch_index}); "
+                f"{self.bad_steps} bad step(s), budget max_bad_steps={self.config.max_bad_steps}; last good checkpoint: "
+                f"{good or 'none'}. Hint: lower the learning rate (lr={self.config.lr}), add warm-up "
+                "(--warmup-epochs), or raise --max-bad-steps to skip such batches")
+
+    # ------------------------------------------------------------------ final result
+    def _finish(self) -> dict:
+        if self.config.epochs == 0 or not hasattr(self, "last_row"):
+            test = self._evaluate_test()
+        else:
+            test = {"acc": self.last_row["test_acc"], "loss": self.last_row["test_loss"]}
+        result = {
+            "model": self.config.model, "attention": self.config.attention, "dataset": self.data.name,
+            "seed": self.config.seed, "epochs": self.epoch, "steps": self.global_step,
+            "test_acc": test["acc"], "test_loss": test["loss"], "best_test_acc": max(self.best_acc, test["acc"]),
+            "params": self.params, "seconds": self.seconds, "bad_steps": self.bad_steps,
+            "image_size": list(self.data.image_size), "num_classes": self.data.num_classes,
+            "history": str(self.out_dir / "metrics.jsonl") if self.out_dir else None,
+            "checkpoint": str(self.last_checkpoint) if self.last_checkpoint else None,
+        }
+        if self.out_dir is not None:
+            (self.out_dir / "final.json").write_text(json.dumps(result, indent=2) + "\n")
+        return result
+
+    # ------------------------------------------------------------------ checkpoints
+    def _write_config(self) -> None:
+        import yaml
+
+        (self.out_dir / "config.yaml").write_text(yaml.safe_dump(self.config.to_dict(), sort_keys=False))
+
+    def state(self, metrics: dict) -> dict:
+        """Everything but the model weights that a resume needs (tensors go to safetensors)."""
+        rng = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
+               "augment": self.augment_generator.get_state()}
+        if torch.cuda.is_available() and self.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        return {
+            "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch, "step": self.global_step,
+            "bad_steps": self.bad_steps, "seconds": self.seconds, "epoch_sums": dict(self.epoch_sums),
+            "best_acc": self.best_acc, "steps_per_epoch": self.steps_per_epoch,
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "rng": rng, "config": self.config.to_dict(), "metrics": metrics,
+            "data": {"name": self.data.name, "num_classes": self.data.num_classes, "in_chans": self.data.in_chans,
+                     "image_size": list(self.data.image_size), "mean": list(self.data.mean),
+                     "std": list(self.data.std), "num_train": self.data.num_train, "classes": list(self.data.classes)},
+            "params": self.params,
+        }
+
+    def _checkpoint(self, metrics: dict) -> Optional[Path]:
+        if self.out_dir is None:
+            return None
+        directory = self.out_dir / CHECKPOINT_SUBDIR
+        self.last_checkpoint = save_checkpoint(directory, self.global_step, self.state(metrics),
+                                               self.model.state_dict())
+        rotate_checkpoints(directory, self.config.keep_checkpoints)
+        return self.last_checkpoint
+
+    def _resume(self) -> None:
+        found = list_checkpoints(self.out_dir)
+        if not found:
+            raise CheckpointError(f"nothing to resume: no checkpoint in {self.out_dir / CHECKPOINT_SUBDIR}")
+        ckpt = load_checkpoint(found[-1], expect_config=self.config.to_dict(), ignore_fields=RESUMABLE_CHANGES)
+        state = ckpt.state
+        if state["steps_per_epoch"] != self.steps_per_epoch:
+            raise CheckpointError(f"checkpoint {ckpt.path} has {state['steps_per_epoch']} steps per epoch, this run "
+                                  f"{self.steps_per_epoch}: the dataset changed; resume with the same data")
+        self.model.load_state_dict(ckpt.model_state())
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        rng = state["rng"]
+        torch.set_rng_state(rng["torch"])
+        np.random.set_state(rng["numpy"])
+        random.setstate(rng["python"])
+        self.augment_generator.set_state(rng["augment"].to(self.augment_generator.get_state().device))
+        if "cuda" in rng and self.device.type == "cuda":
+            torch.cuda.set_rng_state_all(rng["cuda"])
+        self.epoch, self.batch_in_epoch, self.global_step = state["epoch"], state["batch_in_epoch"], state["step"]
+        self.bad_steps, self.seconds, self.best_acc = state["bad_steps"], state["seconds"], state["best_acc"]
+        self.epoch_sums = dict(state["epoch_sums"])
+        self.last_checkpoint = ckpt.path
+        # Drop metric lines written after this checkpoint (they will be written again).
+        metrics_path = self.out_dir / "metrics.jsonl"
+        if metrics_path.exists():
+            kept = [line for line in metrics_path.read_text().splitlines()
+                    if line.strip() and json.loads(line).get("epoch", 0) <= self.epoch]
+            metrics_path.write_text("".join(line + "\n" for line in kept))
+            if kept:
+                self.last_row = json.loads(kept[-1])
+
+    # ------------------------------------------------------------------ signals
+    def _install_signal_handlers(self):
+        if threading.current_thread() is not threading.main_thread():
+            return None
+        old = {}
+
+        def handler(signum, frame):
+            self._stop_signal = signum
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            old[sig] = signal.signal(sig, handler)
+        return old
+
+    def _restore_signal_handlers(self, old) -> None:
+        for sig, h in (old or {}).items():
+            signal.signal(sig, h)
+
+    def _interrupt(self) -> None:
+        name = signal.Signals(self._stop_signal).name
+        path = self._checkpoint({})
+        where = f"checkpoint written: {path}; resume with: attnlab train ... --out {self.out_dir} --resume" \
+            if path else "no output folder, nothing saved"
+        raise TrainingInterrupted(f"training stopped by {name} at step {self.global_step} "
+                                  f"(epoch {self.epoch + 1}, batch {self.batch_in_epoch}); {where}", path)
+
+
+# ---------------------------------------------------------------------------- functional API
+def train(config: TrainConfig | dict, out_dir: Optional[str | os.PathLike] = None, progress: bool = True,
+          resume: bool = False) -> dict:
+    """Train as `config` says, write the run into `out_dir` (if given), return final.json's content."""
+    if isinstance(config, dict):
+        config = TrainConfig.from_dict(config)
+    return Trainer(config, out_dir, progress).fit(resume=resume)
+
+
+def load_trained(path: str | os.PathLike, which: str = "latest", device: str | torch.device = "cpu"):
+    """(model in eval mode, TrainConfig) from a run folder, a checkpoints folder or a checkpoint
+    file. `which='best'` picks the checkpoint with the best test accuracy in a folder."""
+    if which not in ("latest", "best"):
+        raise ValueError(f"which must be 'latest' or 'best', got {which!r}")
+    target = Path(path)
+    if which == "best" and target.is_dir():
+        target = best_checkpoint(target) or resolve_checkpoint(target)
+    ckpt = load_checkpoint(target)
+    config = TrainConfig.from_dict(ckpt.state["config"])
+    data = ckpt.state["data"]
+    model = build_model(config, data["num_classes"], data["in_chans"])
+    missing, unexpected = model.load_state_dict(ckpt.model_state(), strict=False)
+    if missing or unexpected:
+        raise CheckpointError(f"checkpoint {ckpt.path} does not fit model {config.model!r}: missing "
+                              f"{missing[:5]}, unexpected {unexpected[:5]}")
+    model.to(device).eval()
+    model.data_info = data
+    return model, config
