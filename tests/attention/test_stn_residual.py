@@ -1,0 +1,195 @@
+"""Spatial transformer (Jaderberg et al. 2015) and residual attention (Wang et al. 2017) modules."""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from attnlab.attention import create_attention
+from attnlab.attention.residual import ResidualAttentionModule, SoftMaskBranch, max_downsamplings
+from attnlab.attention.stn import SpatialTransformer, identity_theta
+from attnlab.models.resnet import PreActBottleneck
+
+SIZES = [(28, 28), (5, 17), (1, 1), (60, 60)]
+
+
+# ----------------------------------------------------------------------------- spatial transformer
+@pytest.mark.parametrize("transform", ["affine", "projective"])
+@pytest.mark.parametrize("size", SIZES)
+def test_stn_is_identity_at_init(transform, size):
+    torch.manual_seed(0)
+    stn = SpatialTransformer(3, transform=transform)
+    x = torch.randn(2, 3, *size)
+    y = stn(x)
+    assert y.shape == x.shape and y.dtype == x.dtype
+    assert torch.allclose(y, x, atol=1e-6, rtol=0)
+
+
+def test_stn_out_size_and_grid_shape():
+    stn = SpatialTransformer(2, out_size=(10, 12))
+    assert stn(torch.randn(3, 2, 28, 20)).shape == (3, 2, 10, 12)
+    assert stn.grid(identity_theta("affine", 3), (3, 2, 7, 9)).shape == (3, 7, 9, 2)
+
+
+def _set_transform(stn, theta):
+    with torch.no_grad():
+        stn.regression.weight.zero_()
+        stn.regression.bias.copy_(theta.flatten()[: stn.num_params])
+
+
+def test_known_rotation_rotates_the_image():
+    stn = SpatialTransformer(1)
+    image = torch.arange(25.0).view(1, 1, 5, 5)
+    angle = math.pi / 2   # source = R(90 deg) target: a quarter turn counter-clockwise on screen
+    rotation = torch.tensor([[math.cos(angle), -math.sin(angle), 0.0], [math.sin(angle), math.cos(angle), 0.0]])
+    _set_transform(stn, rotation)
+    assert torch.allclose(stn(image), torch.rot90(image, 1, dims=(2, 3)), atol=1e-5)
+    _set_transform(stn, torch.tensor([[-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]]))   # half turn
+    assert torch.allclose(stn(image), torch.flip(image, dims=(2, 3)), atol=1e-5)
+
+
+def test_translation_shifts_by_whole_pixels_with_zero_padding():
+    stn = SpatialTransformer(1)
+    image = torch.rand(1, 1, 4, 8)
+    _set_transform(stn, torch.tensor([[1.0, 0.0, 2 * 2 / 8], [0.0, 1.0, 0.0]]))   # source x = target x + 2 px
+    out = stn(image)
+    assert torch.allclose(out[..., :6], image[..., 2:], atol=1e-6)
+    assert torch.all(out[..., 6:] == 0)
+
+
+def test_projective_identity_equals_affine_identity_and_embeds_affine():
+    affine = SpatialTransformer(1)
+    projective = SpatialTransformer(1, transform="projective")
+    g_affine = affine.grid(identity_theta("affine", 2), (7, 9))
+    g_projective = projective.grid(identity_theta("projective", 2), (7, 9))
+    assert torch.allclose(g_affine, g_projective, atol=1e-6)
+    theta = torch.tensor([[[0.9, -0.2, 0.1], [0.3, 1.1, -0.2]]])
+    homography = torch.cat([theta, torch.tensor([[[0.0, 0.0, 1.0]]])], dim=1)
+    assert torch.allclose(affine.grid(theta, (5, 6)), projective.grid(homography, (5, 6)), atol=1e-6)
+
+
+def test_projective_perspective_divides_and_guards_zero_denominator():
+    stn = SpatialTransformer(1, transform="projective")
+    scaled = torch.tensor([[[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 2.0]]])   # w = 2: zoom in by 2
+    grid = stn.grid(scaled, (4, 4))
+    assert torch.allclose(grid, stn.grid(identity_theta("projective", 1), (4, 4)) / 2, atol=1e-6)
+    degenerate = torch.tensor([[[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [1.0, 0.0, 0.0]]])   # w = x: 0 on a column
+    grid = stn.grid(degenerate, (3, 3))
+    assert torch.isfinite(grid).all()
+    _set_transform(stn, degenerate)
+    assert torch.isfinite(stn(torch.rand(1, 1, 3, 3))).all()
+
+
+def test_stn_gradients_reach_every_parameter():
+    torch.manual_seed(0)
+    stn = SpatialTransformer(3, transform="projective", zero_init=False)
+    x = torch.randn(2, 3, 16, 12, requires_grad=True)
+    (stn(x) * torch.randn(2, 3, 16, 12)).sum().backward()
+    for name, p in stn.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+    assert x.grad.abs().sum() > 0
+
+
+def test_stn_theta_is_observable_and_overridable():
+    stn = SpatialTransformer(1)
+    _set_transform(stn, torch.tensor([[-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]]))
+    seen = {}
+    stn.recorder = lambda module, name, value: seen.setdefault(name, value.detach())
+    x = torch.rand(2, 1, 6, 6)
+    stn(x)
+    assert stn.observables == ("theta",) and seen["theta"].shape == (2, 2, 3)
+    stn.gate_override = {"theta": identity_theta("affine")}
+    assert torch.allclose(stn(x), x, atol=1e-6)
+
+
+def test_stn_localisation_parameters_are_the_theta_predictors():
+    stn = SpatialTransformer(3)
+    assert {id(p) for p in stn.localisation_parameters()} == {id(p) for p in stn.parameters()}
+
+
+def test_stn_bad_input_and_arguments():
+    stn = SpatialTransformer(3)
+    with pytest.raises(ValueError, match=r"SpatialTransformer.*\(N, 3, H, W\).*\(2, 4, 8, 8\)"):
+        stn(torch.randn(2, 4, 8, 8))
+    with pytest.raises(ValueError, match="SpatialTransformer"):
+        stn(torch.randn(3, 8, 8))
+    with pytest.raises(ValueError, match="transform"):
+        SpatialTransformer(3, transform="tps")
+    with pytest.raises(ValueError, match="out_size"):
+        SpatialTransformer(3, out_size=(0, 4))
+    with pytest.raises(ValueError, match="theta"):
+        stn.grid(torch.zeros(2, 3), (4, 4))
+
+
+# ------------------------------------------------------------------------------ residual attention
+@pytest.mark.parametrize("size", [(16, 16), (1, 1), (3, 17), (1, 9)])
+def test_residual_attention_shapes_any_size(size):
+    module = create_attention("residual_attention", 8)
+    x = torch.randn(2, 8, *size)
+    assert module(x).shape == x.shape
+
+
+def test_attention_residual_learning_and_naive_attention():
+    torch.manual_seed(0)
+    module = ResidualAttentionModule(16, p=0, t=1, mask_depth=2).eval()
+    x = torch.randn(2, 16, 8, 6)
+    trunk, mask = module.trunk(x), module.mask_branch(x)
+    assert mask.shape == x.shape and mask.min() >= 0 and mask.max() <= 1
+    assert torch.allclose(module(x), (1 + mask) * trunk, atol=1e-6)
+    module.naive = True
+    assert torch.allclose(module(x), mask * trunk, atol=1e-6)
+    module.naive = False
+    module.gate_override = {"mask": 0.0}   # M = 0: attention removed, H = T
+    assert torch.allclose(module(x), trunk, atol=1e-6)
+
+
+def test_mask_is_observed_with_its_shape():
+    module = ResidualAttentionModule(8)
+    seen = {}
+    module.recorder = lambda m, name, value: seen.setdefault(name, value)
+    module(torch.randn(2, 8, 10, 7))
+    assert module.observables == ("mask",) and seen["mask"].shape == (2, 8, 10, 7)
+
+
+def test_residual_attention_gradients_reach_every_parameter():
+    torch.manual_seed(0)
+    module = ResidualAttentionModule(8, mask_depth=3)
+    x = torch.randn(2, 8, 16, 16)
+    (module(x) * torch.randn_like(x)).sum().backward()
+    missing = [n for n, p in module.named_parameters() if p.grad is None or p.grad.abs().sum() == 0]
+    assert missing == []
+
+
+def test_downsamplings_are_limited_by_the_map_size():
+    branch = SoftMaskBranch(8, depth=3)
+    assert [branch.levels_for(h, w) for h, w in [(1, 1), (2, 2), (1, 3), (56, 56), (3, 17)]] == [0, 1, 2, 3, 3]
+    assert max_downsamplings(7, 7) == 3
+
+
+@pytest.mark.parametrize("p,t,r,depth", [(1, 2, 1, 3), (2, 4, 3, 2), (0, 1, 2, 1)])
+def test_unit_counts_follow_p_t_r(p, t, r, depth):
+    module = ResidualAttentionModule(8, p=p, t=t, r=r, mask_depth=depth)
+    trunk_units = sum(isinstance(m, PreActBottleneck) for part in (module.pre, module.trunk, module.post)
+                      for m in part.modules())
+    mask_units = sum(isinstance(m, PreActBottleneck) for m in module.mask_branch.modules())
+    assert trunk_units == 2 * p + t
+    assert mask_units == 2 * r * depth + depth - 1   # r down + r up per level, one unit per skip
+
+
+def test_mask_activation_variants_stay_shaped():
+    x = torch.randn(2, 8, 6, 6)
+    spatial = SoftMaskBranch(8, depth=1, mask_activation="spatial")(x)
+    assert spatial.shape == x.shape and torch.allclose(spatial[:, :1].expand_as(spatial), spatial)
+    channel = SoftMaskBranch(8, depth=1, mask_activation="channel")(x)
+    assert torch.allclose(channel.norm(dim=1), torch.ones(2, 6, 6), atol=1e-5)
+
+
+def test_residual_attention_bad_arguments():
+    with pytest.raises(ValueError, match="divisible by 4"):
+        ResidualAttentionModule(6)
+    with pytest.raises(ValueError, match=r"ResidualAttentionModule.*\(N, 8, H, W\)"):
+        ResidualAttentionModule(8)(torch.randn(2, 4, 8, 8))
+    with pytest.raises(ValueError, match="mask_activation"):
+        SoftMaskBranch(8, mask_activation="softmax")
+    with pytest.raises(TypeError, match="naive"):
+        ResidualAttentionModule(8, naive="yes")
