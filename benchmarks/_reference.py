@@ -107,7 +107,11 @@ def _torchvision_model(name: str, num_classes: int) -> nn.Module:
 
 
 def _first_layer(module: nn.Module, types) -> nn.Module:
-    return next(m for m in module.modules() if isinstance(m, types))
+    found = next((m for m in module.modules() if isinstance(m, types)), None)
+    if found is None:
+        raise ValueError(f"{type(module).__name__} holds no {' / '.join(t.__name__ for t in types)} layer "
+                         f"to read its width from")
+    return found
 
 
 def timm_module_like(attnlab_module: nn.Module, attention: str) -> nn.Module:

@@ -90,6 +90,7 @@ def test_rows_columns_and_ratios_as_defined(tiny_bench, tmp_path):
     over = [g / p - 1 for p, g in zip(SCRIPTED[0], SCRIPTED[1])]
     assert gated["overhead_train_median"] == pytest.approx(statistics.median(over))
     assert gated["overhead_train_min"] == pytest.approx(min(over))
+    assert gated["overhead_infer_large_max"] == pytest.approx(max(over))
     assert gated["overhead_baseline"] == "attnlab:tiny"
     assert plain["overhead_train_median"] is None
     # throughput = batch / median time; matmul and the fraction of it

@@ -19,7 +19,7 @@ Definitions used in the table (``r`` = one repeat; every candidate is timed once
 * ``ratio_<mode>`` of a reference row = throughput(attnlab)_r / throughput(reference)_r, i.e.
   time(reference)_r / time(attnlab)_r, summarised by min / median / max over the repeats.
   Above 1: attnlab is faster. The attnlab row compared is the one with the same attention.
-* ``overhead_train`` = time(model with attention)_r / time(same implementation without)_r - 1.
+* ``overhead_<mode>`` = time(model with attention)_r / time(same implementation without)_r - 1.
   A reference without its own plain twin (timm modules plugged into attnlab's ResNet-20) is
   compared with attnlab's plain model.
 * ``train_frac_matmul`` = (training FLOPs per step / step time)_r / (matmul FLOP/s)_r.
@@ -465,11 +465,19 @@ def _image_size(model: nn.Module, image_size) -> tuple[int, int, int]:
     return (chans, int(image_size[0]), int(image_size[1]))
 
 
+def _create_attnlab(model_name: str, attention: Optional[str]) -> nn.Module:
+    """attnlab's `model_name` with `attention`; non-local blocks go between blocks, so "non_local"
+    selects the registered `nl_<model_name>` (the non-local paper's placement) when there is one."""
+    if attention in ("non_local", "nl", "nonlocal") and f"nl_{model_name}" in list_models():
+        return create_model(f"nl_{model_name}")
+    return create_model(model_name, attention=attention)
+
+
 def _build_group(model_name: str, attentions, reference: bool, reference_builders) -> list[Candidate]:
     """attnlab's model with every attention, then the references; attnlab's plain model first."""
     cands = []
     for att in attentions:
-        model = create_model(model_name, attention=att)
+        model = _create_attnlab(model_name, att)
         label = f"attnlab:{model_name}" + (f"+{att}" if att else "")
         cands.append(Candidate(label, "attnlab", model_name, att, model))
     if reference and reference_builders is not None:
@@ -510,7 +518,9 @@ COLUMNS = (
     "ratio_train_min", "ratio_train_median", "ratio_train_max",
     "ratio_infer_bs1_min", "ratio_infer_bs1_median", "ratio_infer_bs1_max",
     "ratio_infer_large_min", "ratio_infer_large_median", "ratio_infer_large_max",
-    "overhead_train_min", "overhead_train_median", "overhead_train_max", "overhead_baseline",
+    "overhead_train_min", "overhead_train_median", "overhead_train_max",
+    "overhead_infer_bs1_min", "overhead_infer_bs1_median", "overhead_infer_bs1_max",
+    "overhead_infer_large_min", "overhead_infer_large_median", "overhead_infer_large_max", "overhead_baseline",
     "matmul_gflop_s", "train_gflop_s", "train_frac_matmul",
 )
 
@@ -538,12 +548,12 @@ def _group_rows(candidates: list[Candidate], model_name: str, variant: dict, mod
             row["train_peak_mb"] = c.peak_bytes["train"] / 2 ** 20
         if "infer_large" in c.peak_bytes:
             row["infer_large_peak_mb"] = c.peak_bytes["infer_large"] / 2 ** 20
-        if "train" in modes and c.attention is not None:
-            base = plain_by_impl.get(c.implementation) or plain_by_impl.get("attnlab")
-            if base is not None:
-                row["overhead_train_min"], row["overhead_train_median"], row["overhead_train_max"] = \
-                    overhead(c.times["train"], base.times["train"])
-                row["overhead_baseline"] = base.label
+        base = plain_by_impl.get(c.implementation) or plain_by_impl.get("attnlab")
+        if c.attention is not None and base is not None:
+            row["overhead_baseline"] = base.label
+            for mode in modes:
+                row[f"overhead_{mode}_min"], row[f"overhead_{mode}_median"], row[f"overhead_{mode}_max"] = \
+                    overhead(c.times[mode], base.times[mode])
         if "train" in modes and c.flops_train_per_image:
             step_flops = c.flops_train_per_image * variant["train_batch"]
             row["train_gflop_s"] = step_flops / statistics.median(c.times["train"]) / 1e9
