@@ -7,7 +7,8 @@ architecture (timm, torchvision: A B A B ...):
 * training step throughput (images/s): forward, cross-entropy, backward and an SGD step
   (momentum 0.9), gradients set to None each step, random inputs and labels;
 * inference throughput at batch 1 and at a large batch (eval mode, `torch.inference_mode`);
-* peak memory of one training step and of one large-batch inference (see `peak_memory_bytes`);
+* peak memory of one training step and of one large-batch inference (`peak_memory_bytes`, which
+  uses measure/cost.py's tracker on the CPU);
 * parameters and FLOPs (`torch.utils.flop_counter`: a multiply-add counts 2 FLOPs, convolutions
   and matrix products only; papers' "GFLOPs" are usually multiply-adds, i.e. half of this);
 * the machine's limit: a large square fp32 matrix product timed as one more member of the
@@ -51,6 +52,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..models.registry import _MODELS, create_model, list_models
+from .cost import PeakMemoryTracker, _tensor_bytes
 
 RESNET_DEFAULTS = ("resnet20", "resnet50")
 RESNET_ATTENTIONS = (None, "se", "eca", "cbam", "gc", "non_local")
@@ -85,11 +87,11 @@ def peak_memory_bytes(fn: Callable[[], object], device: torch.device | str = "cp
     """Peak bytes of tensor memory while `fn()` runs, plus the bytes of `live_tensors`.
 
     CUDA: the caching allocator's peak (`torch.cuda.max_memory_allocated`, reset first), which
-    already includes every live tensor, so `live_tensors` is ignored. CPU: the allocator has no
-    peak counter, so the allocations and frees that `torch.profiler` records during `fn()`
-    (profile_memory=True) are summed in time order and the maximum of the running sum is taken;
-    tensors that already existed (parameters, optimizer state, inputs) are not seen by the
-    profiler and are added from `live_tensors` (each storage counted once).
+    already includes every live tensor, so `live_tensors` is ignored. CPU: the allocator keeps
+    no peak, so measure/cost.py's `PeakMemoryTracker` (a dispatch mode that follows every storage
+    an aten op creates until it is freed) gives the transient peak, and the tensors that existed
+    before (`live_tensors`: parameters, buffers, optimizer state, inputs; each storage once) are
+    added. Allocator padding is not seen: a lower bound of what the process needs.
     """
     device = torch.device(device)
     if device.type == "cuda":
@@ -98,25 +100,10 @@ def peak_memory_bytes(fn: Callable[[], object], device: torch.device | str = "cp
         fn()
         _sync(device)
         return int(torch.cuda.max_memory_allocated(device))
-    from torch.profiler import ProfilerActivity, profile
-
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+    tracker = PeakMemoryTracker()
+    with tracker:
         fn()
-    events = [e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"]
-    events.sort(key=lambda e: e.start_ns())
-    running = peak = 0
-    for e in events:
-        running += e.nbytes()
-        peak = max(peak, running)
-    seen, base = set(), 0
-    for t in live_tensors:
-        if t is None:
-            continue
-        s = t.untyped_storage()
-        if s.data_ptr() not in seen:
-            seen.add(s.data_ptr())
-            base += s.nbytes()
-    return int(base + peak)
+    return int(_tensor_bytes(live_tensors) + tracker.peak_bytes)
 
 
 def count_flops(fn: Callable[[], object]) -> int:
