@@ -189,7 +189,11 @@ def test_unit_counts_follow_p_t_r(p, t, r, depth):
 def test_mask_activation_variants_stay_shaped():
     x = torch.randn(2, 8, 6, 6)
     spatial = SoftMaskBranch(8, depth=1, mask_activation="spatial")(x)
-    assert spatial.shape == x.shape and torch.allclose(spatial[:, :1].expand_as(spatial), spatial)
+    standardised = torch.logit(spatial.double())   # per channel: mean 0, std 1 over the positions
+    assert spatial.shape == x.shape
+    assert torch.allclose(standardised.mean(dim=(2, 3)), torch.zeros(2, 8, dtype=torch.float64), atol=1e-4)
+    assert torch.allclose(standardised.std(dim=(2, 3), unbiased=False), torch.ones(2, 8, dtype=torch.float64),
+                          atol=1e-3)
     channel = SoftMaskBranch(8, depth=1, mask_activation="channel")(x)
     assert torch.allclose(channel.norm(dim=1), torch.ones(2, 6, 6), atol=1e-5)
 

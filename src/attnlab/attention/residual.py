@@ -18,8 +18,8 @@ Soft-mask branch (paper section 3.2 and Fig. 2; the layer order is read off the 
 prototxt): bottom-up, ``depth`` times {3x3/2 max pooling, r residual units}; top-down, at every
 level {r residual units, bilinear up-sampling to the size of the level above, + skip}; each skip
 connection carries one residual unit applied to the bottom-up feature of that level (there is
-none at the input level); then BN-ReLU-conv1x1, BN-ReLU-conv1x1 and a sigmoid. With r = 1 the
-lowest level therefore holds 2r units, as in the official network.
+none at the input level); then BN-ReLU-conv1x1, BN-ReLU-conv1x1 and a sigmoid. The lowest level
+therefore holds 2r units (r on the way down, r on the way up), as in the official network.
 
 The residual unit is the pre-activation bottleneck of He et al. 2016 ("Identity Mappings in Deep
 Residual Networks"), which the paper names as its basic unit: BN-ReLU-conv1x1, BN-ReLU-conv3x3,
@@ -42,10 +42,11 @@ Where this code deviates, and why:
   We follow the paper and the official file: no such additions.
 * The mask's 1x1 convolutions have no bias, as in the official file (the first is followed by BN).
 * Mask activation: the paper's default mixed attention (sigmoid per channel and position).
-  ``mask_activation="spatial"`` gives the paper's spatial-attention ablation (f3: sigmoid of the
-  per-position channel mean of the mask logits, broadcast over channels), "channel" its
-  channel-attention ablation (f2: L2 normalisation over channels at each position; not in [0, 1]
-  bounded as a sigmoid, so the captured 'mask' is then that normalised map).
+  ``mask_activation="spatial"`` gives the paper's spatial-attention ablation (eq. f3: sigmoid of
+  the logits standardised per channel over the positions, (x - mean_c) / std_c; std_c is floored
+  at 1e-5 so a 1x1 map gives 0.5), "channel" its channel-attention ablation (eq. f2: L2
+  normalisation over the channels at each position; not bounded to [0, 1] like a sigmoid, so the
+  captured 'mask' is then that normalised map).
 
 Explainability: 'mask' (N, C, H, W), the soft mask M, goes through ``self.observe``. With attention
 residual learning, M = 0 gives H = T (attention removed); with ``naive=True`` M = 1 does.
@@ -53,6 +54,7 @@ residual learning, M = 0 gives H = T (attention removed); with ``naive=True`` M 
 from __future__ import annotations
 
 import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -159,7 +161,9 @@ class SoftMaskBranch(AttentionModule):
         if self.mask_activation == "mixed":
             return torch.sigmoid(logits)
         if self.mask_activation == "spatial":
-            return torch.sigmoid(logits.mean(dim=1, keepdim=True)).expand_as(logits)
+            mean = logits.mean(dim=(2, 3), keepdim=True)
+            std = logits.std(dim=(2, 3), keepdim=True, unbiased=False).clamp_min(1e-5)
+            return torch.sigmoid((logits - mean) / std)
         return F.normalize(logits, p=2, dim=1)
 
 
