@@ -41,6 +41,8 @@ Where this code deviates, and why:
   up-sampled mask; the official prototxt passes those blobs to Interp only as size references.
   We follow the paper and the official file: no such additions.
 * The mask's 1x1 convolutions have no bias, as in the official file (the first is followed by BN).
+* The official Attention-92 file ends the mask of its last stage-3 module with TanH instead of a
+  sigmoid; the paper and every other module use the sigmoid, and so do we.
 * Mask activation: the paper's default mixed attention (sigmoid per channel and position).
   ``mask_activation="spatial"`` gives the paper's spatial-attention ablation (eq. f3: sigmoid of
   the logits standardised per channel over the positions, (x - mean_c) / std_c; std_c is floored
