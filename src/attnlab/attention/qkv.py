@@ -17,7 +17,7 @@ each position), so a position attends to another because of *what it contains*, 
 is: the operation is global and content-based, unlike a convolution (local, fixed weights).
 
 The scoring function f (Luong et al. 2015, "Effective approaches to attention-based neural
-machine translation", eq. 8; Bahdanau et al. 2015, eq. 6 of its appendix; Vaswani et al. 2017,
+machine translation", eq. 8; Bahdanau et al. 2015, appendix A.1.2; Vaswani et al. 2017,
 "Attention is all you need", eq. 1):
 
     dot          f(q, k) = q . k
@@ -64,7 +64,6 @@ import math
 from typing import Optional, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .base import AttentionModule
