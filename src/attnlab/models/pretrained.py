@@ -36,6 +36,7 @@ Not a paper module. `load_pretrained(model, path)` (what `create_model(..., pret
 from __future__ import annotations
 
 import os
+import pickle
 import warnings
 from pathlib import Path
 from typing import Optional
@@ -88,7 +89,11 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
             return load_checkpoint(path).model_state()
         state = load_file(str(path))
     elif suffix in _TORCH_SUFFIXES:
-        state = torch.load(str(path), map_location="cpu", weights_only=True)
+        try:
+            state = torch.load(str(path), map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as err:
+            raise ValueError(f"pretrained file {str(path)!r} refused: it holds more than tensors and plain "
+                             f"containers, and only weights_only loading is allowed ({err})") from None
     else:
         raise ValueError(f"pretrained file {str(path)!r}: unknown format {suffix!r}; expected "
                          f"{', '.join(_TORCH_SUFFIXES)}, .safetensors or an attnlab checkpoint folder")
@@ -144,16 +149,19 @@ def _fit_shape(value: torch.Tensor, shape: torch.Size) -> Optional[torch.Tensor]
     return None
 
 
-def _match_count(own: dict, state: dict) -> int:
-    return sum(1 for k, v in state.items() if k in own and _fit_shape(v, own[k].shape) is not None)
+def _match_count(own: dict, state: dict) -> tuple[int, int]:
+    """(keys found in the model, keys found with a fitting shape)."""
+    names = [k for k in state if k in own]
+    return len(names), sum(1 for k in names if _fit_shape(state[k], own[k].shape) is not None)
 
 
 def detect_source(model: nn.Module, state_dict: dict) -> str:
-    """The source whose renaming matches most of the model's keys (ties: attnlab, torchvision, timm)."""
+    """The source whose renaming matches most of the model's key names, then shapes (a classifier of
+    another size still counts by name); ties go to attnlab, then torchvision, then timm."""
     own = model.state_dict()
     scores = {s: _match_count(own, model.remap_pretrained(dict(state_dict), s)) for s in SOURCES}
     best = max(SOURCES, key=lambda s: scores[s])  # max keeps the first of equal scores
-    if scores[best] == 0:
+    if scores[best][0] == 0:
         raise ValueError(f"no key of the pretrained file matches {type(model).__name__} "
                          f"(first file keys: {list(state_dict)[:5]}; first model keys: {list(own)[:5]})")
     return best
