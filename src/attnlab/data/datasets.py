@@ -22,6 +22,7 @@ pickle batches (Krizhevsky 2009), ImageNet-style class folders. Deviations and c
 """
 from __future__ import annotations
 
+import functools
 import gzip
 import io
 import os
@@ -263,6 +264,15 @@ def _resize(x: torch.Tensor, size: tuple[int, int], chunk: int = 4096) -> torch.
 
 # ---------------------------------------------------------------------------- digits (embedded)
 def _load_digits(base: str, data_dir) -> tuple:
+    pixels, labels_t, idx_train, idx_test = _digits_arrays()
+    classes = [str(i) for i in range(10)]
+    return pixels[idx_train], labels_t[idx_train], pixels[idx_test], labels_t[idx_test], classes
+
+
+@functools.lru_cache(maxsize=1)
+def _digits_arrays() -> tuple:
+    """The 1,797 digits as uint8 tensors and the fixed split's indices (read once per process;
+    callers index them, which copies, so the cached tensors are never modified)."""
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
@@ -273,9 +283,7 @@ def _load_digits(base: str, data_dir) -> tuple:
                                            random_state=0)        # fixed: the same for every seed
     pixels = torch.from_numpy(np.round(images * (255.0 / 16.0))).to(torch.uint8)[:, None]
     labels_t = torch.from_numpy(labels)
-    classes = [str(i) for i in range(10)]
-    idx_train, idx_test = torch.from_numpy(np.sort(idx_train)), torch.from_numpy(np.sort(idx_test))
-    return pixels[idx_train], labels_t[idx_train], pixels[idx_test], labels_t[idx_test], classes
+    return pixels, labels_t, torch.from_numpy(np.sort(idx_train)), torch.from_numpy(np.sort(idx_test))
 
 
 # ---------------------------------------------------------------------------- IDX (MNIST family)

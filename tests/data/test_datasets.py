@@ -1,0 +1,175 @@
+"""Each loader on small files made here in the real format; missing / corrupt data -> clear errors."""
+from __future__ import annotations
+
+import gzip
+import pickle
+import struct
+
+import numpy as np
+import pytest
+import torch
+
+from attnlab.data import datasets as ds
+from attnlab.data.datasets import DatasetError, dataset_info, list_datasets, load_dataset
+
+
+def write_idx(path, array: np.ndarray, gz: bool) -> None:
+    header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}i", *array.shape)
+    raw = header + array.astype(np.uint8).tobytes()
+    path.write_bytes(gzip.compress(raw) if gz else raw)
+
+
+def make_idx_set(folder, n_train=12, n_test=6, gz=True, size=28):
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    arrays = {"train-images-idx3-ubyte": rng.integers(0, 256, (n_train, size, size)),
+              "train-labels-idx1-ubyte": np.arange(n_train) % 10,
+              "t10k-images-idx3-ubyte": rng.integers(0, 256, (n_test, size, size)),
+              "t10k-labels-idx1-ubyte": np.arange(n_test) % 10}
+    for name, arr in arrays.items():
+        write_idx(folder / (name + (".gz" if gz else "")), arr, gz)
+    return arrays
+
+
+def test_digits_fixed_stratified_split_same_for_every_seed():
+    a = load_dataset("digits", seed=0)
+    b = load_dataset("digits", seed=7)
+    assert a.train_x.shape == (1437, 1, 8, 8) and a.test_x.shape == (360, 1, 8, 8)
+    assert torch.equal(a.test_x, b.test_x) and torch.equal(a.train_y, b.train_y)
+    assert a.train_x.dtype == torch.uint8 and int(a.train_x.max()) == 255
+    counts = torch.bincount(a.test_y, minlength=10)
+    assert counts.min() >= 34 and counts.max() <= 38          # stratified: ~36 per class
+    assert a.num_classes == 10 and a.in_chans == 1 and a.default_augment["flip"] is False
+    mean = a.train_x.float().div(255).mean().item()
+    assert a.mean[0] == pytest.approx(mean, rel=1e-6)
+
+
+def test_digits_resized_once_at_load():
+    d = load_dataset("digits", image_size=16)
+    assert d.train_x.shape[-2:] == (16, 16) and d.image_size == (16, 16)
+
+
+@pytest.mark.parametrize("gz", [True, False])
+def test_idx_loader_gz_and_raw(tmp_path, gz):
+    arrays = make_idx_set(tmp_path / "mnist", gz=gz)
+    d = load_dataset("mnist", data_dir=tmp_path)
+    assert d.train_x.shape == (12, 1, 28, 28) and d.test_x.shape == (6, 1, 28, 28)
+    assert np.array_equal(d.train_x[:, 0].numpy(), arrays["train-images-idx3-ubyte"].astype(np.uint8))
+    assert d.train_y.tolist() == arrays["train-labels-idx1-ubyte"].tolist()
+
+
+def test_idx_truncated_file_is_refused_with_what_and_where(tmp_path):
+    make_idx_set(tmp_path, gz=False)
+    path = tmp_path / "train-images-idx3-ubyte"
+    path.write_bytes(path.read_bytes()[:-100])
+    with pytest.raises(DatasetError, match="truncated or corrupt"):
+        load_dataset("mnist", data_dir=tmp_path)
+
+
+def test_missing_fashion_mnist_says_how_to_get_it(tmp_path, monkeypatch):
+    monkeypatch.setitem(ds.SYSTEM_DATA_DIRS, "fashion-mnist", tmp_path / "nowhere")
+    with pytest.raises(DatasetError) as err:
+        load_dataset("fashion-mnist", data_dir=tmp_path)
+    msg = str(err.value)
+    assert "apt-get install dataset-fashion-mnist" in msg and str(tmp_path) in msg and "t10k-images" in msg
+
+
+def test_distorted_idx_variant_uses_the_canvas(tmp_path):
+    make_idx_set(tmp_path, gz=True)
+    d = load_dataset("mnist-rts", data_dir=tmp_path)
+    assert d.image_size == (42, 42) and d.default_augment["crop_padding"] == 0
+    assert dataset_info("mnist-tc")["image_size"] == (60, 60)
+
+
+def make_cifar10(root, per_batch=4):
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(1)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        batch = {b"data": rng.integers(0, 256, (per_batch, 3072)).astype(np.uint8),
+                 b"labels": [int(v) for v in rng.integers(0, 10, per_batch)]}
+        with open(folder / name, "wb") as fh:
+            pickle.dump(batch, fh, protocol=2)
+    with open(folder / "batches.meta", "wb") as fh:
+        pickle.dump({b"label_names": [f"c{i}".encode() for i in range(10)]}, fh, protocol=2)
+    return folder
+
+
+def test_cifar10_pickle_batches(tmp_path):
+    make_cifar10(tmp_path)
+    d = load_dataset("cifar10", data_dir=tmp_path)
+    assert d.train_x.shape == (20, 3, 32, 32) and d.test_x.shape == (4, 3, 32, 32)
+    assert d.classes[3] == "c3" and d.default_augment == {"crop_padding": 4, "flip": True}
+
+
+def test_cifar100_pickle(tmp_path):
+    folder = tmp_path / "cifar-100-python"
+    folder.mkdir()
+    for name, n in (("train", 6), ("test", 3)):
+        with open(folder / name, "wb") as fh:
+            pickle.dump({b"data": np.zeros((n, 3072), np.uint8), b"fine_labels": list(range(n))}, fh, protocol=4)
+    d = load_dataset("cifar100", data_dir=tmp_path)
+    assert d.num_classes == 100 and d.train_y.tolist() == list(range(6))
+
+
+class _Payload:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+def test_cifar_pickle_with_code_payload_is_never_executed(tmp_path):
+    folder = make_cifar10(tmp_path)
+    marker = tmp_path / "pwned"
+    with open(folder / "data_batch_3", "wb") as fh:
+        pickle.dump({b"data": _Payload(marker), b"labels": [0]}, fh, protocol=2)
+    with pytest.raises(DatasetError, match="refusing to load global"):
+        load_dataset("cifar10", data_dir=tmp_path)
+    assert not marker.exists()
+
+
+def test_missing_cifar_names_where_and_how(tmp_path):
+    with pytest.raises(DatasetError, match="cifar-10-python.tar.gz"):
+        load_dataset("cifar10", data_dir=tmp_path)
+
+
+def test_imagefolder_pngs_lazy_with_dataloader(tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(2)
+    for split, n in (("train", 3), ("val", 2)):
+        for cls in ("cat", "dog"):
+            (tmp_path / split / cls).mkdir(parents=True)
+            for i in range(n):
+                Image.fromarray(rng.integers(0, 256, (10, 14, 3), dtype=np.uint8)).save(tmp_path / split / cls / f"{i}.png")
+    d = load_dataset("imagefolder", data_dir=tmp_path, image_size=16)
+    assert not d.in_memory and d.num_train == 6 and d.num_test == 4 and d.classes == ["cat", "dog"]
+    loader = torch.utils.data.DataLoader(d.train_set, batch_size=4, num_workers=0)
+    xb, yb = next(iter(loader))
+    assert xb.shape == (4, 3, 16, 16) and xb.dtype == torch.uint8 and set(yb.tolist()) <= {0, 1}
+
+
+def test_imagefolder_corrupt_image_is_reported(tmp_path):
+    for split in ("train", "val"):
+        (tmp_path / split / "a").mkdir(parents=True)
+        (tmp_path / split / "a" / "x.png").write_bytes(b"not a png")
+    with pytest.raises(DatasetError, match="cannot decode image"):
+        load_dataset("imagefolder", data_dir=tmp_path, image_size=8)
+
+
+def test_synthetic_is_seeded():
+    a = load_dataset("synthetic", seed=3, synthetic_train=8, synthetic_test=4)
+    b = load_dataset("synthetic", seed=3, synthetic_train=8, synthetic_test=4)
+    c = load_dataset("synthetic", seed=4, synthetic_train=8, synthetic_test=4)
+    assert torch.equal(a.train_x, b.train_x) and not torch.equal(a.train_x, c.train_x)
+    assert a.train_x.dtype == torch.float32 and a.train_x.shape == (8, 3, 32, 32)
+
+
+def test_unknown_names_and_bad_sizes():
+    with pytest.raises(ValueError, match="Did you mean 'digits'"):
+        load_dataset("digitz")
+    with pytest.raises(ValueError, match="image_size"):
+        load_dataset("digits", image_size=0)
+    assert "fashion-mnist-rts" in list_datasets() and "distorted-digits" in list_datasets()
