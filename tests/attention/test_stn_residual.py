@@ -35,6 +35,15 @@ def test_stn_is_identity_at_init(transform, size):
     assert torch.allclose(y, x, atol=1e-6, rtol=0)
 
 
+def test_stn_dtype_follows_the_input_and_fast_path_is_close():
+    stn = SpatialTransformer(2, transform="projective")
+    x = torch.randn(2, 2, 9, 7, dtype=torch.float64)
+    assert stn.double()(x).dtype == torch.float64 and torch.allclose(stn(x), x, atol=1e-12)
+    fast = SpatialTransformer(2, precise_sampling=False)
+    y = torch.randn(2, 2, 9, 7)
+    assert fast(y).dtype == torch.float32 and torch.allclose(fast(y), y, atol=1e-4)
+
+
 def test_stn_out_size_and_grid_shape():
     stn = SpatialTransformer(2, out_size=(10, 12))
     assert stn(torch.randn(3, 2, 28, 20)).shape == (3, 2, 10, 12)
