@@ -1,0 +1,453 @@
+"""The `attnlab` command (also `python -m attnlab`): a thin shell over the Python API.
+
+    attnlab list [models|attention|datasets] [PATTERN]
+    attnlab train --model M [--attention A] --dataset D --epochs N --seed S --out DIR [...]
+    attnlab eval --checkpoint DIR_OR_FILE [--dataset D]
+    attnlab compare [--preset NAME | --models ... --attentions ... --seeds ...] [--epochs N] [--out DIR]
+    attnlab report RUN_DIR
+    attnlab explain --checkpoint C --out DIR [--dataset D]
+
+Not a paper module. Every command validates all its arguments before any work starts; a bad
+value gives one line on stderr naming it and the accepted values, exit status 2, no traceback.
+A run stopped by Ctrl-C / SIGTERM exits with 130 after saying how to resume.
+"""
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+class UsageError(Exception):
+    """A bad command-line value: reported as one line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (no usage dump) and exit status 2."""
+
+    def error(self, message: str):
+        raise UsageError(f"{self.prog}: {message} (see {self.prog} --help)")
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+# ---------------------------------------------------------------------------- validators
+def _check_model(name: str) -> str:
+    from .models.registry import list_models, resolve_model_name
+
+    try:
+        return resolve_model_name(name)
+    except (ValueError, TypeError) as err:
+        raise UsageError(f"{_one_line(err)} Accepted: {', '.join(list_models())}") from None
+
+
+def _check_attention(name: Optional[str]) -> Optional[str]:
+    if name is None or name.lower() == "none":
+        return None
+    from .attention import resolve_attention_name
+
+    try:
+        return resolve_attention_name(name)
+    except (ValueError, TypeError) as err:
+        raise UsageError(_one_line(err)) from None
+
+
+def _check_dataset(name: str) -> str:
+    from .data.datasets import resolve_dataset_name
+
+    try:
+        return resolve_dataset_name(name)[0]
+    except (ValueError, TypeError) as err:
+        raise UsageError(_one_line(err)) from None
+
+
+def _check_non_negative(value: Optional[int], what: str) -> None:
+    if value is not None and value < 0:
+        raise UsageError(f"{what} must be >= 0, got {value}")
+
+
+def _check_writable_dir(path: str, what: str = "--out") -> Path:
+    """Create `path` if needed and prove it is writable with a probe file."""
+    folder = Path(path)
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(f"{what} {path!r} exists and is not a folder; expected a writable folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".attnlab-write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        raise UsageError(f"{what} {path!r} is not a writable folder ({err.strerror or err})") from None
+    return folder
+
+
+def _parse_json_dict(text: Optional[str], what: str) -> dict:
+    if text is None:
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise UsageError(f"{what} must be a JSON object like '{{\"reduction\": 8}}', got {text!r} ({err.msg})") from None
+    if not isinstance(value, dict):
+        raise UsageError(f"{what} must be a JSON object, got {text!r}")
+    return value
+
+
+def _check_model_takes_data(model_name: str, dataset: str, image_size=None, attention=None,
+                            attention_kwargs=None, attention_stages=None, attention_position=None,
+                            model_kwargs=None) -> None:
+    """Build the model for the dataset's shape and push one zero image through it."""
+    import torch
+
+    from .data.datasets import dataset_info
+    from .models import create_model
+
+    info = dataset_info(dataset, image_size)
+    chans, (h, w) = info["in_chans"], info["image_size"]
+    try:
+        model = create_model(model_name, num_classes=info["num_classes"] or 2, in_chans=chans, attention=attention,
+                             attention_kwargs=attention_kwargs or None, attention_stages=attention_stages,
+                             attention_position=attention_position, **(model_kwargs or {}))
+    except (ValueError, TypeError) as err:
+        raise UsageError(f"cannot build model {model_name!r}: {_one_line(err)}") from None
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros(2, chans, h, w))
+    except (ValueError, RuntimeError) as err:
+        min_size = getattr(model, "min_size", None)
+        need = f"; it needs H, W >= {min_size}" if min_size else ""
+        raise UsageError(f"model {model_name!r} cannot take dataset {dataset!r} images of shape ({chans}, {h}, {w})"
+                         f"{need}; pass --image-size to resize ({_one_line(err)[:200]})") from None
+
+
+# ---------------------------------------------------------------------------- list
+def cmd_list(args) -> int:
+    from .attention import list_attention
+    from .data.datasets import list_datasets
+    from .models import list_models
+
+    kinds = {"models": list_models, "attention": list_attention, "datasets": list_datasets}
+    what, pattern = args.what, args.pattern
+    if what is not None and what not in kinds:
+        if pattern is not None:
+            raise UsageError(f"list: unknown kind {what!r}; accepted: {', '.join(kinds)}")
+        what, pattern = None, what          # `attnlab list '*resnet*'`
+    pattern = pattern or "*"
+    for kind in ([what] if what else list(kinds)):
+        names = [n for n in kinds[kind]() if fnmatch.fnmatch(n, pattern)]
+        if what is None:
+            print(f"{kind} ({len(names)}):")
+            print("".join(f"  {n}\n" for n in names), end="")
+        else:
+            print("\n".join(names))
+    return 0
+
+
+# ---------------------------------------------------------------------------- train
+TRAIN_FLAGS = {  # flag dest -> TrainConfig field (flags default to None = keep the config's value)
+    "model": "model", "attention": "attention", "attention_position": "attention_position",
+    "dataset": "dataset", "data_dir": "data_dir", "epochs": "epochs", "batch_size": "batch_size",
+    "eval_batch_size": "eval_batch_size", "optimizer": "optimizer", "lr": "lr", "momentum": "momentum",
+    "weight_decay": "weight_decay", "schedule": "schedule", "gamma": "gamma", "warmup_epochs": "warmup_epochs",
+    "label_smoothing": "label_smoothing", "seed": "seed", "stn_lr_scale": "stn_lr_scale",
+    "max_bad_steps": "max_bad_steps", "checkpoint_every": "checkpoint_every",
+    "checkpoint_every_steps": "checkpoint_every_steps", "keep_checkpoints": "keep_checkpoints",
+    "device": "device", "num_workers": "num_workers", "nesterov": "nesterov", "deterministic": "deterministic",
+    "channels_last": "channels_last", "amp": "amp", "compile": "compile",
+}
+
+
+def _train_config(args):
+    import yaml
+
+    from .train.config import TrainConfig
+
+    base: dict = {}
+    if args.config:
+        try:
+            base = yaml.safe_load(Path(args.config).read_text()) or {}
+        except (OSError, yaml.YAMLError) as err:
+            raise UsageError(f"--config {args.config!r} cannot be read as YAML ({_one_line(err)})") from None
+        if not isinstance(base, dict):
+            raise UsageError(f"--config {args.config!r} must hold a mapping of TrainConfig fields")
+    for dest, name in TRAIN_FLAGS.items():
+        value = getattr(args, dest)
+        if value is not None:
+            base[name] = value
+    if args.attention is not None and args.attention.lower() == "none":
+        base["attention"] = None
+    if args.attention_kwargs is not None:
+        base["attention_kwargs"] = _parse_json_dict(args.attention_kwargs, "--attention-kwargs")
+    if args.model_kwargs is not None:
+        base["model_kwargs"] = _parse_json_dict(args.model_kwargs, "--model-kwargs")
+    if args.attention_stages is not None:
+        base["attention_stages"] = args.attention_stages
+    if args.milestones is not None:
+        base["milestones"] = args.milestones
+    if args.image_size is not None:
+        base["image_size"] = args.image_size[0] if len(args.image_size) == 1 else list(args.image_size)
+    augment = dict(base.get("augment") or {})
+    if args.crop_padding is not None:
+        augment["crop_padding"] = args.crop_padding
+    if args.flip is not None:
+        augment["flip"] = args.flip
+    base["augment"] = augment
+    if "model" not in base:
+        raise UsageError("train: --model is required (see attnlab list models)")
+    if "dataset" not in base:
+        raise UsageError("train: --dataset is required (see attnlab list datasets)")
+    _check_model(base["model"])
+    if base.get("attention") is not None:
+        base["attention"] = _check_attention(base["attention"])
+    _check_dataset(base["dataset"])
+    for key in ("epochs", "seed", "max_bad_steps"):
+        _check_non_negative(base.get(key), f"--{key.replace('_', '-')}")
+    try:
+        return TrainConfig.from_dict(base)
+    except (ValueError, TypeError) as err:
+        raise UsageError(_one_line(err)) from None
+
+
+def cmd_train(args) -> int:
+    from .data.datasets import DatasetError
+    from .train.checkpoint import CheckpointError, list_checkpoints
+    from .train.trainer import NonFiniteLossError, TrainingInterrupted, train
+
+    config = _train_config(args)
+    out = _check_writable_dir(args.out)
+    if not args.resume and list_checkpoints(out):
+        raise UsageError(f"--out {args.out!r} already holds a run's checkpoints; add --resume to continue it "
+                         "or choose another folder")
+    if args.resume and not list_checkpoints(out):
+        raise UsageError(f"--resume: no checkpoint in {out / 'checkpoints'} to continue from")
+    _check_model_takes_data(config.model, config.dataset, config.image_size, config.attention,
+                            config.attention_kwargs, config.attention_stages, config.attention_position,
+                            config.model_kwargs)
+    try:
+        result = train(config, out, progress=not args.no_progress, resume=args.resume)
+    except (DatasetError, CheckpointError) as err:
+        raise UsageError(_one_line(err)) from None
+    except TrainingInterrupted as err:
+        print(f"attnlab train: {err}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except NonFiniteLossError as err:
+        print(f"attnlab train: error: {_one_line(err)}", file=sys.stderr)
+        return 1
+    print(json.dumps({k: result[k] for k in ("test_acc", "test_loss", "params", "epochs", "seconds")}))
+    print(f"run folder: {out}")
+    return 0
+
+
+# ---------------------------------------------------------------------------- eval
+def cmd_eval(args) -> int:
+    from .data.datasets import DatasetError, dataset_info, load_dataset
+    from .train.checkpoint import CheckpointError, load_checkpoint
+    from .train.trainer import evaluate, load_trained
+
+    if args.batch_size is not None and args.batch_size < 1:
+        raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
+    dataset = _check_dataset(args.dataset) if args.dataset else None
+    try:
+        ckpt = load_checkpoint(args.checkpoint)
+    except CheckpointError as err:
+        raise UsageError(_one_line(err)) from None
+    data_state = ckpt.state.get("data", {})
+    config = ckpt.state.get("config", {})
+    dataset = dataset or config.get("dataset")
+    image_size = config.get("image_size")
+    info = dataset_info(dataset, image_size)
+    if info["in_chans"] != data_state.get("in_chans"):
+        raise UsageError(f"dataset {dataset!r} has {info['in_chans']} channel(s) but the checkpoint's model takes "
+                         f"{data_state.get('in_chans')}")
+    if info["num_classes"] is not None and info["num_classes"] != data_state.get("num_classes"):
+        raise UsageError(f"dataset {dataset!r} has {info['num_classes']} classes but the checkpoint's model predicts "
+                         f"{data_state.get('num_classes')}")
+    try:
+        model, _ = load_trained(ckpt.path)
+        data = load_dataset(dataset, args.data_dir or config.get("data_dir"), image_size=image_size)
+    except (DatasetError, CheckpointError) as err:
+        raise UsageError(_one_line(err)) from None
+    if data.num_classes != data_state.get("num_classes"):
+        raise UsageError(f"dataset {dataset!r} has {data.num_classes} classes but the checkpoint's model predicts "
+                         f"{data_state.get('num_classes')}")
+    try:
+        source = data.test_x if data.in_memory else data.test_set
+        result = evaluate(model, source, data.test_y, args.batch_size or 512, "cpu",
+                          data_state.get("mean"), data_state.get("std"))
+    except ValueError as err:
+        raise UsageError(f"model cannot evaluate dataset {dataset!r}: {_one_line(err)}") from None
+    print(json.dumps({"checkpoint": str(ckpt.path), "dataset": dataset, "test_acc": result["acc"],
+                      "test_loss": result["loss"], "count": result["count"]}))
+    return 0
+
+
+# ---------------------------------------------------------------------------- compare / report / explain
+def cmd_compare(args) -> int:
+    models = [_check_model(m) for m in args.models] if args.models else None
+    attentions = None
+    if args.attentions:
+        attentions = [a if a.lower() == "none" else _check_attention(a) for a in args.attentions]
+    for seed in args.seeds or []:
+        _check_non_negative(seed, "--seeds")
+    _check_non_negative(args.epochs, "--epochs")
+    dataset = _check_dataset(args.dataset) if args.dataset else None
+    try:
+        from .train import compare as compare_mod
+    except ImportError as err:
+        raise UsageError(f"compare is not available in this installation ({err})") from None
+    if args.preset is not None:
+        presets = compare_mod.list_presets()
+        if args.preset not in presets:
+            raise UsageError(f"unknown preset {args.preset!r}; accepted: {', '.join(presets)}")
+    _check_writable_dir(args.out)
+    if dataset and models:
+        for model in models:
+            _check_model_takes_data(model, dataset)
+    folder = compare_mod.run_compare(preset=args.preset, models=models, attentions=attentions, seeds=args.seeds,
+                                     epochs=args.epochs, dataset=dataset, data_dir=args.data_dir, out_root=args.out,
+                                     progress=not args.no_progress)
+    print(folder)
+    return 0
+
+
+def cmd_report(args) -> int:
+    run_dir = Path(args.run_dir)
+    if not run_dir.is_dir():
+        raise UsageError(f"report: RUN_DIR {args.run_dir!r} is not a folder; expected a run folder made by "
+                         "`attnlab compare`")
+    from .report import build_report
+
+    print(build_report(run_dir))
+    return 0
+
+
+def cmd_explain(args) -> int:
+    from .train.checkpoint import CheckpointError, resolve_checkpoint
+
+    try:
+        resolve_checkpoint(args.checkpoint)
+    except CheckpointError as err:
+        raise UsageError(_one_line(err)) from None
+    dataset = _check_dataset(args.dataset) if args.dataset else None
+    _check_writable_dir(args.out)
+    from .explain import explain_checkpoint
+
+    for path in explain_checkpoint(args.checkpoint, args.out, dataset=dataset, data_dir=args.data_dir):
+        print(path)
+    return 0
+
+
+# ---------------------------------------------------------------------------- parser
+def _non_negative_int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="attnlab", description="What does attention buy a convolutional network?")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    p = sub.add_parser("list", help="list models, attention modules or datasets")
+    p.add_argument("what", nargs="?", help="models | attention | datasets (default: all)")
+    p.add_argument("pattern", nargs="?", help="shell-style pattern, e.g. '*resnet*'")
+    p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("train", help="train one model")
+    p.add_argument("--config", help="YAML file of TrainConfig fields (flags override it)")
+    p.add_argument("--model")
+    p.add_argument("--attention", help="attention name or 'none'")
+    p.add_argument("--attention-kwargs", help="JSON object, e.g. '{\"reduction\": 8}'")
+    p.add_argument("--attention-stages", type=int, nargs="+")
+    p.add_argument("--attention-position")
+    p.add_argument("--model-kwargs", help="JSON object, e.g. '{\"spatial_transformer\": true}'")
+    p.add_argument("--dataset")
+    p.add_argument("--data-dir")
+    p.add_argument("--image-size", type=int, nargs="+", help="H [W]")
+    p.add_argument("--epochs", type=_non_negative_int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--eval-batch-size", type=int)
+    p.add_argument("--optimizer", choices=("sgd", "adamw"))
+    p.add_argument("--lr", type=float)
+    p.add_argument("--momentum", type=float)
+    p.add_argument("--nesterov", action=argparse.BooleanOptionalAction, default=None)
+    p.add_argument("--weight-decay", type=float)
+    p.add_argument("--schedule", choices=("cosine", "step", "constant"))
+    p.add_argument("--milestones", type=float, nargs="+", help="epochs (step schedule)")
+    p.add_argument("--gamma", type=float)
+    p.add_argument("--warmup-epochs", type=float)
+    p.add_argument("--label-smoothing", type=float)
+    p.add_argument("--crop-padding", type=int)
+    p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None)
+    p.add_argument("--seed", type=_non_negative_int)
+    p.add_argument("--deterministic", action=argparse.BooleanOptionalAction, default=None)
+    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None)
+    p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None)
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None)
+    p.add_argument("--stn-lr-scale", type=float)
+    p.add_argument("--max-bad-steps", type=_non_negative_int)
+    p.add_argument("--checkpoint-every", type=int, help="epochs")
+    p.add_argument("--checkpoint-every-steps", type=int)
+    p.add_argument("--keep-checkpoints", type=int)
+    p.add_argument("--device")
+    p.add_argument("--num-workers", type=int)
+    p.add_argument("--out", required=True, help="run folder")
+    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="evaluate a checkpoint on a dataset's test split")
+    p.add_argument("--checkpoint", required=True, help="run folder, checkpoints folder or ckpt-*.json")
+    p.add_argument("--dataset", help="default: the dataset it was trained on")
+    p.add_argument("--data-dir")
+    p.add_argument("--batch-size", type=int)
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("compare", help="train many variants over seeds and tabulate them")
+    p.add_argument("--preset", help="a preset of configs/ (default: quick)")
+    p.add_argument("--models", nargs="+")
+    p.add_argument("--attentions", nargs="+", help="attention names; 'none' for the baseline")
+    p.add_argument("--seeds", type=_non_negative_int, nargs="+")
+    p.add_argument("--epochs", type=_non_negative_int)
+    p.add_argument("--dataset")
+    p.add_argument("--data-dir")
+    p.add_argument("--out", default="runs", help="parent folder of the new run folder (default: runs)")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("report", help="build the report of a compare run folder")
+    p.add_argument("run_dir")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("explain", help="figures of what a trained model's attention does")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--dataset")
+    p.add_argument("--data-dir")
+    p.set_defaults(func=cmd_explain)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        return args.func(args)
+    except UsageError as err:
+        print(f"attnlab: error: {_one_line(err)}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("attnlab: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
