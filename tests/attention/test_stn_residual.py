@@ -3,7 +3,6 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from attnlab.attention import create_attention
 from attnlab.attention.residual import ResidualAttentionModule, SoftMaskBranch, max_downsamplings
