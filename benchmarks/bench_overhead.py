@@ -30,9 +30,10 @@ import _reference  # noqa: E402  (defines the torchvision op schemas before timm
 from attnlab.measure import bench  # noqa: E402
 
 COLUMNS = ("model", "memory_format", "batch", "image_size", "attention", "implementation", "label",
-           "overhead_train_min", "overhead_train_median", "overhead_train_max",
+           "overhead_train_min", "overhead_train_median", "overhead_train_max", "overhead_train_best",
            "overhead_infer_large_min", "overhead_infer_large_median", "overhead_infer_large_max",
-           "train_img_s", "infer_large_img_s", "train_frac_matmul", "matmul_gflop_s")
+           "overhead_infer_large_best", "train_img_s", "infer_large_img_s", "train_frac_matmul",
+           "train_frac_matmul_best", "matmul_gflop_s")
 
 
 def parse_args(argv=None):
@@ -93,14 +94,15 @@ def _pct(row, key):
     vals = [row.get(f"{key}_{s}") for s in ("min", "median", "max")]
     if vals[1] is None:
         return ""
-    return f"{vals[1]:+.1%} [{vals[0]:+.1%}, {vals[2]:+.1%}]"
+    return f"{vals[1]:+.1%} [{vals[0]:+.1%}, {vals[2]:+.1%}] best {row[key + '_best']:+.1%}"
 
 
 def markdown(table, info, command, memory_format) -> str:
     """One line per (batch, resolution, module): attnlab's overhead next to timm's module."""
     lines = [f"Command: `{command}`", "",
              "Machine: " + ", ".join(f"{k} {v}" for k, v in info.items()), "",
-             f"Overhead = step time with the module / without - 1, median [min, max] over repeats; "
+             f"Overhead = step time with the module / without - 1, median [min, max] over repeats, and "
+             f"the ratio of the fastest repeats (best); "
              f"{memory_format}, fp32. timm: timm's module swapped into attnlab's network.", "",
              "| batch | image | module | attnlab train | timm train | attnlab inference | timm inference |"
              " plain train img/s | plain train / matmul |",

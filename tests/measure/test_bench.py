@@ -85,11 +85,13 @@ def test_rows_columns_and_ratios_as_defined(tiny_bench, tmp_path):
         assert ref[f"ratio_{mode}_min"] == pytest.approx(min(ratios))
         assert ref[f"ratio_{mode}_median"] == pytest.approx(statistics.median(ratios))
         assert ref[f"ratio_{mode}_max"] == pytest.approx(max(ratios))
+        assert ref[f"ratio_{mode}_best"] == pytest.approx(min(SCRIPTED[2]) / min(SCRIPTED[0]))
         assert plain[f"ratio_{mode}_median"] is None  # attnlab rows are not compared with themselves
     # overhead of the gated model over the plain one: t_gate / t_plain - 1
     over = [g / p - 1 for p, g in zip(SCRIPTED[0], SCRIPTED[1])]
     assert gated["overhead_train_median"] == pytest.approx(statistics.median(over))
     assert gated["overhead_train_min"] == pytest.approx(min(over))
+    assert gated["overhead_train_best"] == pytest.approx(min(SCRIPTED[1]) / min(SCRIPTED[0]) - 1)
     assert gated["overhead_infer_large_max"] == pytest.approx(max(over))
     assert gated["overhead_baseline"] == "attnlab:tiny"
     assert plain["overhead_train_median"] is None
