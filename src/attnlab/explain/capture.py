@@ -30,7 +30,8 @@ from __future__ import annotations
 import fnmatch
 import numbers
 from contextlib import contextmanager
-from typing import Iterable, Iterator, Mapping, Optional, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Optional
 
 import torch
 from torch import nn
@@ -129,8 +130,9 @@ class Recording:
             raise KeyError(f"capture: nothing recorded for module path {path!r}; recorded paths: {known}")
         return self._chunks[path]
 
-    def __getitem__(self, path: str) -> dict[str, torch.Tensor]:
-        return {name: self.get(path, name) for name in self._module_chunks(path)}
+    def __getitem__(self, path: str) -> "ModuleRecord":
+        self._module_chunks(path)  # KeyError naming the recorded paths
+        return ModuleRecord(self, path)
 
     def __contains__(self, path) -> bool:
         return path in self._chunks
@@ -144,12 +146,33 @@ class Recording:
     def keys(self) -> list[str]:
         return self.paths()
 
-    def items(self) -> Iterator[tuple[str, dict[str, torch.Tensor]]]:
+    def items(self) -> Iterator[tuple[str, "ModuleRecord"]]:
         for path in self.paths():
             yield path, self[path]
 
     def __repr__(self) -> str:
         return f"Recording({len(self)} of {len(self.modules)} watched modules recorded)"
+
+
+class ModuleRecord(Mapping):
+    """``rec[path]``: a read-only mapping name -> tensor, each concatenated when it is read (so one
+    name recorded at several map sizes does not prevent reading the others)."""
+
+    def __init__(self, recording: Recording, path: str):
+        self._recording, self.path = recording, path
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        return self._recording.get(self.path, name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._recording.names(self.path))
+
+    def __len__(self) -> int:
+        return len(self._recording.names(self.path))
+
+    def __repr__(self) -> str:
+        shapes = ", ".join(f"{n!r}: {[tuple(c.shape) for c in self._recording.chunks(self.path, n)]}" for n in self)
+        return f"ModuleRecord({self.path!r}, {{{shapes}}})"
 
 
 class _Recorder:
