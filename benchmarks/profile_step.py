@@ -56,12 +56,14 @@ def main(argv=None):
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--matmul-size", type=int, default=2048)
+    p.add_argument("--top", type=int, default=12, help="how many ops to list")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     fmt = bench.MEMORY_FORMATS[args.memory_format]
     torch.manual_seed(0)
-    model = attnlab.create_model(args.model, attention=args.attention).to(memory_format=fmt)
+    attention = None if args.attention in (None, "none") else args.attention
+    model = bench._create_attnlab(args.model, attention).to(memory_format=fmt)
     size = bench._image_size(model, args.image_size)
     x = torch.randn(args.batch, *size).contiguous(memory_format=fmt)
     y = torch.randint(0, bench._num_classes(model), (args.batch,))
@@ -94,7 +96,7 @@ def main(argv=None):
             by_group[classify(evt.key)] += evt.self_cpu_time_total / 1e6 / args.steps
             by_op[evt.key] += evt.self_cpu_time_total / 1e6 / args.steps
     total = sum(by_group.values())
-    print(f"{args.model} + {args.attention or 'no attention'}, batch {args.batch}, {size[1]}x{size[2]}, "
+    print(f"{args.model} + {attention or 'no attention'}, batch {args.batch}, {size[1]}x{size[2]}, "
           f"{args.memory_format}, {torch.get_num_threads()} thread(s); load {os.getloadavg()[0]:.1f}")
     print(f"step {wall * 1e3:.1f} ms wall (profiled), aten self time {total * 1e3:.1f} ms; "
           f"{step_flops / 1e9:.2f} GFLOP fwd+bwd per step -> {step_flops / wall / 1e9:.1f} GFLOP/s; "
@@ -110,7 +112,7 @@ def main(argv=None):
     print(f"\nBound: with every convolution at matmul speed the step would take {ideal * 1e3:.1f} ms = "
           f"{step_flops / ideal / 1e9 / mm_gflops:.0%} of the matmul limit (other ops unchanged).")
     print("\nTop ops:\n| op | ms / step |\n|---|---|")
-    for op, secs in by_op.most_common(12):
+    for op, secs in by_op.most_common(args.top):
         print(f"| {op} | {secs * 1e3:.2f} |")
 
 
