@@ -4,7 +4,9 @@
 Not a paper module. Defaults follow the CIFAR ResNet recipe of He et al. 2016 (SGD, momentum
 0.9, batch 128, lr 0.1) with a cosine schedule instead of the paper's steps (the step schedule is
 `schedule='step'`, `milestones=[...]` in epochs, `gamma=0.1`), and Nesterov momentum on by
-default (switch `nesterov`). The spatial transformer's localisation network trains at
+default (switch `nesterov`). `channels_last=None` turns the channels-last memory format on for
+CUDA only: on the 2-core CPU of this project it made ResNet-20 training steps ~25% slower
+(benchmarks/RESULTS.md), so the CPU default is the contiguous format. The spatial transformer's localisation network trains at
 `stn_lr_scale` times the base learning rate (the STN paper lowers it for the localisation net).
 """
 from __future__ import annotations
@@ -51,7 +53,7 @@ class TrainConfig:
     augment: dict = field(default_factory=dict)       # {"crop_padding": int, "flip": bool}; missing -> dataset default
     seed: int = 0
     deterministic: bool = False
-    channels_last: bool = True
+    channels_last: Optional[bool] = None             # None: on for CUDA, off on CPU (measured faster there)
     amp: bool = False
     compile: bool = False
     stn_lr_scale: float = 0.1
@@ -142,8 +144,10 @@ class TrainConfig:
         flip = self.augment.get("flip")
         need(flip is None or isinstance(flip, bool), "augment", "flip a bool")
         need(is_int(self.seed) and self.seed >= 0, "seed", "an int >= 0")
-        for name in ("deterministic", "channels_last", "amp", "compile"):
+        for name in ("deterministic", "amp", "compile"):
             need(isinstance(getattr(self, name), bool), name, "a bool", TypeError)
+        need(self.channels_last is None or isinstance(self.channels_last, bool), "channels_last",
+             "a bool or None (automatic: on for CUDA only)", TypeError)
         need(is_num(self.stn_lr_scale) and self.stn_lr_scale > 0, "stn_lr_scale", "a number > 0")
         need(is_int(self.max_bad_steps) and self.max_bad_steps >= 0, "max_bad_steps", "an int >= 0")
         need(is_int(self.checkpoint_every) and self.checkpoint_every >= 0, "checkpoint_every", "an int >= 0 (epochs)")

@@ -7,7 +7,8 @@ uint8 tensors on the training device; each step gathers a batch by index, augmen
 (`data.augment`), runs forward/backward, and sets the learning rate from the step number. No
 DataLoader is used for in-memory sets (it would collate samples one by one in Python); lazily
 decoded image folders use one with workers. Speed settings: `torch.set_flush_denormal(True)`,
-channels_last on CPU and GPU, `zero_grad(set_to_none=True)`, AMP (float16 + GradScaler) on CUDA
+channels_last on GPU (on the CPU only when asked: it measured ~25% slower there for
+CIFAR-size networks, benchmarks/RESULTS.md), `zero_grad(set_to_none=True)`, AMP (float16 + GradScaler) on CUDA
 only - never bfloat16 on CPU, where it is ~100x slower than float32 - and optional torch.compile.
 
 Writes into `out_dir`: config.yaml, metrics.jsonl (one JSON line per epoch), final.json, and
@@ -212,8 +213,8 @@ class Trainer:
                                                                image_size=config.image_size)
         self.model = model if model is not None else build_model(config, self.data.num_classes, self.data.in_chans)
         self.model.to(self.device)
-        self.memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
-        if config.channels_last:
+        self.channels_last = config.channels_last if config.channels_last is not None else self.device.type == "cuda"
+        if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
         self.forward_model = torch.compile(self.model) if config.compile else self.model
         self.amp = config.amp and self.device.type == "cuda"
@@ -223,7 +224,7 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda") if self.amp else None
         augment = {**self.data.default_augment, **{k: v for k, v in config.augment.items() if v is not None}}
         self.augment = BatchAugment(self.data.mean, self.data.std, augment["crop_padding"], augment["flip"],
-                                    channels_last=config.channels_last)
+                                    channels_last=self.channels_last)
         self.augment_settings = augment
         self.augment_generator = torch.Generator(device=self.device).manual_seed(config.seed + 1)
         self.optimizer = build_optimizer(self.model, config)
@@ -374,9 +375,9 @@ class Trainer:
     def _evaluate_test(self) -> dict:
         if self.data.in_memory:
             return evaluate(self.model, self.data.test_x, self.data.test_y, self.config.eval_batch_size, self.device,
-                            self.data.mean, self.data.std, channels_last=self.config.channels_last, amp=self.amp)
+                            self.data.mean, self.data.std, channels_last=self.channels_last, amp=self.amp)
         return evaluate(self.model, self.data.test_set, None, self.config.eval_batch_size, self.device,
-                        self.data.mean, self.data.std, channels_last=self.config.channels_last, amp=self.amp)
+                        self.data.mean, self.data.std, channels_last=self.channels_last, amp=self.amp)
 
     def _bad_step(self, batch_index: int) -> None:
         self.bad_steps += 1
