@@ -1,0 +1,451 @@
+"""What each attention module of a trained model did, as figures and numbers.
+
+    paths = explain_checkpoint("runs/quick-.../runs/se/seed0", "out/se")   # PNGs + summary.json
+
+Built on `attnlab.capture` (what every AttentionModule observed) and `override_gates`. The
+figures follow the papers they come from:
+
+(a) `seed_figure`: for one output position, the weight each operator gives to every input
+    position, computed from real modules on a real image (lifted to 8 feature channels by a
+    fixed random 3x3 convolution): a fully connected layer and a 3x3 convolution (|d y_p / d x|,
+    summed over channels: the same for every input), a non-local block (Wang et al. 2018, eq. 1:
+    the softmax affinity row f(x_p, x_j) / C(x), captured) and SE (Hu et al. 2018, eq. 2-4:
+    y_p = s_c(x) x_p, so |d y_p / d x| is the gate at p and small everywhere else through the
+    squeeze; drawn on a log scale so both show). Two input images per row pair: fixed weights
+    stay, attention moves. The modules are freshly initialised, not the checkpoint's (whose
+    channel counts and resolutions differ per stage): the figure is about the operators.
+(b) `affinity_figure`: non-local / self-attention affinity rows of chosen query points
+    (fractions of the map's height and width), overlaid on several inputs.
+(c) `excitation_figure`: the SE paper's "role of excitation" figure (Hu et al., Fig. 6-7): per
+    module (depth), the mean excitation per channel for each class. Signals: SE/ECA/GC 'gate',
+    CBAM 'channel_gate', GC 'transform' (additive fusion). Class specificity of a module:
+    for each channel the share of the gate's variance over the images that lies between the
+    class means (eta^2 = sum_k n_k (m_k - m)^2 / sum_i (g_i - m)^2), averaged over channels with
+    non-zero variance. 0: every class gets the same excitation; 1: the class fixes it.
+(d) `spatial_figure`: CBAM spatial gates, residual-attention masks (mean over channels) and GC
+    context weights, upsampled (bilinear) to the input and overlaid; `stn_figure`: input, warped
+    output and the sampling grid (every other grid point) of the spatial transformer.
+(e) `reliance_figure`: test accuracy when each stage's attention output is replaced by its
+    neutral value (gates 1, masks / additive transforms / non-local responses 0, the identity
+    warp: the module removed) and by its mean over the data (the input-dependence removed).
+    A stage is the first component of the module path ('layer2' for 'layer2.0.attention').
+
+Deviation: accuracy in (e) is on at most `max_images` test images (all 360 for digits), so it is
+an estimate with the binomial error of that sample, not the full test accuracy.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..report.plots import plt, save_figure
+from .capture import capture, override_gates
+
+GATE_SIGNALS = ("gate", "channel_gate", "transform")
+SPATIAL_SIGNALS = ("spatial_gate", "mask", "context_weights")
+# What "removed" means for each output a module observes (see (e) above).
+NEUTRAL = {"gate": 1.0, "channel_gate": 1.0, "spatial_gate": 1.0, "transform": 0.0, "mask": 0.0,
+           "response": 0.0, "theta": "identity"}
+QUERY_POINTS = [(0.3, 0.3), (0.5, 0.5), (0.7, 0.65)]
+
+
+# --------------------------------------------------------------------------------------------- helpers
+
+def _display(raw: torch.Tensor) -> np.ndarray:
+    """(C, H, W) in [0, 1] -> an (H, W) or (H, W, 3) array for imshow."""
+    img = raw.detach().float().cpu()
+    if img.shape[0] == 1:
+        return img[0].numpy()
+    return img[:3].permute(1, 2, 0).clamp(0, 1).numpy()
+
+
+def _imshow(ax, raw: torch.Tensor) -> None:
+    arr = _display(raw)
+    ax.imshow(arr, cmap="gray" if arr.ndim == 2 else None, vmin=0, vmax=1)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def _upsample(maps: torch.Tensor, size) -> torch.Tensor:
+    """(N, 1, h, w) -> (N, 1, H, W) bilinear."""
+    return F.interpolate(maps.float(), size=tuple(size), mode="bilinear", align_corners=False)
+
+
+def _stage_of(path: str) -> str:
+    return path.split(".")[0] if path else "model"
+
+
+def _forward_capture(model: nn.Module, x: torch.Tensor, query_points=None, batch: int = 256):
+    with torch.no_grad(), capture(model, query_points=query_points) as rec:
+        logits = torch.cat([model(x[i:i + batch]) for i in range(0, len(x), batch)])
+    return rec, logits
+
+
+def _accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 256) -> float:
+    with torch.no_grad():
+        pred = torch.cat([model(x[i:i + batch]).argmax(1) for i in range(0, len(x), batch)])
+    return float((pred == y).float().mean())
+
+
+# --------------------------------------------------------------------------------------------- (a)
+
+def seed_figure(images: torch.Tensor, out_path: Path, position=(0.5, 0.35), channels: int = 8, seed: int = 0) -> Path:
+    """(a) weights over the input positions for one output position: FC, conv, non-local, SE.
+
+    `images`: (2, C, H, W) raw images in [0, 1] (two inputs, one row each); `position`: the
+    output position as fractions (fy, fx) of the height and width.
+    """
+    from ..attention import create_attention
+
+    if not isinstance(images, torch.Tensor) or images.dim() != 4 or images.shape[0] < 1:
+        raise ValueError(f"seed_figure: images must be (N, C, H, W) with N >= 1, got "
+                         f"{tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__}")
+    gen = torch.Generator().manual_seed(seed)
+    x0 = images.float().mean(1, keepdim=True)
+    if max(x0.shape[-2:]) > 16:  # keep the FC layer small: (C*16*16)^2 weights at most
+        x0 = F.interpolate(x0, size=(16, 16), mode="bilinear", align_corners=False, antialias=True)
+    n, _, h, w = x0.shape
+    py, px = min(h - 1, int(position[0] * h)), min(w - 1, int(position[1] * w))
+    lift = nn.Conv2d(1, channels, 3, padding=1)
+    fc = nn.Linear(channels * h * w, channels * h * w)
+    conv = nn.Conv2d(channels, channels, 3, padding=1)
+    for module in (lift, fc, conv):
+        for p in module.parameters():
+            with torch.no_grad():
+                p.copy_(torch.randn(p.shape, generator=gen) / math.sqrt(max(1, p[0].numel())))
+    torch.manual_seed(seed)
+    non_local = create_attention("non_local", channels).eval()
+    se = create_attention("se", channels, reduction=2).eval()
+    with torch.no_grad():
+        feats = lift((x0 - 0.5) * 4)
+
+    def sensitivity(op, f):
+        f = f.clone().requires_grad_(True)
+        out = op(f)
+        out[:, :, py, px].sum().backward()
+        return f.grad.abs().sum(1)  # (N, H, W)
+
+    fc_map = torch.stack([sensitivity(lambda t: fc(t.flatten()).view(1, channels, h, w), feats[i:i + 1])[0]
+                          for i in range(n)])
+    conv_map = sensitivity(conv, feats)
+    se_map = sensitivity(se, feats)
+    with torch.no_grad(), capture(non_local, query_points=[((py + 0.5) / h, (px + 0.5) / w)]) as rec:
+        non_local(feats)
+    affinity = rec[rec.paths()[0]]["affinity"][:, 0:1]  # (N, 1, Hk, Wk)
+    nl_map = _upsample(affinity, (h, w))[:, 0] / (h * w / (affinity.shape[-1] * affinity.shape[-2]))
+
+    columns = [("input", None), ("fully connected\nfixed, everywhere", fc_map), ("3x3 convolution\nfixed, local", conv_map),
+               ("non-local attention\ndepends on input, everywhere", nl_map),
+               ("SE recalibration\nown value x gate(all), log", se_map)]
+    fig, axes = plt.subplots(n, len(columns), figsize=(2.3 * len(columns), 2.4 * n), squeeze=False)
+    for i in range(n):
+        for j, (title, maps) in enumerate(columns):
+            ax = axes[i][j]
+            if maps is None:
+                ax.imshow(x0[i, 0].numpy(), cmap="gray")
+            else:
+                m = maps[i].detach().numpy()
+                if j == len(columns) - 1:
+                    from matplotlib.colors import LogNorm
+
+                    ax.imshow(m + 1e-8, cmap="magma", norm=LogNorm(vmin=max(m.max() * 1e-4, 1e-8), vmax=m.max() + 1e-8))
+                else:
+                    ax.imshow(m, cmap="magma")
+            ax.plot(px, py, marker="s", markersize=6, markerfacecolor="none", markeredgecolor="cyan")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title(title, fontsize=8)
+    fig.suptitle("Weight each operator gives to the input positions for the output position marked "
+                 "(two inputs, one per row)", fontsize=9)
+    return save_figure(fig, out_path)
+
+
+# --------------------------------------------------------------------------------------------- (b)
+
+def affinity_figure(rec, raw: torch.Tensor, out_path: Path, max_inputs: int = 4, max_modules: int = 2) -> Optional[Path]:
+    """(b) affinity rows of the query points over several inputs, one row per (module, input)."""
+    paths = [p for p in rec.paths() if "affinity" in rec.names(p)][:max_modules]
+    if not paths:
+        return None
+    points = rec.query_points or [(0.5, 0.5)]
+    n = min(max_inputs, raw.shape[0])
+    rows = [(p, i) for p in paths for i in range(n)]
+    fig, axes = plt.subplots(len(rows), 1 + len(points), figsize=(2.0 * (1 + len(points)), 2.0 * len(rows)), squeeze=False)
+    size = raw.shape[-2:]
+    for r, (path, i) in enumerate(rows):
+        aff = rec[path]["affinity"][i:i + 1]  # (1, Q, Hk, Wk)
+        _imshow(axes[r][0], raw[i])
+        for q, (fy, fx) in enumerate(points):
+            axes[r][0].plot(fx * size[1] - 0.5, fy * size[0] - 0.5, "o", color=f"C{q}", markersize=5)
+            ax = axes[r][1 + q]
+            _imshow(ax, raw[i])
+            heat = _upsample(aff[:, q:q + 1], size)[0, 0].numpy()
+            ax.imshow(heat, cmap="jet", alpha=0.55)
+            ax.plot(fx * size[1] - 0.5, fy * size[0] - 0.5, "o", color="white", markeredgecolor=f"C{q}", markersize=6)
+            if r == 0:
+                ax.set_title(f"query ({fy:.2f}, {fx:.2f})", fontsize=8)
+        axes[r][0].set_ylabel(f"{path}\ninput {i}", fontsize=7)
+    fig.suptitle("Non-local affinity of each query point over the image (red = most weight)", fontsize=9)
+    return save_figure(fig, out_path)
+
+
+# --------------------------------------------------------------------------------------------- (c)
+
+def class_specificity(values: torch.Tensor, labels: torch.Tensor) -> float:
+    """Mean over channels of eta^2 = between-class sum of squares / total sum of squares.
+
+    `values`: (N, C) per-image signals; `labels`: (N,) class indices. Channels without variance
+    are skipped; NaN when none varies.
+    """
+    if values.dim() != 2 or labels.dim() != 1 or len(values) != len(labels):
+        raise ValueError(f"class_specificity: expected values (N, C) and labels (N,), got "
+                         f"{tuple(values.shape)} and {tuple(labels.shape)}")
+    v = values.double()
+    grand = v.mean(0)
+    total = ((v - grand) ** 2).sum(0)
+    between = torch.zeros_like(grand)
+    for k in labels.unique():
+        sel = v[labels == k]
+        between += len(sel) * (sel.mean(0) - grand) ** 2
+    ok = total > 1e-12 * max(1.0, float(total.max()))
+    if not bool(ok.any()):
+        return math.nan
+    return float((between[ok] / total[ok]).mean())
+
+
+def excitation_figure(rec, labels: torch.Tensor, classes: Sequence[str], out_path: Path,
+                      max_channels: int = 64, max_modules: int = 8) -> tuple[Optional[Path], list[dict]]:
+    """(c) mean excitation per channel and class at each depth, with the class specificity."""
+    found = []
+    for path in rec.paths():
+        for name in GATE_SIGNALS:
+            if name in rec.names(path):
+                t = rec[path][name]
+                if t.dim() == 4 and t.shape[-1] == 1 and t.shape[-2] == 1 and len(t) == len(labels):
+                    found.append((path, name, t.flatten(1)))
+                    break
+    if not found:
+        return None, []
+    if len(found) > max_modules:  # keep the first, the last and evenly spaced ones between
+        keep = np.unique(np.linspace(0, len(found) - 1, max_modules).round().astype(int))
+        specs_all = found
+        found = [found[i] for i in keep]
+    else:
+        specs_all = found
+    records = [{"module": p, "signal": s, "specificity": class_specificity(v, labels), "channels": v.shape[1]}
+               for p, s, v in specs_all]
+    spec_of = {(r["module"], r["signal"]): r["specificity"] for r in records}
+    classes_present = sorted(int(k) for k in labels.unique())
+    fig, axes = plt.subplots(len(found), 1, figsize=(7.5, 1.9 * len(found)), squeeze=False)
+    cmap = plt.get_cmap("tab10" if len(classes_present) <= 10 else "tab20")
+    for ax, (path, name, v) in zip(axes[:, 0], found):
+        c = min(max_channels, v.shape[1])
+        for j, k in enumerate(classes_present):
+            label = classes[k] if k < len(classes) else str(k)
+            ax.plot(range(c), v[labels == k, :c].mean(0).numpy(), lw=0.9, color=cmap(j % cmap.N), label=str(label))
+        ax.set_ylabel(name, fontsize=7)
+        ax.set_title(f"{path}: class specificity {spec_of[(path, name)]:.3f}", fontsize=8)
+        ax.tick_params(labelsize=7)
+    axes[-1][0].set_xlabel("channel index")
+    axes[0][0].legend(fontsize=6, ncol=min(10, len(classes_present)), loc="upper right")
+    fig.suptitle("Excitation per channel averaged per class, by depth (SE paper Fig. 6)", fontsize=9)
+    fig.tight_layout()
+    return save_figure(fig, out_path), records
+
+
+# --------------------------------------------------------------------------------------------- (d)
+
+def spatial_figure(rec, raw: torch.Tensor, out_path: Path, max_inputs: int = 4, max_modules: int = 4) -> Optional[Path]:
+    """(d) CBAM spatial gates, residual masks, GC context weights overlaid on the inputs."""
+    found = []
+    for path in rec.paths():
+        for name in SPATIAL_SIGNALS:
+            if name in rec.names(path):
+                t = rec[path][name]
+                if t.dim() == 4 and t.shape[-1] * t.shape[-2] > 1:
+                    found.append((path, name, t.float().mean(1, keepdim=True)))
+    if not found:
+        return None
+    if len(found) > max_modules:
+        keep = np.unique(np.linspace(0, len(found) - 1, max_modules).round().astype(int))
+        found = [found[i] for i in keep]
+    n = min(max_inputs, raw.shape[0])
+    fig, axes = plt.subplots(n, 1 + len(found), figsize=(2.0 * (1 + len(found)), 2.0 * n), squeeze=False)
+    for i in range(n):
+        _imshow(axes[i][0], raw[i])
+        if i == 0:
+            axes[i][0].set_title("input", fontsize=8)
+        for j, (path, name, maps) in enumerate(found):
+            ax = axes[i][1 + j]
+            _imshow(ax, raw[i])
+            ax.imshow(_upsample(maps[i:i + 1], raw.shape[-2:])[0, 0].numpy(), cmap="jet", alpha=0.5)
+            if i == 0:
+                ax.set_title(f"{path}\n{name} ({maps.shape[-2]}x{maps.shape[-1]})", fontsize=7)
+    fig.suptitle("Where the spatial attention looked (red = high), upsampled to the input", fontsize=9)
+    return save_figure(fig, out_path)
+
+
+def stn_figure(model: nn.Module, rec, raw: torch.Tensor, out_path: Path, max_inputs: int = 4) -> Optional[Path]:
+    """(d) spatial transformer: input with its sampling grid, warped output."""
+    paths = [p for p in rec.paths() if "theta" in rec.names(p)]
+    if not paths:
+        return None
+    path = paths[0]
+    stn = model.get_submodule(path) if path else model
+    theta = rec[path]["theta"].double()
+    n = min(max_inputs, raw.shape[0], len(theta))
+    h, w = raw.shape[-2:]
+    grid = stn.grid(theta[:n], (h, w)).float()  # (n, H, W, 2) in [-1, 1]
+    warped = F.grid_sample(raw[:n].float(), grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    fig, axes = plt.subplots(n, 3, figsize=(6.3, 2.1 * n), squeeze=False)
+    step = max(1, min(h, w) // 8)
+    for i in range(n):
+        _imshow(axes[i][0], raw[i])
+        _imshow(axes[i][1], raw[i])
+        gx = ((grid[i, ..., 0] + 1) * w - 1) / 2
+        gy = ((grid[i, ..., 1] + 1) * h - 1) / 2
+        sub_x, sub_y = gx[::step, ::step].numpy(), gy[::step, ::step].numpy()
+        axes[i][1].plot(sub_x, sub_y, "-", color="yellow", lw=0.6)
+        axes[i][1].plot(sub_x.T, sub_y.T, "-", color="yellow", lw=0.6)
+        axes[i][1].set_xlim(-0.5, w - 0.5)
+        axes[i][1].set_ylim(h - 0.5, -0.5)
+        _imshow(axes[i][2], warped[i].clamp(0, 1))
+    for j, title in enumerate(("input", "sampling grid on the input", "warped output")):
+        axes[0][j].set_title(title, fontsize=8)
+    fig.suptitle(f"Spatial transformer ({path or 'model'}): where the output samples the input", fontsize=9)
+    return save_figure(fig, out_path)
+
+
+# --------------------------------------------------------------------------------------------- (e)
+
+def _neutral_value(name: str, observed: torch.Tensor):
+    value = NEUTRAL[name]
+    if value == "identity":
+        eye = torch.eye(3, dtype=observed.dtype)[: observed.shape[1], :3]
+        return eye.unsqueeze(0)
+    return value
+
+
+def reliance(model: nn.Module, x: torch.Tensor, y: torch.Tensor, rec) -> dict:
+    """(e) accuracy with each stage's attention outputs at their neutral value and at their mean."""
+    outputs: dict[str, dict[str, torch.Tensor]] = {}
+    for path in rec.paths():
+        names = [n for n in rec.names(path) if n in NEUTRAL]
+        if names:
+            outputs[path] = {n: rec[path][n] for n in names}
+    base = _accuracy(model, x, y)
+    stages: dict[str, list[str]] = {}
+    for path in outputs:
+        stages.setdefault(_stage_of(path), []).append(path)
+    if len(stages) > 1:
+        stages["all"] = list(outputs)
+    result = {"accuracy": base, "images": int(len(y)), "stages": []}
+    for stage, paths in stages.items():
+        removed = {p: {n: _neutral_value(n, v) for n, v in outputs[p].items()} for p in paths}
+        averaged = {p: {n: v.float().mean(0, keepdim=True) for n, v in outputs[p].items()} for p in paths}
+        with override_gates(model, removed):
+            acc_removed = _accuracy(model, x, y)
+        with override_gates(model, averaged):
+            acc_mean = _accuracy(model, x, y)
+        result["stages"].append({"stage": stage, "modules": paths, "removed": acc_removed, "mean": acc_mean})
+    return result
+
+
+def reliance_figure(result: dict, out_path: Path) -> Optional[Path]:
+    stages = result.get("stages") or []
+    if not stages:
+        return None
+    fig, ax = plt.subplots(figsize=(max(4.0, 1.2 * len(stages) + 1.5), 3.2))
+    idx = np.arange(len(stages))
+    ax.bar(idx - 0.2, [100 * s["removed"] for s in stages], 0.4, label="output at neutral value (removed)", color="C3")
+    ax.bar(idx + 0.2, [100 * s["mean"] for s in stages], 0.4, label="output at its data mean", color="C0")
+    ax.axhline(100 * result["accuracy"], color="k", lw=1, ls="--", label=f"intact ({100 * result['accuracy']:.1f}%)")
+    ax.set_xticks(idx, [s["stage"] for s in stages])
+    ax.set_ylabel(f"accuracy on {result['images']} test images (%)")
+    ax.set_ylim(0, 105)
+    ax.legend(fontsize=7, loc="lower left")
+    ax.set_title("Reliance: how much the network leans on its attention, per stage", fontsize=9)
+    return save_figure(fig, out_path)
+
+
+# --------------------------------------------------------------------------------------------- entry
+
+def explain_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor, raw: torch.Tensor, out_dir,
+                  classes: Optional[Sequence[str]] = None, query_points=QUERY_POINTS) -> list[Path]:
+    """Every figure for `model` on normalised inputs `x` (labels `y`, display images `raw` in
+    [0, 1]); writes PNGs and summary.json into `out_dir` and returns the PNG paths."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"explain_model: expected an nn.Module, got {type(model).__name__}")
+    if x.dim() != 4 or len(x) != len(y) or len(raw) != len(x):
+        raise ValueError(f"explain_model: x (N, C, H, W), y (N,) and raw (N, C, H, W) must match, got "
+                         f"{tuple(x.shape)}, {tuple(y.shape)}, {tuple(raw.shape)}")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    classes = list(classes) if classes is not None else [str(k) for k in range(int(y.max()) + 1)]
+    model.eval()
+    rec, _ = _forward_capture(model, x, query_points=query_points)
+    written = [seed_figure(raw[:2], out_dir / "a_seed_picture.png")]
+    for path in (affinity_figure(rec, raw, out_dir / "b_nonlocal_affinity.png"),):
+        if path is not None:
+            written.append(path)
+    excitation, specificity = excitation_figure(rec, y, classes, out_dir / "c_excitation_per_class.png")
+    if excitation is not None:
+        written.append(excitation)
+    for path in (spatial_figure(rec, raw, out_dir / "d_spatial_maps.png"),
+                 stn_figure(model, rec, raw, out_dir / "d_spatial_transformer.png")):
+        if path is not None:
+            written.append(path)
+    rel = reliance(model, x, y, rec) if rec.paths() else {"accuracy": _accuracy(model, x, y), "images": len(y), "stages": []}
+    path = reliance_figure(rel, out_dir / "e_reliance.png")
+    if path is not None:
+        written.append(path)
+    summary = {"modules": dict(rec.modules) if hasattr(rec, "modules") else {}, "class_specificity": specificity,
+               "reliance": rel, "figures": [p.name for p in written]}
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
+    return written
+
+
+def load_explain_data(config, data_info: dict, dataset: Optional[str] = None, data_dir=None, max_images: int = 512):
+    """(x normalised as in training, y, raw images in [0, 1], class names) from the test split."""
+    from ..data.augment import normalise
+    from ..data.datasets import load_dataset
+
+    name = dataset or config.dataset
+    data = load_dataset(name, data_dir if data_dir is not None else config.data_dir, image_size=config.image_size)
+    if not data.in_memory:
+        items = [data.test_set[i] for i in range(min(max_images, len(data.test_set)))]
+        test_x = torch.stack([torch.as_tensor(a) for a, _ in items])
+        test_y = torch.as_tensor([int(b) for _, b in items])
+    else:
+        test_x, test_y = data.test_x[:max_images], data.test_y[:max_images]
+    mean, std = data_info.get("mean", data.mean), data_info.get("std", data.std)
+    x = normalise(test_x, mean, std)
+    raw = test_x.float() / 255.0 if test_x.dtype == torch.uint8 else test_x.float()
+    return x, test_y, raw, list(data.classes)
+
+
+def explain_checkpoint(checkpoint, out_dir, dataset: Optional[str] = None, data_dir=None,
+                       max_images: int = 512) -> list[Path]:
+    """Figures (a)-(e) and summary.json of a trained run (run folder, checkpoints folder or
+    checkpoint file) on up to `max_images` test images; returns the PNG paths."""
+    from ..train import load_trained
+
+    if not isinstance(checkpoint, (str, Path)):
+        raise TypeError(f"checkpoint must be a path, got {type(checkpoint).__name__} {checkpoint!r}")
+    if isinstance(max_images, bool) or not isinstance(max_images, int) or max_images < 2:
+        raise ValueError(f"max_images must be an int >= 2, got {max_images!r}")
+    model, config = load_trained(checkpoint)
+    x, y, raw, classes = load_explain_data(config, getattr(model, "data_info", {}) or {}, dataset, data_dir, max_images)
+    return explain_model(model, x, y, raw, out_dir, classes)
+
+
+__all__ = ["explain_checkpoint", "explain_model", "seed_figure", "affinity_figure", "excitation_figure",
+           "spatial_figure", "stn_figure", "reliance", "reliance_figure", "class_specificity", "load_explain_data"]

@@ -1,0 +1,453 @@
+"""`attnlab compare`: the same recipe for every variant, several seeds, costs, explanations, report.
+
+    folder = run_compare()                       # the `quick` preset on the embedded digits
+    folder = run_compare("fashion-mnist")        # a preset of configs/ (YAML)
+    folder = run_compare(models=["resnet20"], attentions=["none", "se"], seeds=[0, 1], epochs=2)
+
+Not a paper module. The study design follows what a fair comparison needs:
+
+* Same recipe: every variant is trained by `attnlab.train.train` from one `TrainConfig`; only
+  the placement spec (or `model_kwargs`) differs. Same seeds: seed s of every variant sees the
+  same data order (the Trainer draws epoch e's permutation from (seed, e) alone), so accuracies
+  pair by seed and the report uses paired differences.
+* Baseline: the variant without attention (named ``none``). ``stn`` is the spatial transformer
+  in front of the backbone (``create_model(model, spatial_transformer=True)``), not an
+  attention slot; ``non_local`` is inserted *between* residual blocks as in the non-local paper
+  (``nonlocal_stages``), not inside every block.
+* Capacity control: the preset's ``capacity`` entry trains the baseline widened (`match_width`:
+  the integer width whose parameter count is closest to the target variant's) so the report can
+  separate the gain of attention from the gain of size. For every attention variant the width
+  that would match is recorded in costs.json (``matched_width``), trained or not.
+* Runs execute in `workers` processes with one intra-op thread each (default: one per CPU core,
+  1 on CUDA). Deviation from the usual one-process loop, and why: the quick study's tensors are
+  tiny, and two single-threaded runs side by side finish about twice as fast as one run with two
+  threads on a 2-core machine (and do not fight over cores when the machine is shared).
+* Costs are measured once per variant (sequentially, in this process, after training) on a
+  freshly built model: they depend on the architecture, not on the weights.
+
+Output: a new folder ``out_root/<preset>-<UTC time>`` (never reused) holding compare.json (the
+plan), runs/<variant>/seed<S>/ (each run), costs.json, explain/<variant>/ (figures of the first
+seed's checkpoint) and the report (see attnlab.report).
+"""
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Optional, Sequence
+
+import yaml
+
+from .config import TrainConfig
+
+PRESET_DIR = Path(__file__).resolve().parent.parent / "configs"
+DEFAULT_PRESET = "quick"
+BASELINE = "none"
+# Preset keys and what they hold; anything else is refused with this list.
+PRESET_KEYS = ("description", "dataset", "data_dir", "image_size", "model", "model_kwargs", "seeds", "baseline",
+               "variants", "train", "capacity", "cost", "explain", "workers", "notes")
+
+
+# --------------------------------------------------------------------------------------------- presets
+
+def list_presets() -> list[str]:
+    """Names of the YAML presets in configs/ (without .yaml), sorted."""
+    if not PRESET_DIR.is_dir():
+        return []
+    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+
+
+def load_preset(name: str) -> dict:
+    """The preset `name` as a dict (configs/<name>.yaml), checked against PRESET_KEYS."""
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"preset name must be a non-empty str, got {name!r}")
+    known = list_presets()
+    if name not in known:
+        raise ValueError(f"unknown preset {name!r}; accepted: {', '.join(known) or '(none found in ' + str(PRESET_DIR) + ')'}")
+    path = PRESET_DIR / f"{name}.yaml"
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ValueError(f"preset {path} is not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"preset {path} must hold a mapping, got {type(data).__name__}")
+    unknown = [k for k in data if k not in PRESET_KEYS]
+    if unknown:
+        raise ValueError(f"preset {path}: unknown key(s) {unknown}; accepted: {', '.join(PRESET_KEYS)}")
+    data["name"] = name
+    return data
+
+
+# --------------------------------------------------------------------------------------------- variants
+
+def make_variant(spec, model: str, model_kwargs: dict) -> dict:
+    """A variant dict {name, model, attention, attention_kwargs, attention_stages,
+    attention_position, model_kwargs, role} from a preset entry (a name or a mapping)."""
+    from ..attention import resolve_attention_name
+
+    if isinstance(spec, str):
+        spec = {"name": spec}
+    if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
+        raise ValueError(f"a variant must be an attention name or a mapping with a 'name', got {spec!r}")
+    allowed = {"name", "model", "attention", "attention_kwargs", "attention_stages", "attention_position",
+               "model_kwargs", "role", "matches"}
+    unknown = set(spec) - allowed
+    if unknown:
+        raise ValueError(f"variant {spec['name']!r}: unknown key(s) {sorted(unknown)}; accepted: {sorted(allowed)}")
+    name = spec["name"]
+    out = {"name": name, "model": spec.get("model", model), "attention": None, "attention_kwargs": {},
+           "attention_stages": spec.get("attention_stages"), "attention_position": spec.get("attention_position"),
+           "model_kwargs": dict(model_kwargs), "role": spec.get("role", "attention")}
+    out["model_kwargs"].update(spec.get("model_kwargs") or {})
+    out["attention_kwargs"].update(spec.get("attention_kwargs") or {})
+    attention = spec.get("attention", name)
+    if attention is None or str(attention).lower() == BASELINE:
+        out["role"] = spec.get("role", "baseline" if name == BASELINE else "attention")
+    elif str(attention).lower() == "stn":
+        out["model_kwargs"].setdefault("spatial_transformer", True)
+    elif str(attention).lower().replace("-", "_") in ("non_local", "nonlocal", "nl") and "attention" not in spec:
+        # The non-local paper inserts whole blocks between residual blocks, not one per block.
+        out["model_kwargs"].setdefault("nonlocal_stages", [2, 3])
+    else:
+        out["attention"] = resolve_attention_name(attention)
+    if "matches" in spec:
+        out["matches"] = spec["matches"]
+    return out
+
+
+def _variants_from_lists(models: Sequence[str], attentions: Sequence[str], model_kwargs: dict) -> list[dict]:
+    names = [a if a.lower() != BASELINE else BASELINE for a in attentions]
+    if BASELINE not in names:
+        names = [BASELINE] + names
+    else:
+        names = [BASELINE] + [n for n in names if n != BASELINE]
+    variants = []
+    for model in models:
+        for name in names:
+            v = make_variant(name, model, model_kwargs)
+            if len(models) > 1:
+                v["name"] = f"{model}-{name}"
+                v["baseline"] = f"{model}-{BASELINE}"
+            variants.append(v)
+    return variants
+
+
+def _train_config(plan: dict, variant: dict, seed: int) -> TrainConfig:
+    settings = dict(plan["train"])
+    settings.update(model=variant["model"], attention=variant["attention"],
+                    attention_kwargs=dict(variant["attention_kwargs"]), attention_stages=variant["attention_stages"],
+                    attention_position=variant["attention_position"], model_kwargs=dict(variant["model_kwargs"]),
+                    dataset=plan["dataset"], data_dir=plan.get("data_dir"), image_size=plan.get("image_size"),
+                    seed=seed)
+    return TrainConfig.from_dict(settings)
+
+
+# --------------------------------------------------------------------------------------------- capacity
+
+def _build(variant: dict, info: dict, **overrides):
+    from ..models import create_model
+
+    kwargs = dict(variant["model_kwargs"])
+    kwargs.update(overrides)
+    return create_model(variant["model"], num_classes=info["num_classes"], in_chans=info["in_chans"],
+                        attention=variant["attention"], attention_kwargs=variant["attention_kwargs"] or None,
+                        attention_stages=variant["attention_stages"],
+                        attention_position=variant["attention_position"], **kwargs)
+
+
+def _param_count(model) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def match_width(baseline: dict, target_params: int, info: dict, kwarg: str = "width", base: Optional[int] = None,
+                max_factor: float = 4.0) -> tuple[int, int]:
+    """(width, params): the integer value of `kwarg` for which the baseline's parameter count is
+    closest to `target_params`, searched upward from `base` (the baseline's own width)."""
+    if base is None:
+        base = baseline["model_kwargs"].get(kwarg)
+    if isinstance(base, bool) or not isinstance(base, int) or base < 1:
+        raise ValueError(f"capacity control needs the baseline's integer {kwarg!r} in model_kwargs, got {base!r}")
+    best = (base, _param_count(_build(baseline, info, **{kwarg: base})))
+    width = base
+    while width < base * max_factor:
+        width += 1
+        params = _param_count(_build(baseline, info, **{kwarg: width}))
+        if abs(params - target_params) < abs(best[1] - target_params):
+            best = (width, params)
+        if params >= target_params:
+            break
+    return best
+
+
+def _plan_capacity(plan: dict, info: dict) -> None:
+    """Add the capacity-matched baseline the preset asks for (role 'capacity') to plan['variants']."""
+    cap = plan.get("capacity")
+    if not cap:
+        return
+    if not isinstance(cap, dict):
+        raise ValueError(f"capacity must be a mapping like {{match: largest, kwarg: width}}, got {cap!r}")
+    kwarg = cap.get("kwarg", "width")
+    base = next(v for v in plan["variants"] if v["name"] == plan["baseline"])
+    attention_variants = [v for v in plan["variants"] if v["role"] == "attention"]
+    if not attention_variants:
+        return
+    params = {v["name"]: _param_count(_build(v, info)) for v in attention_variants}
+    target = cap.get("match", "largest")
+    if target == "largest":
+        target = max(params, key=params.get)
+    if target not in params:
+        raise ValueError(f"capacity.match {target!r} is not an attention variant of this study; "
+                         f"accepted: largest, {', '.join(params)}")
+    width, matched = match_width(base, params[target], info, kwarg)
+    own = base["model_kwargs"].get(kwarg)
+    variant = copy.deepcopy(base)
+    variant.update(name=f"{BASELINE}-{kwarg}{width}", role="capacity", matches=target)
+    variant["model_kwargs"][kwarg] = width
+    variant["capacity"] = {"kwarg": kwarg, "base": own, "value": width, "multiplier": width / own,
+                           "params": matched, "target_params": params[target]}
+    plan["variants"].append(variant)
+
+
+# --------------------------------------------------------------------------------------------- running
+
+def _train_worker(config: dict, out_dir: str, threads: Optional[int]) -> dict:
+    """One training run in a worker process (module-level so that it pickles)."""
+    import torch
+
+    from .trainer import train
+
+    if threads:
+        torch.set_num_threads(threads)
+    return train(TrainConfig.from_dict(config), out_dir, progress=False)
+
+
+def _new_run_dir(out_root, label: str) -> Path:
+    root = Path(out_root)
+    root.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    for k in range(1000):
+        path = root / (f"{label}-{stamp}" + (f"-{k + 1}" if k else ""))
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            continue
+    raise RuntimeError(f"could not make a new run folder under {root}")
+
+
+def _say(progress: bool, text: str) -> None:
+    if progress:
+        sys.stderr.write(text + "\n")
+        sys.stderr.flush()
+
+
+def _check_seeds(seeds) -> list[int]:
+    if isinstance(seeds, int) and not isinstance(seeds, bool):
+        seeds = [seeds]
+    if not isinstance(seeds, (list, tuple)) or not seeds or any(
+            isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in seeds):
+        raise ValueError(f"seeds must be a non-empty list of ints >= 0, got {seeds!r}")
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds must be distinct, got {seeds!r}")
+    return list(seeds)
+
+
+def _default_workers(train: dict, runs: int) -> int:
+    device = str(train.get("device", "auto"))
+    if device.startswith("cuda") or device == "mps":
+        return 1
+    if device == "auto":
+        try:
+            import torch
+
+            if torch.cuda.is_available():
+                return 1
+        except ImportError:  # pragma: no cover
+            pass
+    return max(1, min(os.cpu_count() or 1, runs))
+
+
+def plan_compare(preset: Optional[str] = None, models=None, attentions=None, seeds=None, epochs=None, dataset=None,
+                 data_dir=None) -> dict:
+    """The validated plan of a compare (nothing trained): variants, seeds, recipe, input shape."""
+    from ..data.datasets import dataset_info
+    from ..models.registry import resolve_model_name
+
+    if preset is None and not models and not attentions:
+        preset = DEFAULT_PRESET
+    cfg = load_preset(preset) if preset is not None else load_preset(DEFAULT_PRESET)
+    label = preset if preset is not None else "custom"
+    model = cfg.get("model", "resnet20")
+    model_kwargs = dict(cfg.get("model_kwargs") or {})
+    if models:
+        if isinstance(models, str):
+            models = [models]
+        models = [resolve_model_name(m) for m in models]
+        if models != [model]:
+            model_kwargs = {}  # the preset's kwargs belong to the preset's model
+    if attentions and isinstance(attentions, str):
+        attentions = [attentions]
+    if models or attentions:
+        variants = _variants_from_lists(models or [model], attentions or [v if isinstance(v, str) else v["name"]
+                                                                          for v in cfg.get("variants", [BASELINE])],
+                                        model_kwargs)
+    else:
+        variants = [make_variant(v, model, model_kwargs) for v in cfg.get("variants") or []]
+        if not variants:
+            raise ValueError(f"preset {label!r} lists no variants")
+    names = [v["name"] for v in variants]
+    if len(set(names)) != len(names):
+        raise ValueError(f"variant names must be distinct, got {names}")
+    baseline = cfg.get("baseline", BASELINE) if not models or len(models) == 1 else variants[0]["name"]
+    if baseline not in names:
+        raise ValueError(f"the baseline {baseline!r} is not among the variants {names}")
+    for v in variants:
+        if v["name"] == baseline:
+            v["role"] = "baseline"
+    train = dict(cfg.get("train") or {})
+    if epochs is not None:
+        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
+            raise ValueError(f"epochs must be an int >= 0, got {epochs!r}")
+        train["epochs"] = epochs
+    train.setdefault("checkpoint_every", 0)
+    train.setdefault("keep_checkpoints", 1)
+    plan = {"preset": label, "description": cfg.get("description", ""), "dataset": dataset or cfg.get("dataset", "digits"),
+            "data_dir": data_dir if data_dir is not None else cfg.get("data_dir"), "image_size": cfg.get("image_size"),
+            "seeds": _check_seeds(seeds if seeds is not None else cfg.get("seeds", [0, 1, 2])),
+            "baseline": baseline, "variants": variants, "train": train, "capacity": cfg.get("capacity"),
+            "cost": dict(cfg.get("cost") or {}), "explain": bool(cfg.get("explain", True)),
+            "workers": cfg.get("workers")}
+    if models and models != [cfg.get("model")]:
+        plan["capacity"] = None
+    info = dataset_info(plan["dataset"], plan.get("image_size"))
+    if info["num_classes"] is None:
+        from ..data.datasets import load_dataset
+
+        loaded = load_dataset(plan["dataset"], plan["data_dir"], image_size=plan.get("image_size"))
+        info["num_classes"] = loaded.num_classes
+    plan["input_shape"] = [info["in_chans"], *info["image_size"]]
+    plan["num_classes"] = info["num_classes"]
+    # Validate every run's config before any work starts.
+    for v in variants:
+        _train_config(plan, v, plan["seeds"][0])
+    _plan_capacity(plan, info)
+    return plan
+
+
+def run_compare(preset: Optional[str] = None, models=None, attentions=None, seeds=None, epochs=None, dataset=None,
+                data_dir=None, out_root="runs", progress: bool = True, workers: Optional[int] = None,
+                explain: Optional[bool] = None) -> Path:
+    """Train every variant over every seed, measure costs, explain, report; return the new run folder.
+
+    `preset` names a YAML file of configs/ (default `quick` when neither `models` nor
+    `attentions` is given); `models`, `attentions`, `seeds`, `epochs`, `dataset`, `data_dir`
+    override it. `workers`: parallel training processes (default: one per CPU core, 1 on CUDA);
+    `explain`: make the explanation figures (default: the preset's `explain`, else True).
+    """
+    from ..data.datasets import dataset_info
+    from ..measure.cost import measure_costs
+    from ..report import build_report
+
+    started = time.time()
+    plan = plan_compare(preset, models, attentions, seeds, epochs, dataset, data_dir)
+    if explain is not None:
+        plan["explain"] = bool(explain)
+    jobs = [(v, s) for v in plan["variants"] for s in plan["seeds"]]
+    if workers is None:
+        workers = plan.get("workers") or _default_workers(plan["train"], len(jobs))
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers must be an int >= 1, got {workers!r}")
+    run_dir = _new_run_dir(out_root, plan["preset"])
+    plan["started"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    plan["workers"] = workers
+    (run_dir / "compare.json").write_text(json.dumps(plan, indent=2))
+    _say(progress, f"compare {plan['preset']}: {len(plan['variants'])} variants x {len(plan['seeds'])} seeds = "
+                   f"{len(jobs)} runs on {plan['dataset']} {tuple(plan['input_shape'])}, {workers} worker(s) -> {run_dir}")
+
+    def out_dir(v, s):
+        return run_dir / "runs" / v["name"] / f"seed{s}"
+
+    done = 0
+    t_train = time.time()
+    if workers == 1:
+        from .trainer import train
+
+        for v, s in jobs:
+            result = train(_train_config(plan, v, s), out_dir(v, s), progress=progress)
+            done += 1
+            _say(progress, f"[{done}/{len(jobs)}] {v['name']} seed {s}: test acc {100 * result['test_acc']:.2f}% "
+                           f"({result['seconds']:.1f} s)")
+    else:
+        import multiprocessing
+
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+            futures = {pool.submit(_train_worker, _train_config(plan, v, s).to_dict(), str(out_dir(v, s)), 1): (v, s)
+                       for v, s in jobs}
+            for fut in as_completed(futures):
+                v, s = futures[fut]
+                result = fut.result()
+                done += 1
+                elapsed = time.time() - t_train
+                eta = elapsed / done * (len(jobs) - done)
+                _say(progress, f"[{done}/{len(jobs)}] {v['name']} seed {s}: test acc {100 * result['test_acc']:.2f}% "
+                               f"({result['seconds']:.1f} s train; elapsed {elapsed:.0f} s, ETA {eta:.0f} s)")
+    train_seconds = time.time() - t_train
+
+    # Costs: once per variant, on a fresh model (they depend on the architecture only).
+    t_cost = time.time()
+    info = dataset_info(plan["dataset"], plan.get("image_size"))
+    info["num_classes"] = plan["num_classes"]
+    costs = {}
+    shape = tuple(plan["input_shape"])
+    cost_kwargs = {k: plan["cost"][k] for k in ("large_batch", "train_batch", "repeats", "warmup") if k in plan["cost"]}
+    base = next(v for v in plan["variants"] if v["name"] == plan["baseline"])
+    can_widen = isinstance(base["model_kwargs"].get("width"), int)
+    for v in plan["variants"]:
+        model = _build(v, info)
+        costs[v["name"]] = measure_costs(model, shape, **cost_kwargs)
+        if can_widen and v["role"] == "attention":
+            width, params = match_width(base, costs[v["name"]]["params"], info)
+            costs[v["name"]]["matched_width"] = width / base["model_kwargs"]["width"]
+            costs[v["name"]]["matched_width_params"] = params
+        _say(progress, f"cost {v['name']}: {costs[v['name']]['params']} params, {costs[v['name']]['flops'] / 1e6:.2f} MFLOPs, "
+                       f"{1e3 * costs[v['name']]['latency_b1_s']:.2f} ms at batch 1")
+    (run_dir / "costs.json").write_text(json.dumps(costs, indent=2))
+    cost_seconds = time.time() - t_cost
+
+    t_explain = time.time()
+    notes = []
+    if plan["explain"]:
+        from ..explain import explain_checkpoint
+
+        for v in plan["variants"]:
+            seed = plan["seeds"][0]
+            try:
+                explain_checkpoint(out_dir(v, seed), run_dir / "explain" / v["name"], dataset=plan["dataset"],
+                                   data_dir=plan.get("data_dir"))
+            except Exception as exc:  # named in compare.json and the report, never silently dropped
+                notes.append(f"explanations of {v['name']} failed: {type(exc).__name__}: {exc}")
+                _say(progress, notes[-1])
+        _say(progress, f"explanations written under {run_dir / 'explain'}")
+    explain_seconds = time.time() - t_explain
+
+    plan.update(finished=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                seconds={"train": round(train_seconds, 1), "cost": round(cost_seconds, 1),
+                         "explain": round(explain_seconds, 1)}, notes=notes)
+    (run_dir / "compare.json").write_text(json.dumps(plan, indent=2))
+    t_report = time.time()
+    report = build_report(run_dir, explain=False, measure=False)
+    plan["seconds"]["report"] = round(time.time() - t_report, 1)
+    plan["seconds"]["total"] = round(time.time() - started, 1)
+    (run_dir / "compare.json").write_text(json.dumps(plan, indent=2))
+    _say(progress, f"report: {report} ({plan['seconds']['total']:.0f} s in all)")
+    return run_dir
+
+
+__all__ = ["list_presets", "load_preset", "plan_compare", "run_compare", "match_width", "make_variant"]
