@@ -6,7 +6,8 @@ builders of benchmarks/_reference.py, and writes one Markdown table and one CSV 
 benchmarks/results/ (with the machine, library versions, load and the command).
 
     python benchmarks/bench_models.py                          # the default set (long on a CPU)
-    python benchmarks/bench_models.py --models resnet20 resnet50 --repeats 3 --imagenet-train-batch 8
+    python benchmarks/bench_models.py --models resnet20 resnet50 --repeats 3 --imagenet-train-batch 8 \
+        --imagenet-image-size 128
     python benchmarks/bench_models.py --quick                  # tiny sizes: checks the script only
 
 Never pass/fail: the floors of issue 6 are printed next to the numbers for a reader to judge.
@@ -26,9 +27,10 @@ sys.path.insert(0, HERE)
 
 import _reference  # noqa: E402  (defines the torchvision op schemas before timm is imported)
 
+import attnlab  # noqa: E402
 from attnlab.measure import bench  # noqa: E402
 
-CIFAR_MODELS = {"resnet20", "resnet32", "resnet44", "resnet56", "resnet110", "nl_resnet20"}
+SMALL_INPUT = 64  # models whose native input is at most this (CIFAR, MNIST) use the "small" settings
 
 
 def parse_args(argv=None):
@@ -36,11 +38,14 @@ def parse_args(argv=None):
     p.add_argument("--models", nargs="+", default=None, help="attnlab model names (default: bench.default_models())")
     p.add_argument("--attentions", nargs="+", default=None,
                    help="attention names, 'none' for none (default: none se eca cbam gc non_local for ResNets)")
-    p.add_argument("--cifar-batch-sizes", nargs=2, type=int, default=(1, 128), metavar=("SMALL", "LARGE"))
+    p.add_argument("--cifar-batch-sizes", nargs=2, type=int, default=(1, 128), metavar=("SMALL", "LARGE"),
+                   help="inference batches of models with a native input <= 64 px (CIFAR, MNIST)")
     p.add_argument("--imagenet-batch-sizes", nargs=2, type=int, default=(1, 32), metavar=("SMALL", "LARGE"))
     p.add_argument("--cifar-train-batch", type=int, default=128)
     p.add_argument("--imagenet-train-batch", type=int, default=32)
-    p.add_argument("--image-size", type=int, default=None, help="override every model's native input size")
+    p.add_argument("--imagenet-image-size", type=int, default=None,
+                   help="input size of the models with a larger native input (default: native)")
+    p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--device", default="cpu")
     p.add_argument("--memory-formats", nargs="+", default=["channels_last", "contiguous"])
@@ -64,13 +69,14 @@ def main(argv=None):
     load_before = os.getloadavg()[0]
     rows, failed = [], []
     for name in models:
-        cifar = name in CIFAR_MODELS or name.endswith("_cifar")
-        sizes = args.cifar_batch_sizes if cifar else args.imagenet_batch_sizes
-        train = args.cifar_train_batch if cifar else args.imagenet_train_batch
-        kw = dict(batch_sizes=tuple(sizes), train_batch_size=train, image_size=args.image_size,
-                  repeats=args.repeats, min_sample_s=args.min_sample_s, matmul_size=args.matmul_size)
+        small = max(attnlab.create_model(name).input_size[1:]) <= SMALL_INPUT
+        sizes = args.cifar_batch_sizes if small else args.imagenet_batch_sizes
+        train = args.cifar_train_batch if small else args.imagenet_train_batch
+        kw = dict(batch_sizes=tuple(sizes), train_batch_size=train, image_size=None if small else args.imagenet_image_size,
+                  repeats=args.repeats, min_sample_s=args.min_sample_s, matmul_size=args.matmul_size,
+                  warmup=args.warmup)
         if args.quick:
-            kw.update(batch_sizes=(1, 2), train_batch_size=2, image_size=args.image_size or (32 if cifar else 64),
+            kw.update(batch_sizes=(1, 2), train_batch_size=2, image_size=None if small else 96,
                       repeats=1, min_sample_s=0.0, matmul_size=256, warmup=1)
         print(f"[bench_models] {name} ...", file=sys.stderr, flush=True)
         try:
