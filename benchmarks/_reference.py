@@ -106,16 +106,22 @@ def _torchvision_model(name: str, num_classes: int) -> nn.Module:
     return getattr(torchvision.models, name)(weights=None, **kwargs)
 
 
-def _first_layer(module: nn.Module, types) -> nn.Module:
-    found = next((m for m in module.modules() if isinstance(m, types)), None)
-    if found is None:
-        raise ValueError(f"{type(module).__name__} holds no {' / '.join(t.__name__ for t in types)} layer "
-                         f"to read its width from")
-    return found
+def _setting(module: nn.Module, path: str):
+    """attnlab's setting `path` ("channel.hidden_channels") of an attention module."""
+    value = module
+    for part in path.split("."):
+        if not hasattr(value, part):
+            raise ValueError(f"{type(module).__name__} has no {path!r}: cannot build timm's twin of it")
+        value = getattr(value, part)
+    return value
 
 
 def timm_module_like(attnlab_module: nn.Module, attention: str) -> nn.Module:
-    """timm's module for `attention` with the channel count, hidden width and kernel of attnlab's."""
+    """timm's module for `attention` with the channel count, hidden width and kernel of attnlab's.
+
+    Left as timm has them: SE and GC use 1x1 convolutions on (N, C, 1, 1) where attnlab uses
+    linear layers on (N, C); timm's CBAM has no MLP bias and a BatchNorm after the spatial conv
+    (the official code), attnlab's default has MLP biases and no norm (the paper)."""
     from timm.layers.cbam import CbamModule
     from timm.layers.eca import EcaModule
     from timm.layers.global_context import GlobalContext
@@ -123,37 +129,36 @@ def timm_module_like(attnlab_module: nn.Module, attention: str) -> nn.Module:
 
     channels = attnlab_module.channels
     if attention == "se":
-        hidden = _first_layer(attnlab_module, (nn.Conv2d, nn.Linear))
-        width = getattr(hidden, "out_channels", None) or hidden.out_features
-        return SEModule(channels, rd_channels=width)
+        return SEModule(channels, rd_channels=_setting(attnlab_module, "hidden_channels"))
     if attention == "eca":
-        conv = _first_layer(attnlab_module, (nn.Conv1d, nn.Conv2d))
-        k = conv.kernel_size[0] if conv.kernel_size[0] > 1 else conv.kernel_size[-1]
-        return EcaModule(None, kernel_size=k)  # channels=None: timm would recompute k from channels
+        # channels=None: given the channels, timm would recompute the kernel size from them
+        return EcaModule(None, kernel_size=_setting(attnlab_module, "kernel_size"))
     if attention == "cbam":
-        hidden = _first_layer(attnlab_module, (nn.Conv2d, nn.Linear))
-        width = getattr(hidden, "out_channels", None) or hidden.out_features
-        return CbamModule(channels, rd_channels=width)
+        return CbamModule(channels, rd_channels=_setting(attnlab_module, "channel.hidden_channels"),
+                          spatial_kernel_size=_setting(attnlab_module, "spatial.kernel_size"))
     if attention == "gc":
-        convs = [m for m in attnlab_module.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
-        widths = [getattr(c, "out_channels", None) or c.out_features for c in convs]
-        width = min(w for w in widths if w > 1)
-        return GlobalContext(channels, fuse_add=True, fuse_scale=False, rd_channels=width)
+        return GlobalContext(channels, fuse_add=True, fuse_scale=False,
+                             rd_channels=_setting(attnlab_module, "hidden_channels"))
     raise ValueError(f"timm_module_like: no timm module for attention {attention!r}; "
                      f"expected one of se, eca, cbam, gc")
 
 
 def swap_in_timm_modules(model: nn.Module, attention: str) -> nn.Module:
-    """Replace every attnlab attention module of `model` by timm's equivalent (in place)."""
+    """Replace every outermost attnlab attention module of `model` by timm's equivalent (in place);
+    the parts of a composite module (CBAM's channel and spatial attention) go with it."""
     from attnlab.attention import AttentionModule
 
-    swaps = 0
-    for parent in list(model.modules()):
+    def swap(parent: nn.Module) -> int:
+        count = 0
         for child_name, child in list(parent.named_children()):
             if isinstance(child, AttentionModule):
                 setattr(parent, child_name, timm_module_like(child, attention))
-                swaps += 1
-    if swaps == 0:
+                count += 1
+            else:
+                count += swap(child)
+        return count
+
+    if swap(model) == 0:
         raise ValueError(f"swap_in_timm_modules: {type(model).__name__} holds no attnlab attention module")
     return model
 
