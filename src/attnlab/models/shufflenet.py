@@ -219,15 +219,17 @@ V2_WIDTHS = {"0_5": (48, 96, 192, 1024), "1_0": (116, 232, 464, 1024), "1_5": (1
 
 
 def _v1(groups: int, small_input: bool, kwargs: dict) -> ShuffleNetV1:
-    if small_input:
+    kwargs = {"small_input": small_input, **kwargs}
+    if small_input:  # the *_small builders default to CIFAR-10's classes
         kwargs.setdefault("num_classes", 10)
-    return ShuffleNetV1(groups, V1_WIDTHS[groups], small_input=small_input, **kwargs)
+    return ShuffleNetV1(groups, V1_WIDTHS[groups], **kwargs)
 
 
 def _v2(width: str, small_input: bool, kwargs: dict) -> ShuffleNetV2:
-    if small_input:
+    kwargs = {"small_input": small_input, **kwargs}
+    if small_input:  # the *_small builders default to CIFAR-10's classes
         kwargs.setdefault("num_classes", 10)
-    return ShuffleNetV2(V2_WIDTHS[width], small_input=small_input, **kwargs)
+    return ShuffleNetV2(V2_WIDTHS[width], **kwargs)
 
 
 @register_model
