@@ -52,11 +52,11 @@ class ChannelAttention(AttentionModule):
 
     observables = ("channel_gate",)
 
-    def __init__(self, channels: int, reduction: float = 16, min_channels: int = 1):
+    def __init__(self, channels: int, reduction: float = 16, min_channels: int = 1, mlp_bias: bool = True):
         super().__init__(channels)
         self.hidden_channels = reduced_channels(type(self).__name__, channels, reduction, min_channels)
-        self.fc1 = nn.Linear(channels, self.hidden_channels)
-        self.fc2 = nn.Linear(self.hidden_channels, channels)
+        self.fc1 = nn.Linear(channels, self.hidden_channels, bias=mlp_bias)
+        self.fc2 = nn.Linear(self.hidden_channels, channels, bias=mlp_bias)
 
     def extra_repr(self) -> str:
         return f"{self.channels}, hidden={self.hidden_channels}"
@@ -111,15 +111,17 @@ class CBAM(AttentionModule):
         order: 'channel_first' (paper), 'spatial_first' or 'parallel'.
         spatial_norm: BatchNorm after the spatial conv (official code) instead of none (paper).
         min_channels: the smallest MLP bottleneck width.
+        mlp_bias: biases in the channel MLP (official code: yes; timm's CBAM: no, `mlp_bias=False`).
     """
 
     observables = ("channel_gate", "spatial_gate")
 
     def __init__(self, channels: int, reduction: float = 16, spatial_kernel: int = 7,
-                 order: str = "channel_first", spatial_norm: bool = False, min_channels: int = 1):
+                 order: str = "channel_first", spatial_norm: bool = False, min_channels: int = 1,
+                 mlp_bias: bool = True):
         super().__init__(channels)
         self.order = check_choice(type(self).__name__, "order", order, CBAM_ORDERS)
-        self.channel = ChannelAttention(channels, reduction, min_channels)
+        self.channel = ChannelAttention(channels, reduction, min_channels, mlp_bias)
         self.spatial = SpatialAttention(channels, spatial_kernel, spatial_norm)
 
     def extra_repr(self) -> str:
