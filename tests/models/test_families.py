@@ -26,8 +26,8 @@ PUBLISHED = [
     ("inception_v3", {}, "23.83", "torchvision, without the aux head"),
     ("shufflenet_v2_x1_0", {}, "2.28", "torchvision (ShuffleNet v2 paper Table 5 architecture)"),
     ("xception", {}, "22.86", "Xception paper Table 3 (22,855,952); timm legacy_xception"),
-    ("nasnet_a_mobile", {}, "5.3", "NASNet paper Table 2, NASNet-A (4 @ 1056)"),
-    ("nasnet_a_cifar", {}, "3.3", "NASNet paper Table 1, NASNet-A (6 @ 768)"),
+    ("nasnet_a_mobile", {}, "5.3", "NASNet paper, mobile ImageNet table, NASNet-A (4 @ 1056)"),
+    ("nasnet_a_cifar", {}, "3.3", "NASNet paper, CIFAR-10 table (Table 1), NASNet-A (6 @ 768)"),
     # NOT from the paper: the ShuffleNet v1 paper reports MFLOPs only; 1.87M is the
     # OpenMMLab (mmpretrain) model zoo figure for ShuffleNetV1 1.0x (group=3).
     ("shufflenet_v1_g3", {}, "1.87", "mmpretrain model zoo (not the paper)"),

@@ -156,6 +156,8 @@ class GoogLeNet(Backbone):
             self.conv1 = InceptionConv(in_chans, 64, 7, stride=2, padding=3)
             self.maxpool1 = nn.MaxPool2d(3, stride=2, ceil_mode=True)
             self.maxpool2 = nn.MaxPool2d(3, stride=2, ceil_mode=True)
+            # min_size holds for eval and for training without aux heads; the paper's aux pooling
+            # (5x5/3) needs the 14x14 map of a 224 px input
             self.input_size, self.min_size = (in_chans, 224, 224), 15 if torchvision_compat else 31
         self.conv2 = InceptionConv(64, 64, 1)
         self.conv3 = InceptionConv(64, 192, 3)

@@ -16,9 +16,10 @@ normal cells separated by reduction cells, the width doubling at each reduction;
 model by N and the penultimate width P = 6 * final C.
 
 * nasnet_a_mobile: NASNet-A (4 @ 1056), ImageNet 224 px: stem 3x3/2 conv (32) and two reduction
-  cells (C = 11, 22) before the stacks (C = 44, 88, 176); 5.3M parameters (the paper's Table 2).
+  cells (C = 11, 22) before the stacks (C = 44, 88, 176); 5.3M parameters (the paper's table of
+  mobile-size ImageNet models).
 * nasnet_a_cifar: NASNet-A (6 @ 768), CIFAR 32 px: stem 3x3 conv (96), no stem cells, stacks of
-  6 cells (C = 32, 64, 128); 3.3M parameters in the paper's Table 1.
+  6 cells (C = 32, 64, 128); 3.3M parameters in the paper's CIFAR-10 table (Table 1).
 
 The wiring that the paper leaves to its code follows the official TF-slim implementation
 (nasnet.py / nasnet_utils.py): h_{i-1} of the first cell is the raw input; a larger h_{i-1} is
