@@ -138,7 +138,8 @@ class Xception(Backbone):
             (r"^conv([12])\.weight$", r"conv\1.conv.weight"), (r"^bn([12])\.", r"conv\1.bn."),
             (r"^block(\d+)\.skip\.", r"block\1.shortcut.conv."), (r"^block(\d+)\.skipbn\.", r"block\1.shortcut.bn."),
             (r"^block(\d+)\.rep\.(\d+)\.(conv1\.|pointwise\.|)", rep_index),
-            (r"^conv([34])\.conv1\.", r"conv\1.conv.depthwise."), (r"^conv([34])\.pointwise\.", r"conv\1.conv.pointwise."),
+            (r"^conv([34])\.conv1\.", r"conv\1.conv.depthwise."),
+            (r"^conv([34])\.pointwise\.", r"conv\1.conv.pointwise."),
             (r"^bn([34])\.", r"conv\1.bn."), (r"^fc\.", "head.fc.")))
 
 
