@@ -205,3 +205,18 @@ def test_bad_arguments_are_rejected_with_the_family_name():
         attnlab.models.nasnet.NASNetA(filters=42)
     with pytest.raises(ValueError, match="Xception: num_classes"):
         attnlab.create_model("xception", num_classes=-1)
+
+
+def test_xception_pretrained_plus_attention_starts_as_the_pretrained_network(tmp_path, randomise_norms_fn):
+    """`standard` slots sit behind one BN each (norms_before_attention), so the loader's identity
+    init is exact: the attended model computes the pretrained one's logits."""
+    torch.manual_seed(0)
+    base = randomise_norms_fn(attnlab.create_model("xception_small", num_classes=3)).eval()
+    torch.save(base.state_dict(), tmp_path / "xception.pth")
+    model = attnlab.create_model("xception_small", num_classes=3, pretrained=str(tmp_path / "xception.pth"),
+                                 attention="se", attention_position="standard").eval()
+    report = model.pretrained_report["identity_init"]
+    assert len(report["exact"]) == 12 and not report["approximate"]
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), base(x), rtol=1e-5, atol=1e-5)

@@ -26,7 +26,8 @@ padding 1 (the blocks then run at 16, 8, 4, 4 and 2 px).
 Deviations: none in the architecture. As in timm, the first block does not start with a ReLU
 (its input has just been through conv2's ReLU), and that ReLU before the branch is never
 in-place, so the shortcut sees the unrectified input. Weights of timm's `legacy_xception` load
-through `remap_pretrained(..., "timm")`.
+through `remap_pretrained(..., "timm")`; with `attention=` added, `norms_before_attention` lets
+the loader start the `standard` and `identity` slots as exact identities.
 """
 from __future__ import annotations
 
@@ -120,6 +121,22 @@ class Xception(Backbone):
         for i in range(1, self.num_blocks + 1):
             x = getattr(self, f"block{i}")(x)
         return self.conv4(self.conv3(x))
+
+    def norms_before_attention(self) -> dict[str, nn.BatchNorm2d]:
+        """{attention module name: the BatchNorm that alone feeds it}, for the identity init of
+        `pretrained.py`: the branch's last BN at `standard` (through the max pool in downsampling
+        blocks: max pooling commutes with a positive scale) and the shortcut's BN at `identity`."""
+        norms = {}
+        for i in range(1, self.num_blocks + 1):
+            block = getattr(self, f"block{i}")
+            if isinstance(block.attn, nn.Identity):
+                continue
+            if block.position == "standard":
+                last_unit = [m for m in block.branch if isinstance(m, nn.Sequential)][-1]
+                norms[f"block{i}.attn"] = last_unit.bn
+            elif block.position == "identity" and isinstance(block.shortcut, ConvNormAct):
+                norms[f"block{i}.attn"] = block.shortcut.bn
+        return norms
 
     def remap_pretrained(self, state_dict: dict, source: str) -> dict:
         """timm's legacy_xception names: conv1/bn1, block<i>.skip/skipbn, a flat block<i>.rep list
