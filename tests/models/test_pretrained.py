@@ -15,24 +15,11 @@ from attnlab.models.pretrained import load_pretrained, read_state_dict
 X = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
 
 
-def randomise_norms(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Random BN statistics and affine parameters, so that a BN loaded into the wrong place shows."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
-                m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-                m.weight.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-                m.bias.copy_(torch.randn(m.num_features, generator=g) * 0.1)
-    return model
-
-
 @pytest.fixture(scope="module")
-def base(tmp_path_factory):
+def base(tmp_path_factory, randomise_norms_fn):
     """A ResNet-18 (ImageNet layout, run at 32 px) saved with torchvision's key names."""
     torch.manual_seed(0)
-    model = randomise_norms(attnlab.create_model("resnet18", num_classes=5)).eval()
+    model = randomise_norms_fn(attnlab.create_model("resnet18", num_classes=5)).eval()
     state = {("fc." + k[len("head.fc."):] if k.startswith("head.fc.") else k): v for k, v in model.state_dict().items()}
     path = tmp_path_factory.mktemp("weights") / "resnet18.pth"
     torch.save(state, path)
@@ -161,9 +148,9 @@ def test_gates_without_a_norm_to_fold_into_are_reported_approximate(base):
     assert len(init["approximate"]) == 5
 
 
-def test_vgg_gates_fold_through_relu(tmp_path):
+def test_vgg_gates_fold_through_relu(tmp_path, randomise_norms_fn):
     torch.manual_seed(0)
-    plain = randomise_norms(attnlab.create_model("vgg11_bn_cifar")).eval()
+    plain = randomise_norms_fn(attnlab.create_model("vgg11_bn_cifar")).eval()
     path = tmp_path / "vgg.safetensors"
     save_file({k: v.contiguous() for k, v in plain.state_dict().items()}, str(path))
     model = attnlab.create_model("vgg11_bn_cifar", attention="se", pretrained=str(path)).eval()
