@@ -79,7 +79,10 @@ def _upsample(maps: torch.Tensor, size) -> torch.Tensor:
 
 
 def _stage_of(path: str) -> str:
-    return path.split(".")[0] if path else "model"
+    """'layer2.0.attention' -> 'layer2'; inside a wrapper ('model.layer2.0.attention', the
+    spatial transformer's) the wrapped model's stage."""
+    parts = path.split(".") if path else ["model"]
+    return parts[1] if parts[0] == "model" and len(parts) > 2 else parts[0]
 
 
 def _forward_capture(model: nn.Module, x: torch.Tensor, query_points=None, batch: int = 256):

@@ -114,12 +114,12 @@ CURVE_KEYS = ("train_loss", "test_loss", "val_loss", "train_acc", "test_acc", "v
 
 def compute_rows(plan: dict, finals: dict, costs: dict) -> list[dict]:
     """One row per variant: accuracy statistics, paired difference to the baseline, costs and ratios."""
-    baseline = plan["baseline"]
-    base_accs = {s: f["test_acc"] for s, f in finals.get(baseline, {}).items()}
-    base_cost = costs.get(baseline, {})
     rows = []
     for v in plan["variants"]:
         name = v["name"]
+        baseline = v.get("baseline") or plan["baseline"]  # several models: each its own baseline
+        base_accs = {s: f["test_acc"] for s, f in finals.get(baseline, {}).items()}
+        base_cost = costs.get(baseline, {})
         accs = {s: float(f["test_acc"]) for s, f in sorted(finals.get(name, {}).items())}
         row = {"variant": name, "role": v.get("role", "attention"), "model": v.get("model"),
                "attention": v.get("attention"), "matches": v.get("matches"), "seeds": sorted(accs),
@@ -134,7 +134,7 @@ def compute_rows(plan: dict, finals: dict, costs: dict) -> list[dict]:
             p = paired_by_seed(accs, base_accs)
             row.update(diff_mean=p["mean_diff"], diff_ci_low=p["ci_low"], diff_ci_high=p["ci_high"],
                        p_value=p["p_value"], paired_n=p["n"])
-            row["sentence"] = effect_sentence(name, p)
+            row["sentence"] = effect_sentence(name, p, baseline=f"the baseline '{baseline}'")
         elif name == baseline:
             row["sentence"] = f"{name}: the baseline, {100 * row['acc_mean']:.1f}% over {len(accs)} seeds"
         else:
@@ -490,7 +490,7 @@ def build_report(run_dir, explain: bool = True, measure: bool = True) -> Path:
         raise ValueError(f"{run_dir}: no finished run (runs/<variant>/seed<S>/final.json) to report")
     if plan["baseline"] not in finals or not finals[plan["baseline"]]:
         raise ValueError(f"{run_dir}: the baseline {plan['baseline']!r} has no finished run")
-    notes: list[str] = []
+    notes: list[str] = list(plan.get("notes") or [])
     costs_path = run_dir / "costs.json"
     costs = _read_json(costs_path) if costs_path.is_file() else {}
     if measure and _measure_missing_costs(run_dir, plan, finals, costs, notes):

@@ -206,6 +206,11 @@ def _plan_capacity(plan: dict, info: dict) -> None:
                          f"accepted: largest, {', '.join(params)}")
     width, matched = match_width(base, params[target], info, kwarg)
     own = base["model_kwargs"].get(kwarg)
+    if width == own:
+        plan.setdefault("notes", []).append(
+            f"capacity control: {target} adds fewer parameters than one step of {kwarg} ({own} -> {own + 1}); "
+            f"the baseline itself is the closest match, so no wider baseline was trained")
+        return
     variant = copy.deepcopy(base)
     variant.update(name=f"{BASELINE}-{kwarg}{width}", role="capacity", matches=target)
     variant["model_kwargs"][kwarg] = width
@@ -216,15 +221,31 @@ def _plan_capacity(plan: dict, info: dict) -> None:
 
 # --------------------------------------------------------------------------------------------- running
 
+_DATA_CACHE: dict = {}
+
+
+def _run_one(config: TrainConfig, out_dir, progress: bool) -> dict:
+    """Train one run; the dataset is loaded once per process (every seed sees the same splits:
+    seeds change only the synthetic set, which is keyed by seed)."""
+    from ..data.datasets import load_dataset, resolve_dataset_name
+    from .trainer import Trainer
+
+    synthetic = resolve_dataset_name(config.dataset)[1] == "synthetic"
+    size = tuple(config.image_size) if isinstance(config.image_size, list) else config.image_size
+    key = (config.dataset, config.data_dir, size, config.seed if synthetic else None)
+    if key not in _DATA_CACHE:
+        _DATA_CACHE.clear()  # one dataset at a time is enough
+        _DATA_CACHE[key] = load_dataset(config.dataset, config.data_dir, seed=config.seed, image_size=config.image_size)
+    return Trainer(config, out_dir, progress, data=_DATA_CACHE[key]).fit()
+
+
 def _train_worker(config: dict, out_dir: str, threads: Optional[int]) -> dict:
     """One training run in a worker process (module-level so that it pickles)."""
     import torch
 
-    from .trainer import train
-
     if threads:
         torch.set_num_threads(threads)
-    return train(TrainConfig.from_dict(config), out_dir, progress=False)
+    return _run_one(TrainConfig.from_dict(config), out_dir, progress=False)
 
 
 def _new_run_dir(out_root, label: str) -> Path:
@@ -376,10 +397,8 @@ def run_compare(preset: Optional[str] = None, models=None, attentions=None, seed
     done = 0
     t_train = time.time()
     if workers == 1:
-        from .trainer import train
-
         for v, s in jobs:
-            result = train(_train_config(plan, v, s), out_dir(v, s), progress=progress)
+            result = _run_one(_train_config(plan, v, s), out_dir(v, s), progress)
             done += 1
             _say(progress, f"[{done}/{len(jobs)}] {v['name']} seed {s}: test acc {100 * result['test_acc']:.2f}% "
                            f"({result['seconds']:.1f} s)")
@@ -439,7 +458,7 @@ def run_compare(preset: Optional[str] = None, models=None, attentions=None, seed
 
     plan.update(finished=datetime.now(timezone.utc).isoformat(timespec="seconds"),
                 seconds={"train": round(train_seconds, 1), "cost": round(cost_seconds, 1),
-                         "explain": round(explain_seconds, 1)}, notes=notes)
+                         "explain": round(explain_seconds, 1)}, notes=plan.get("notes", []) + notes)
     (run_dir / "compare.json").write_text(json.dumps(plan, indent=2))
     t_report = time.time()
     report = build_report(run_dir, explain=False, measure=False)

@@ -1,0 +1,109 @@
+"""`attnlab compare`: presets, the plan it validates before work, and a tiny real compare
+(2 variants + the width-matched baseline, 2 seeds, 1 epoch on digits) ending in the report."""
+import csv
+import json
+
+import pytest
+import torch
+
+from attnlab.train import compare
+
+TINY = """
+description: tiny test study
+dataset: digits
+image_size: 8
+model: resnet_cifar
+model_kwargs: {depth: 8, width: 4}
+seeds: [0, 1]
+variants: [none, {name: gc, attention_kwargs: {reduction: 0.5}}]   # GC with 2C hidden units: +1 width step
+train: {epochs: 1, batch_size: 128, lr: 0.05, warmup_epochs: 0, channels_last: false}
+capacity: {match: gc, kwarg: width}
+cost: {large_batch: 8, train_batch: 8, repeats: 1, warmup: 0}
+explain: false   # the figures have their own tests (tests/explain); this keeps the test fast
+workers: 1
+"""
+
+
+def test_shipped_presets_plan_without_error():
+    assert {"quick", "fashion-mnist", "stn-rts", "cifar10-se"} <= set(compare.list_presets())
+    quick = compare.plan_compare()  # no argument = the quick preset
+    assert quick["preset"] == "quick" and len(quick["seeds"]) >= 3 and quick["dataset"] == "digits"
+    names = [v["name"] for v in quick["variants"]]
+    assert names[:7] == ["none", "se", "eca", "cbam", "gc", "non_local", "stn"]
+    roles = {v["name"]: v["role"] for v in quick["variants"]}
+    assert roles["none"] == "baseline" and roles[names[-1]] == "capacity"
+    stn = quick["variants"][6]
+    assert stn["attention"] is None and stn["model_kwargs"]["spatial_transformer"] is True
+    nl = quick["variants"][5]
+    assert nl["attention"] is None and nl["model_kwargs"]["nonlocal_stages"] == [2, 3]
+    cifar = compare.load_preset("cifar10-se")
+    assert cifar["train"]["milestones"] == [82, 123] and cifar["train"]["weight_decay"] == 1.0e-4
+
+
+def test_bad_requests_are_named():
+    with pytest.raises(ValueError, match="unknown preset 'nope'; accepted: .*quick"):
+        compare.load_preset("nope")
+    with pytest.raises(ValueError, match="seeds"):
+        compare.plan_compare(seeds=[-1])
+    with pytest.raises(ValueError, match="epochs"):
+        compare.plan_compare(epochs=-2)
+    with pytest.raises(ValueError, match="unknown attention"):
+        compare.plan_compare(attentions=["sse"])
+
+
+def test_match_width_picks_the_closest_parameter_count():
+    info = {"num_classes": 10, "in_chans": 1}
+    base = compare.make_variant("none", "resnet_cifar", {"depth": 8, "width": 8})
+    params = {w: sum(p.numel() for p in compare._build(base, info, width=w).parameters()) for w in (8, 9, 10)}
+    target = (params[9] + params[10]) // 2 + 1  # just nearer to width 10
+    assert compare.match_width(base, target, info) == (10, params[10])
+    assert compare.match_width(base, params[8], info) == (8, params[8])
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    presets = tmp_path_factory.mktemp("presets")
+    (presets / "tiny.yaml").write_text(TINY)
+    old_dir, old_threads = compare.PRESET_DIR, torch.get_num_threads()
+    compare.PRESET_DIR = presets
+    torch.set_num_threads(1)
+    try:
+        out = tmp_path_factory.mktemp("runs")
+        first = compare.run_compare("tiny", out_root=out, progress=False)
+        second_plan = compare.plan_compare("tiny")
+    finally:
+        compare.PRESET_DIR = old_dir
+        torch.set_num_threads(old_threads)
+    return first, second_plan
+
+
+def test_tiny_compare_writes_runs_costs_explanations_and_report(tiny_run):
+    run_dir, _ = tiny_run
+    plan = json.loads((run_dir / "compare.json").read_text())
+    names = [v["name"] for v in plan["variants"]]
+    assert names == ["none", "gc", "none-width5"]
+    for name in names:
+        for seed in (0, 1):
+            final = json.loads((run_dir / "runs" / name / f"seed{seed}" / "final.json").read_text())
+            assert 0.0 <= final["test_acc"] <= 1.0 and final["epochs"] == 1
+    costs = json.loads((run_dir / "costs.json").read_text())
+    assert costs["gc"]["params"] > costs["none"]["params"]
+    assert costs["gc"]["flops"] > costs["none"]["flops"]
+    # the capacity baseline is the widened baseline closest in parameters to GC
+    cap = plan["variants"][2]["capacity"]
+    assert cap["target_params"] == costs["gc"]["params"] and cap["params"] == costs[names[2]]["params"]
+    assert cap["value"] == 5 and cap["multiplier"] == pytest.approx(1.25)
+    with open(run_dir / "results.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["variant"] for r in rows] == names
+    accs = [json.loads((run_dir / "runs" / "gc" / f"seed{s}" / "final.json").read_text())["test_acc"] for s in (0, 1)]
+    assert float(rows[1]["acc_mean"]) == pytest.approx(sum(accs) / 2)
+    page = (run_dir / "report.html").read_text()
+    assert page.count('src="data:image/png;base64,') == 3 and "3. Capacity control" in page
+    assert "gc vs none-width5" in (run_dir / "report.md").read_text()
+
+
+def test_each_compare_gets_a_new_folder(tiny_run, tmp_path):
+    a = compare._new_run_dir(tmp_path, "x")
+    b = compare._new_run_dir(tmp_path, "x")
+    assert a != b and a.is_dir() and b.is_dir()
