@@ -145,3 +145,31 @@ def test_config_round_trip_and_unknown_field():
     assert TrainConfig.from_dict(cfg.to_dict()) == cfg
     with pytest.raises(ValueError, match="did you mean 'epochs'"):
         TrainConfig.from_dict({"epoch": 3})
+
+
+class TinyRGBNet(TinyNet):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.fc = nn.Linear(8, 2)
+
+
+def test_lazily_decoded_image_folder_trains_through_a_dataloader(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 8), ("val", 2)):
+        for label, cls in enumerate(("dark", "light")):
+            (tmp_path / split / cls).mkdir(parents=True)
+            for i in range(n):
+                pixels = rng.integers(0, 100, (12, 12, 3)) + 150 * label
+                Image.fromarray(pixels.astype(np.uint8)).save(tmp_path / split / cls / f"{i}.png")
+    data = load_dataset("imagefolder", data_dir=tmp_path, image_size=8)
+    cfg = TrainConfig(model="tiny", dataset="imagefolder", epochs=2, batch_size=4, optimizer="adamw", lr=0.05,
+                      num_workers=0, channels_last=False)
+    trainer = Trainer(cfg, tmp_path / "run", progress=False, data=data, model=TinyRGBNet())
+    result = trainer.fit()
+    assert result["steps"] == 2 * (16 // 4) and 0 <= result["test_acc"] <= 1
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["train_loss"] < rows[0]["train_loss"] + 0.5 and math.isfinite(rows[-1]["test_loss"])
