@@ -28,6 +28,8 @@ TORCHVISION_CASES = [
     ("densenet121", {}, "densenet121", {}, 64, ".pth"),
     ("shufflenet_v2_x1_0", {}, "shufflenet_v2_x1_0", {}, 64, ".safetensors"),
     ("inception_v3", {"init_weights": False}, "inception_v3", {"aux_logits": True}, 75, ".pth"),
+    ("googlenet", {"init_weights": False}, "googlenet", {"torchvision_compat": True, "aux_logits": True}, 64,
+     ".safetensors"),
 ]
 # (timm model, its kwargs, attnlab model, attnlab kwargs): timm's CBAM is the official code's
 # (BN after the spatial conv) without MLP biases; its ECA and SE match the papers' defaults.
@@ -36,6 +38,7 @@ TIMM_CASES = [
     ("resnet50", {"block_args": {"attn_layer": "eca"}}, "eca_resnet50", {}),
     ("resnet50", {"block_args": {"attn_layer": "cbam"}}, "cbam_resnet50",
      {"attention_kwargs": {"spatial_norm": True, "mlp_bias": False}}),
+    ("legacy_xception", {}, "xception", {}),
 ]
 
 
