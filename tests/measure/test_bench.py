@@ -117,6 +117,31 @@ def test_rows_columns_and_ratios_as_defined(tiny_bench, tmp_path):
     assert "bench-test" in md and "torch" in md and "| ref:tiny |" in md
 
 
+def test_memory_formats_interleaved_in_one_loop(tiny_bench, monkeypatch):
+    """Both formats in one loop: the clock sees 6 candidates per round, formats compared per repeat."""
+    times = {"channels_last": [1.0, 2.0, 4.0], "contiguous": [2.0, 2.0, 2.0]}
+    order = ["channels_last"] * 3 + ["contiguous"] * 3
+    calls = {"n": 0}
+
+    def scripted_clock(fn, iters, device):
+        i = calls["n"] % (6 * 4)
+        calls["n"] += 1
+        if i < 6:
+            return 1.0
+        j = i - 6
+        return times[order[j % 6]][j // 6]
+
+    monkeypatch.setattr(bench, "_time_iters", scripted_clock)
+    rows = bench.run_bench(**dict(tiny_bench, memory_formats=("channels_last", "contiguous"),
+                                  measure_memory=False, measure_flops=False))
+    assert [r["memory_format"] for r in rows] == order
+    cl = rows[0]
+    assert cl["speedup_vs_contiguous_train"] == pytest.approx(statistics.median([2.0, 1.0, 0.5]))
+    assert rows[3]["speedup_vs_contiguous_train"] is None
+    # the two copies hold separate weights in their own layout
+    assert rows[0]["params"] == rows[3]["params"]
+
+
 def test_ratio_and_overhead_definitions():
     assert bench.throughput_ratio([1.0, 2.0, 4.0], [2.0, 2.0, 2.0]) == pytest.approx((0.5, 1.0, 2.0))
     assert bench.overhead([1.1, 2.2], [1.0, 2.0]) == pytest.approx((0.1, 0.1, 0.1))

@@ -23,6 +23,8 @@ Definitions used in the table (``r`` = one repeat; every candidate is timed once
 * ``overhead_<mode>`` = time(model with attention)_r / time(same implementation without)_r - 1.
   A reference without its own plain twin (timm modules plugged into attnlab's ResNet-20) is
   compared with attnlab's plain model.
+* ``speedup_vs_contiguous_<mode>`` (rows of other memory formats) = median over r of
+  time(same model, contiguous)_r / time(this row)_r: the memory formats are interleaved too.
 * ``*_best``: the same ratio of each candidate's fastest repeat (min time). On a shared machine
   other processes only ever add time, so the fastest repeat is the least disturbed estimate; it
   is reported next to the paired statistics, which assume the load is equal within a round.
@@ -31,7 +33,7 @@ Definitions used in the table (``r`` = one repeat; every candidate is timed once
 
 Protocol choices (not from a paper): fp32 only on CPU (bf16 on this CPU class is ~100x slower);
 on CUDA bf16 autocast and `torch.compile` variants are added. channels_last and contiguous are
-both measured by default. Each sample runs enough iterations to last ``min_sample_s`` (the
+both measured by default, each on its own copy of the weights, interleaved in the same loop. Each sample runs enough iterations to last ``min_sample_s`` (the
 count is calibrated once per candidate after warm-up and then kept fixed). The reference
 implementations are imported by the benchmark scripts, never here: ``reference_builders`` is a
 callable supplied by ``benchmarks/_reference.py`` (it needs a torchvision import workaround
@@ -39,7 +41,9 @@ that does not belong in the library).
 """
 from __future__ import annotations
 
+import copy
 import csv
+import dataclasses
 import importlib.util
 import math
 import os
@@ -419,31 +423,48 @@ def run_bench(models: Optional[Sequence[str]] = None, attentions: Optional[Seque
             cand.params = sum(p.numel() for p in cand.model.parameters())
         if measure_flops:
             _count_group_flops(candidates, size, num_classes)
-        for fmt in memory_formats:
-            for precision in precisions:
-                for compiled in compiled_variants:
-                    runners = [_Runner(c, size, batches, num_classes, device, MEMORY_FORMATS[fmt],
-                                       precision, compiled, seed) for c in candidates]
-                    mm_times = []
-                    for mode in modes:
-                        mm = _interleave(runners, mode, repeats, warmup, min_sample_s, device,
-                                         matmul_size if (mode == "train" and precision == "fp32") else 0)
-                        mm_times = mm or mm_times
-                        if measure_memory and mode in ("train", "infer_large"):
-                            for r in runners:
-                                r.optimizer.zero_grad(set_to_none=True)  # no stale grads to free
-                                r.cand.peak_bytes[mode] = peak_memory_bytes(
-                                    r.step(mode), device, r.live_tensors(mode))
-                    rows += _group_rows(candidates, model_name, dict(
+        # every memory format gets its own copy of each model, and all of them are interleaved
+        # in one loop, so that the formats are compared under the same load as the models
+        by_format = {fmt: candidates if i == 0 else [_copy_candidate(c) for c in candidates]
+                     for i, fmt in enumerate(memory_formats)}
+        for precision in precisions:
+            for compiled in compiled_variants:
+                runners = [_Runner(c, size, batches, num_classes, device, MEMORY_FORMATS[fmt],
+                                   precision, compiled, seed)
+                           for fmt, cands in by_format.items() for c in cands]
+                mm_times = []
+                for mode in modes:
+                    mm = _interleave(runners, mode, repeats, warmup, min_sample_s, device,
+                                     matmul_size if (mode == "train" and precision == "fp32") else 0)
+                    mm_times = mm or mm_times
+                    if measure_memory and mode in ("train", "infer_large"):
+                        for r in runners:
+                            r.optimizer.zero_grad(set_to_none=True)  # no stale grads to free
+                            r.cand.peak_bytes[mode] = peak_memory_bytes(
+                                r.step(mode), device, r.live_tensors(mode))
+                for fmt, cands in by_format.items():
+                    group = _group_rows(cands, model_name, dict(
                         memory_format=fmt, precision=precision, compiled=compiled, device=str(device),
                         image_size=f"{size[1]}x{size[2]}", train_batch=train_batch,
                         small_batch=small_batch, large_batch=large_batch, repeats=repeats),
                         modes, mm_times, matmul_size)
-                    for c in candidates:
+                    if fmt != "contiguous" and "contiguous" in by_format:
+                        for row, c, c0 in zip(group, cands, by_format["contiguous"]):
+                            for mode in modes:
+                                row[f"speedup_vs_contiguous_{mode}"] = statistics.median(
+                                    t0 / t for t0, t in zip(c0.times[mode], c.times[mode]))
+                    rows += group
+                for cands in by_format.values():
+                    for c in cands:
                         c.times, c.iters, c.peak_bytes = {}, {}, {}
     if out_dir is not None:
         write_results(rows, out_dir, command=command)
     return rows
+
+
+def _copy_candidate(cand: Candidate) -> Candidate:
+    """An independent copy (its own weights) of `cand` for another memory format."""
+    return dataclasses.replace(cand, model=copy.deepcopy(cand.model), times={}, iters={}, peak_bytes={})
 
 
 def _image_size(model: nn.Module, image_size) -> tuple[int, int, int]:
@@ -514,6 +535,7 @@ COLUMNS = (
     "overhead_infer_large_min", "overhead_infer_large_median", "overhead_infer_large_max",
     "overhead_infer_large_best", "overhead_baseline",
     "matmul_gflop_s", "train_gflop_s", "train_frac_matmul", "train_frac_matmul_best",
+    "speedup_vs_contiguous_train", "speedup_vs_contiguous_infer_bs1", "speedup_vs_contiguous_infer_large",
 )
 
 
@@ -600,6 +622,8 @@ MARKDOWN_COLUMNS = (
     ("ratio_train", "ratio train min/med/max", None), ("ratio_infer_bs1", "ratio bs-small", None),
     ("ratio_infer_large", "ratio bs-large", None), ("overhead_train", "overhead train min/med/max", None),
     ("train_frac_matmul", "train / matmul", "{:.0%}"), ("train_frac_matmul_best", "(best)", "{:.0%}"),
+    ("speedup_vs_contiguous_train", "train vs contiguous", "{:.2f}x"),
+    ("speedup_vs_contiguous_infer_large", "bs-large vs contiguous", "{:.2f}x"),
 )
 
 
