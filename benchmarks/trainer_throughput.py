@@ -132,14 +132,22 @@ def main(argv=None) -> dict:
     parser.add_argument("--json", help="also write the results here")
     parser.add_argument("--write-results", action="store_true",
                         help="replace this benchmark's section of benchmarks/RESULTS.md with the results")
+    parser.add_argument("--render", nargs="+", metavar="JSON",
+                        help="only rebuild the RESULTS.md section from earlier --json outputs (one row each)")
     args = parser.parse_args(argv)
+    if args.render:
+        runs = [json.loads(Path(p).read_text()) for p in args.render]
+        write_section(runs, [run.get("command", "python benchmarks/trainer_throughput.py") for run in runs])
+        return {}
     if args.threads:
         torch.set_num_threads(args.threads)
     data = cifar_like(args.steps * args.batch_size)
     load_before = os.getloadavg()[0]
     peak = matmul_gflops()
     flops = step_flops(args.batch_size)
-    results = {"threads": torch.get_num_threads(), "torch": torch.__version__, "cpu": platform.processor() or platform.machine(),
+    results = {"command": "python benchmarks/trainer_throughput.py " + " ".join(a for a in (argv or [])
+                                                                           if a != "--write-results"),
+               "threads": torch.get_num_threads(), "torch": torch.__version__, "cpu": platform.processor() or platform.machine(),
                "load_average_1min_before": load_before, "matmul_gflops": peak, "step_gflop": flops / 1e9}
     results["trainer_channels_last"] = trainer_images_per_s(data, args.batch_size, True)
     results["trainer_contiguous"] = trainer_images_per_s(data, args.batch_size, False)
@@ -158,7 +166,7 @@ def main(argv=None) -> dict:
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
     if args.write_results:
-        write_section([results], argv)
+        write_section([results], [results["command"]])
     return results
 
 
@@ -180,16 +188,23 @@ def render_section(runs: list[dict], commands: list[str]) -> str:
                      f"{r['matmul_gflops']:.1f} | {r['step_gflop']:.2f} | {r['trainer_channels_last']:.0f} | "
                      f"{r['trainer_contiguous']:.0f} | {r['idiomatic_workers0']:.0f} | {r['idiomatic_workers2']:.0f} | "
                      f"{r['speedup_vs_idiomatic']:.2f}x | {r['fraction_of_matmul_peak']:.0%} |")
-    lines += ["", "Commands: " + "; ".join(f"`{c}`" for c in commands),
+    best = max(runs, key=lambda r: r["speedup_vs_idiomatic"])
+    lines += ["", f"Issue 4 targets, best row: speed-up {best['speedup_vs_idiomatic']:.2f}x vs >= 1.2x: "
+              f"{'met' if best['speedup_vs_idiomatic'] >= 1.2 else 'NOT met'}; fraction of the matmul rate "
+              f"{max(r['fraction_of_matmul_peak'] for r in runs):.0%} vs >= 60%: "
+              f"{'met' if max(r['fraction_of_matmul_peak'] for r in runs) >= 0.6 else 'NOT met'} "
+              "(benchmarks/profile_step.py shows why: batch norm and element-wise ops take ~30% of an eager fp32 "
+              "step and convolution backward runs well below matmul speed). With 2 threads on an oversubscribed "
+              "machine OpenMP threads wait on each other, so the 1-thread row is the cleaner measurement.",
+              "", "Commands: " + "; ".join(f"`{c}`" for c in commands),
               f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
               f"Python {platform.python_version()}"]
     return "\n".join(lines)
 
 
-def write_section(runs: list[dict], argv, path: Path = Path(__file__).with_name("RESULTS.md")) -> None:
+def write_section(runs: list[dict], commands: list[str], path: Path = Path(__file__).with_name("RESULTS.md")) -> None:
     start, end = "<!-- trainer_throughput:start -->", "<!-- trainer_throughput:end -->"
-    command = "python benchmarks/trainer_throughput.py " + " ".join(argv or [])
-    body = f"{start}\n{render_section(runs, [command.strip()])}\n{end}"
+    body = f"{start}\n{render_section(runs, [c.strip() for c in commands])}\n{end}"
     text = path.read_text() if path.exists() else "# Benchmark results\n"
     if start in text and end in text:
         text = text[:text.index(start)] + body + text[text.index(end) + len(end):]
