@@ -182,3 +182,13 @@ def test_unknown_names_and_bad_sizes():
     with pytest.raises(ValueError, match="image_size"):
         load_dataset("digits", image_size=0)
     assert "fashion-mnist-rts" in list_datasets() and "distorted-digits" in list_datasets()
+
+
+def test_repeated_loads_share_the_cache_but_not_in_place_edits():
+    a = load_dataset("digits-r")
+    b = load_dataset("digits-r")
+    assert a.train_x is b.train_x and a is not b          # read and distorted once per process
+    b.train_x[0, 0, 0, 0] = 7                             # a caller writing into the tensors ...
+    c = load_dataset("digits-r")
+    assert c.train_x is not b.train_x                     # ... makes the next load read afresh
+    assert torch.equal(c.train_x[1:], a.train_x[1:])

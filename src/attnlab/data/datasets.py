@@ -22,6 +22,7 @@ pickle batches (Krizhevsky 2009), ImageNet-style class folders. Deviations and c
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import gzip
 import io
@@ -211,6 +212,27 @@ def load_dataset(name: str, data_dir: Optional[str | os.PathLike] = None, seed: 
     if base == "synthetic":
         return _load_synthetic(seed, size, synthetic_train, synthetic_test, synthetic_shape,
                                synthetic_classes).validate()
+    key = (canonical, str(Path(data_dir).resolve()) if data_dir is not None else None, size, distortion_seed)
+    cached = _CACHE.get(key)
+    if cached is not None and _cache_is_pristine(cached):
+        return dataclasses.replace(cached, classes=list(cached.classes), default_augment=dict(cached.default_augment))
+    splits = _load_in_memory(canonical, base, kind, data_dir, size, image_size, distortion_seed)
+    _CACHE.clear()                      # keep one set: they can be large
+    _CACHE[key] = splits
+    return dataclasses.replace(splits, classes=list(splits.classes), default_augment=dict(splits.default_augment))
+
+
+# The last in-memory set loaded, so that many runs in one process (attnlab compare) read and
+# distort it once. Its tensors are shared read-only: training indexes them (a copy), never
+# writes them; a set whose tensors were modified in place anyway is reloaded.
+_CACHE: dict = {}
+
+
+def _cache_is_pristine(splits: "DatasetSplits") -> bool:
+    return all(getattr(t, "_version", 0) == 0 for t in (splits.train_x, splits.train_y, splits.test_x, splits.test_y))
+
+
+def _load_in_memory(canonical, base, kind, data_dir, size, image_size, distortion_seed) -> DatasetSplits:
     loaders = {"digits": _load_digits, "mnist": _load_idx_set, "fashion-mnist": _load_idx_set,
                "cifar10": _load_cifar, "cifar100": _load_cifar}
     train_x, train_y, test_x, test_y, classes = loaders[base](base, data_dir)
