@@ -57,6 +57,7 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--matmul-size", type=int, default=2048)
     p.add_argument("--top", type=int, default=12, help="how many ops to list")
+    p.add_argument("--out", default=None, help="also write the report (Markdown) to this file")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -96,24 +97,33 @@ def main(argv=None):
             by_group[classify(evt.key)] += evt.self_cpu_time_total / 1e6 / args.steps
             by_op[evt.key] += evt.self_cpu_time_total / 1e6 / args.steps
     total = sum(by_group.values())
-    print(f"{args.model} + {attention or 'no attention'}, batch {args.batch}, {size[1]}x{size[2]}, "
+    lines = []
+    emit = lines.append  # the report is collected, then printed and saved
+    emit(f"Command: `python benchmarks/profile_step.py {' '.join(argv if argv is not None else sys.argv[1:])}`\n")
+    emit(f"{args.model} + {attention or 'no attention'}, batch {args.batch}, {size[1]}x{size[2]}, "
           f"{args.memory_format}, {torch.get_num_threads()} thread(s); load {os.getloadavg()[0]:.1f}")
-    print(f"step {wall * 1e3:.1f} ms wall (profiled), aten self time {total * 1e3:.1f} ms; "
+    emit(f"step {wall * 1e3:.1f} ms wall (profiled), aten self time {total * 1e3:.1f} ms; "
           f"{step_flops / 1e9:.2f} GFLOP fwd+bwd per step -> {step_flops / wall / 1e9:.1f} GFLOP/s; "
           f"fp32 matmul {mm_gflops:.1f} GFLOP/s -> {step_flops / wall / 1e9 / mm_gflops:.0%} of it")
-    print("\n| op kind | ms / step | share | note |\n|---|---|---|---|")
+    emit("\n| op kind | ms / step | share | note |\n|---|---|---|---|")
     for group, secs in by_group.most_common():
         note = ""
         if group == "convolution" and secs > 0:
             note = f"{conv_flops / secs / 1e9:.1f} GFLOP/s = {conv_flops / secs / 1e9 / mm_gflops:.0%} of matmul"
-        print(f"| {group} | {secs * 1e3:.1f} | {secs / total:.0%} | {note} |")
+        emit(f"| {group} | {secs * 1e3:.1f} | {secs / total:.0%} | {note} |")
     conv_secs = by_group.get("convolution", 0.0)
     ideal = (total - conv_secs) + conv_flops / (mm_gflops * 1e9)
-    print(f"\nBound: with every convolution at matmul speed the step would take {ideal * 1e3:.1f} ms = "
+    emit(f"\nBound: with every convolution at matmul speed the step would take {ideal * 1e3:.1f} ms = "
           f"{step_flops / ideal / 1e9 / mm_gflops:.0%} of the matmul limit (other ops unchanged).")
-    print("\nTop ops:\n| op | ms / step |\n|---|---|")
+    emit("\nTop ops:\n| op | ms / step |\n|---|---|")
     for op, secs in by_op.most_common(args.top):
-        print(f"| {op} | {secs * 1e3:.2f} |")
+        emit(f"| {op} | {secs * 1e3:.2f} |")
+    report = "\n".join(lines) + "\n"
+    sys.stdout.write(report)
+    if args.out:
+        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+        with open(args.out, "w") as fh:
+            fh.write(report)
 
 
 def _conv_flops(model, x, y) -> int:
