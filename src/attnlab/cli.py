@@ -238,7 +238,8 @@ def cmd_train(args) -> int:
     except (DatasetError, CheckpointError) as err:
         raise UsageError(_one_line(err)) from None
     except TrainingInterrupted as err:
-        print(f"attnlab train: {err}", file=sys.stderr)
+        print(f"attnlab train: {_one_line(str(err).split('; resume with:')[0])}; resume with: "
+              f"{_resume_command(args)}", file=sys.stderr)
         return EXIT_INTERRUPTED
     except NonFiniteLossError as err:
         print(f"attnlab train: error: {_one_line(err)}", file=sys.stderr)
@@ -246,6 +247,14 @@ def cmd_train(args) -> int:
     print(json.dumps({k: result[k] for k in ("test_acc", "test_loss", "params", "epochs", "seconds")}))
     print(f"run folder: {out}")
     return 0
+
+
+def _resume_command(args) -> str:
+    """The exact command that continues this run: the same arguments plus --resume."""
+    import shlex
+
+    argv = list(getattr(args, "argv", None) or ["train", "...", "--out", str(args.out)])
+    return shlex.join(["attnlab", *argv, *([] if "--resume" in argv else ["--resume"])])
 
 
 # ---------------------------------------------------------------------------- eval
@@ -444,6 +453,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
+        args.argv = list(sys.argv[1:] if argv is None else argv)
         return args.func(args)
     except UsageError as err:
         print(f"attnlab: error: {_one_line(err)}", file=sys.stderr)
