@@ -56,6 +56,7 @@ class TrainConfig:
     channels_last: Optional[bool] = None             # None: on for CUDA, off on CPU (measured faster there)
     amp: bool = False
     compile: bool = False
+    sync_bn: bool = False                            # torchrun only: BatchNorm statistics over all ranks
     stn_lr_scale: float = 0.1
     max_bad_steps: int = 0
     checkpoint_every: int = 1                        # epochs; 0 = only at the end
@@ -144,7 +145,7 @@ class TrainConfig:
         flip = self.augment.get("flip")
         need(flip is None or isinstance(flip, bool), "augment", "flip a bool")
         need(is_int(self.seed) and self.seed >= 0, "seed", "an int >= 0")
-        for name in ("deterministic", "amp", "compile"):
+        for name in ("deterministic", "amp", "compile", "sync_bn"):
             need(isinstance(getattr(self, name), bool), name, "a bool", TypeError)
         need(self.channels_last is None or isinstance(self.channels_last, bool), "channels_last",
              "a bool or None (automatic: on for CUDA only)", TypeError)
