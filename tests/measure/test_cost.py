@@ -97,3 +97,12 @@ def test_bad_input_is_named():
         count_params("resnet")
     with pytest.raises(ValueError, match="repeats"):
         inference_latency(nn.Conv2d(1, 1, 1), (1, 2, 2), repeats=0)
+
+
+def test_measure_costs_restores_the_thread_count():
+    before = torch.get_num_threads()
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(2 * 4 * 4, 3))
+    costs = measure_costs(model, (1, 6, 6), large_batch=2, train_batch=2, repeats=1, warmup=0, threads=1)
+    assert costs["threads"] == 1 and torch.get_num_threads() == before
+    with pytest.raises(ValueError, match="threads"):
+        inference_latency(nn.Conv2d(1, 1, 1), (1, 2, 2), threads=0)

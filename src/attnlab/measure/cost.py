@@ -19,7 +19,8 @@ FLOPs yet 10% to the GPU training time). How each figure is measured:
   `_ELEMENTWISE_COST`). Shape-only ops (views, copies, cat) count nothing.
 * Latency: wall time of a no-grad forward pass in eval mode at batch 1 and at a large batch; the
   median over `repeats` timed calls after `warmup` untimed ones (``time.perf_counter``; on CUDA
-  with a synchronisation before each clock read).
+  with a synchronisation before each clock read). `measure_costs` times on one CPU thread by
+  default (see there).
 * Training step time: forward, cross-entropy loss, backward and an SGD-with-momentum step in
   train mode, median over repeats after warm-up.
 * Peak memory: on CUDA ``torch.cuda.max_memory_allocated``. On the CPU there is no allocator
@@ -203,6 +204,24 @@ def count_elementwise(model: nn.Module, input_shape, by_op: bool = False) -> dic
 
 # --------------------------------------------------------------------------------------------- timing
 
+class _Threads:
+    """Run a block with `n` intra-op CPU threads (None: leave torch's setting), then restore."""
+
+    def __init__(self, n: Optional[int]):
+        if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+            raise ValueError(f"threads must be None or an int >= 1, got {n!r}")
+        self.n = n
+
+    def __enter__(self):
+        self.old = torch.get_num_threads()
+        if self.n is not None:
+            torch.set_num_threads(self.n)
+
+    def __exit__(self, *exc):
+        torch.set_num_threads(self.old)
+        return False
+
+
 def _median_time(fn: Callable[[], object], device: torch.device, repeats: int, warmup: int) -> float:
     for what, v, lo in (("repeats", repeats, 1), ("warmup", warmup, 0)):
         if isinstance(v, bool) or not isinstance(v, int) or v < lo:
@@ -220,11 +239,12 @@ def _median_time(fn: Callable[[], object], device: torch.device, repeats: int, w
 
 
 def inference_latency(model: nn.Module, input_shape, batch_size: int = 1, repeats: int = 20,
-                      warmup: int = 3) -> float:
-    """Median seconds of one no-grad eval-mode forward pass of a batch of `batch_size`."""
+                      warmup: int = 3, threads: Optional[int] = None) -> float:
+    """Median seconds of one no-grad eval-mode forward pass of a batch of `batch_size`
+    (`threads`: CPU threads during the measurement; None keeps torch's setting)."""
     x = make_input(model, input_shape, batch_size=batch_size)
     device = x.device
-    with _EvalMode(model), torch.no_grad():
+    with _EvalMode(model), torch.no_grad(), _Threads(threads):
         return _median_time(lambda: model(x), device, repeats, warmup)
 
 
@@ -241,7 +261,7 @@ def _num_outputs(model: nn.Module, x: torch.Tensor) -> int:
 
 
 def train_step_time(model: nn.Module, input_shape, batch_size: int = 32, repeats: int = 10,
-                    warmup: int = 2) -> float:
+                    warmup: int = 2, threads: Optional[int] = None) -> float:
     """Median seconds of one training step (forward, cross-entropy, backward, SGD step).
 
     Works on a deep copy so that the caller's weights and BN statistics stay untouched.
@@ -261,7 +281,7 @@ def train_step_time(model: nn.Module, input_shape, batch_size: int = 32, repeats
         loss.backward()
         opt.step()
 
-    with _EvalMode(work, train=True):
+    with _EvalMode(work, train=True), _Threads(threads):
         return _median_time(step, x.device, repeats, warmup)
 
 
@@ -389,12 +409,17 @@ def _peak_memory_cuda(work: nn.Module, x: torch.Tensor, training: bool) -> dict:
 # --------------------------------------------------------------------------------------------- all
 
 def measure_costs(model: nn.Module, input_shape, large_batch: int = 64, train_batch: int = 32,
-                  repeats: int = 10, warmup: int = 2) -> dict:
+                  repeats: int = 10, warmup: int = 2, threads: Optional[int] = 1) -> dict:
     """Every figure of the report's cost table for one model, as a flat dict.
 
     Keys: params, flops, macs, pooling_ops, elementwise_ops, latency_b1_s, latency_large_s,
-    large_batch, train_step_s, train_batch, peak_train_bytes, peak_infer_bytes, input_shape.
-    `input_shape` is (C, H, W); the model's weights are not changed.
+    large_batch, train_step_s, train_batch, peak_train_bytes, peak_infer_bytes, input_shape,
+    threads. `input_shape` is (C, H, W); the model's weights are not changed.
+
+    Timings are single-threaded by default (`threads=1`): on a small or shared CPU, two-thread
+    timings of small models measure thread hand-offs and the other processes more than the
+    model (we saw the same ResNet-8 forward take 0.4 ms and 120 ms minutes apart). `threads=None`
+    keeps torch's setting (use it on a dedicated machine to time multi-threaded inference).
     """
     _check_model(model)
     shape = _check_shape(input_shape)
@@ -406,13 +431,14 @@ def measure_costs(model: nn.Module, input_shape, large_batch: int = 64, train_ba
     out = {"params": count_params(model), "input_shape": list(shape)}
     out.update(count_flops(model, shape))
     out.update(count_elementwise(model, shape))
-    out["latency_b1_s"] = inference_latency(model, shape, 1, repeats=repeats * 2, warmup=warmup)
-    out["latency_large_s"] = inference_latency(model, shape, large_batch, repeats=repeats, warmup=warmup)
+    out["latency_b1_s"] = inference_latency(model, shape, 1, repeats=repeats * 2, warmup=warmup, threads=threads)
+    out["latency_large_s"] = inference_latency(model, shape, large_batch, repeats=repeats, warmup=warmup, threads=threads)
     out["large_batch"] = large_batch
-    out["train_step_s"] = train_step_time(model, shape, train_batch, repeats=repeats, warmup=warmup)
+    out["train_step_s"] = train_step_time(model, shape, train_batch, repeats=repeats, warmup=warmup, threads=threads)
     out["train_batch"] = train_batch
     out["peak_train_bytes"] = peak_memory(model, shape, train_batch, training=True)["peak_bytes"]
     out["peak_infer_bytes"] = peak_memory(model, shape, large_batch, training=False)["peak_bytes"]
+    out["threads"] = threads if threads is not None else torch.get_num_threads()
     return out
 
 

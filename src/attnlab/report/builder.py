@@ -322,11 +322,17 @@ th{background:#eee}td:first-child,th:first-child{text-align:left}img{max-width:1
 code{background:#f3f3f3;padding:0 3px}li{margin:0.2em 0}.note{color:#555;font-size:0.9em}"""
 
 
+SEED_PICTURE = "a_seed_picture.png"  # the same operators for every variant: shown once
+
+
 def _explanation_figures(run_dir: Path, plan: dict) -> dict[str, list[Path]]:
-    out = {}
+    out, seed_shown = {}, False
     for v in plan["variants"]:
         folder = run_dir / "explain" / v["name"]
         pngs = sorted(folder.glob("*.png")) if folder.is_dir() else []
+        if seed_shown:
+            pngs = [p for p in pngs if p.name != SEED_PICTURE]
+        seed_shown = seed_shown or any(p.name == SEED_PICTURE for p in pngs)
         if pngs:
             out[v["name"]] = pngs
     return out
