@@ -48,6 +48,7 @@ from ..data.augment import BatchAugment, normalise
 from ..data.datasets import DatasetSplits, load_dataset
 from .checkpoint import (CHECKPOINT_SUBDIR, CheckpointError, best_checkpoint, list_checkpoints,
                          load_checkpoint, resolve_checkpoint, rotate_checkpoints, save_checkpoint)
+from . import distributed
 from .config import RESUMABLE_CHANGES, TrainConfig
 from .optim import LRSchedule, build_optimizer
 
@@ -200,13 +201,17 @@ class Trainer:
     """
 
     def __init__(self, config: TrainConfig, out_dir: Optional[str | os.PathLike] = None, progress: bool = True,
-                 data: Optional[DatasetSplits] = None, model: Optional[nn.Module] = None):
+                 data: Optional[DatasetSplits] = None, model: Optional[nn.Module] = None,
+                 dist_context: Optional[distributed.DistributedContext] = None):
         if not isinstance(config, TrainConfig):
             raise TypeError(f"Trainer expects a TrainConfig, got {type(config).__name__}")
         self.config = config.validate()
+        # torchrun: the initialised process group (train.distributed); otherwise a single process.
+        self.dist = dist_context if dist_context is not None else distributed.current_context()
         self.out_dir = Path(out_dir) if out_dir is not None else None
-        self.progress = progress
-        self.device = resolve_device(config.device)
+        self.writes = self.out_dir is not None and self.dist.is_main   # only rank 0 writes files
+        self.progress = progress and self.dist.is_main
+        self.device = distributed.rank_device(resolve_device(config.device), self.dist)
         torch.set_flush_denormal(True)
         seed_everything(config.seed)
         self.data = data if data is not None else load_dataset(config.dataset, config.data_dir, seed=config.seed,
@@ -216,7 +221,9 @@ class Trainer:
         self.channels_last = config.channels_last if config.channels_last is not None else self.device.type == "cuda"
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
-        self.forward_model = torch.compile(self.model) if config.compile else self.model
+        self.forward_model = distributed.wrap_model(self.model, self.device, self.dist, config.sync_bn)
+        if config.compile:
+            self.forward_model = torch.compile(self.forward_model)
         self.amp = config.amp and self.device.type == "cuda"
         if config.amp and not self.amp:
             warnings.warn("amp=True ignored: mixed precision is used on CUDA only (bfloat16 on this CPU is ~100x slower)",
@@ -226,10 +233,12 @@ class Trainer:
         self.augment = BatchAugment(self.data.mean, self.data.std, augment["crop_padding"], augment["flip"],
                                     channels_last=self.channels_last)
         self.augment_settings = augment
-        self.augment_generator = torch.Generator(device=self.device).manual_seed(config.seed + 1)
+        self.augment_generator = torch.Generator(device=self.device).manual_seed(
+            distributed.augment_seed(config.seed, self.dist.rank))
         self.optimizer = build_optimizer(self.model, config)
         n = self.data.num_train
-        self.steps_per_epoch = max(1, n // config.batch_size)
+        # batch_size is per rank; a step consumes batch_size * world_size images of the global order.
+        self.steps_per_epoch = max(1, n // (config.batch_size * self.dist.world_size))
         self.schedule = LRSchedule(config, self.steps_per_epoch)
         self.criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
         if self.data.in_memory:
@@ -254,7 +263,7 @@ class Trainer:
 
     def _train_batches(self, epoch: int, start_batch: int):
         bs = self.config.batch_size
-        perm = self.epoch_permutation(epoch)
+        perm = distributed.shard_permutation(self.epoch_permutation(epoch), bs, self.steps_per_epoch, self.dist)
         if self.data.in_memory:
             perm = perm.to(self.device)
             for b in range(start_batch, self.steps_per_epoch):
@@ -280,7 +289,7 @@ class Trainer:
             logits = self.forward_model(inputs)
             loss = self.criterion(logits.float(), yb)
         self.optimizer.zero_grad(set_to_none=True)
-        if not bool(torch.isfinite(loss)):
+        if distributed.any_rank_nonfinite(loss, self.dist):
             return None, logits
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
@@ -304,8 +313,10 @@ class Trainer:
                 if list_checkpoints(self.out_dir):
                     raise CheckpointError(f"{self.out_dir} already holds checkpoints of a run; pass resume=True "
                                           "(--resume) to continue it, or choose a new output folder")
-                (self.out_dir / "metrics.jsonl").write_text("")
-            self._write_config()
+                if self.writes:
+                    (self.out_dir / "metrics.jsonl").write_text("")
+            if self.writes:
+                self._write_config()
         elif resume:
             raise ValueError("resume=True needs an out_dir holding checkpoints")
         deterministic_before = torch.are_deterministic_algorithms_enabled()
@@ -313,6 +324,9 @@ class Trainer:
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
             torch.use_deterministic_algorithms(True, warn_only=True)
             torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+        threads_before = torch.get_num_threads()
+        if cfg.threads is not None:
+            torch.set_num_threads(cfg.threads)
         old_handlers = self._install_signal_handlers()
         self.model.train()
         try:
@@ -320,6 +334,7 @@ class Trainer:
                 self._run_epoch()
         finally:
             self._restore_signal_handlers(old_handlers)
+            torch.set_num_threads(threads_before)
             if cfg.deterministic:
                 torch.use_deterministic_algorithms(deterministic_before)
         return self._finish()
@@ -346,6 +361,8 @@ class Trainer:
             t0 = now
             bar.update(1, len(yb), loss=float(loss) if loss is not None else float("nan"),
                        lr=self.schedule.lr(self.global_step - 1))
+            if self.dist.enabled:
+                self._stop_signal = distributed.agree_stop_signal(self._stop_signal, self.dist, self.device)
             if self._stop_signal is not None:
                 bar.close()
                 self._interrupt()
@@ -353,6 +370,7 @@ class Trainer:
                     and self.batch_in_epoch < self.steps_per_epoch:
                 self._checkpoint({})
         bar.close()
+        sums = distributed.reduce_epoch_sums(sums, self.dist, self.device)
         train_seconds = sums["seconds"]
         test = self._evaluate_test()
         self.epoch += 1
@@ -364,7 +382,7 @@ class Trainer:
                "images_per_s": sums["seen"] / train_seconds if train_seconds > 0 else 0.0}
         self.epoch_sums = {"loss": 0.0, "correct": 0, "seen": 0, "seconds": 0.0}
         self.best_acc = max(self.best_acc, test["acc"])
-        if self.out_dir is not None:
+        if self.writes:
             with open(self.out_dir / "metrics.jsonl", "a") as fh:
                 fh.write(json.dumps(row) + "\n")
         self.last_row = row
@@ -373,11 +391,26 @@ class Trainer:
             self._checkpoint({"test_acc": test["acc"], "test_loss": test["loss"]})
 
     def _evaluate_test(self) -> dict:
+        if self.dist.enabled:   # each rank evaluates its share of the test set, then the sums are merged
+            return distributed.reduce_evaluation(self._evaluate_shard(), self.dist, self.device)
         if self.data.in_memory:
             return evaluate(self.model, self.data.test_x, self.data.test_y, self.config.eval_batch_size, self.device,
                             self.data.mean, self.data.std, channels_last=self.channels_last, amp=self.amp)
         return evaluate(self.model, self.data.test_set, None, self.config.eval_batch_size, self.device,
                         self.data.mean, self.data.std, channels_last=self.channels_last, amp=self.amp)
+
+    def _evaluate_shard(self) -> dict:
+        count = len(self.data.test_y) if self.data.in_memory else len(self.data.test_set)
+        shard = list(distributed.shard_evaluation_indices(count, self.dist))
+        if not shard:
+            return {"acc": 0.0, "loss": 0.0, "count": 0}
+        if self.data.in_memory:
+            index = torch.tensor(shard, dtype=torch.long)
+            x, y = self.data.test_x[index], self.data.test_y[index]
+        else:
+            x, y = torch.utils.data.Subset(self.data.test_set, shard), None
+        return evaluate(self.model, x, y, self.config.eval_batch_size, self.device, self.data.mean, self.data.std,
+                        channels_last=self.channels_last, amp=self.amp)
 
     def _bad_step(self, batch_index: int) -> None:
         self.bad_steps += 1
@@ -405,7 +438,7 @@ class Trainer:
             "history": str(self.out_dir / "metrics.jsonl") if self.out_dir else None,
             "checkpoint": str(self.last_checkpoint) if self.last_checkpoint else None,
         }
-        if self.out_dir is not None:
+        if self.writes:
             (self.out_dir / "final.json").write_text(json.dumps(result, indent=2) + "\n")
         return result
 
@@ -421,9 +454,15 @@ class Trainer:
                "augment": self.augment_generator.get_state()}
         if torch.cuda.is_available() and self.device.type == "cuda":
             rng["cuda"] = torch.cuda.get_rng_state_all()
+        epoch_sums = dict(self.epoch_sums)
+        if self.dist.enabled:   # collectives: every rank calls state() at the same step
+            rng["per_rank"] = self.dist.gather_objects({"torch": torch.get_rng_state(),
+                                                        "augment": self.augment_generator.get_state().cpu()})
+            epoch_sums = distributed.reduce_epoch_sums(epoch_sums, self.dist, self.device)
         return {
             "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch, "step": self.global_step,
-            "bad_steps": self.bad_steps, "seconds": self.seconds, "epoch_sums": dict(self.epoch_sums),
+            "world_size": self.dist.world_size,
+            "bad_steps": self.bad_steps, "seconds": self.seconds, "epoch_sums": epoch_sums,
             "best_acc": self.best_acc, "steps_per_epoch": self.steps_per_epoch,
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
@@ -438,9 +477,15 @@ class Trainer:
         if self.out_dir is None:
             return None
         directory = self.out_dir / CHECKPOINT_SUBDIR
-        self.last_checkpoint = save_checkpoint(directory, self.global_step, self.state(metrics),
-                                               self.model.state_dict())
-        rotate_checkpoints(directory, self.config.keep_checkpoints)
+        state = self.state(metrics)
+        if self.writes:
+            self.last_checkpoint = save_checkpoint(directory, self.global_step, state, self.model.state_dict())
+            rotate_checkpoints(directory, self.config.keep_checkpoints)
+        self.dist.barrier()   # no rank runs ahead of a checkpoint it may need to resume from
+        if not self.writes:
+            self.last_checkpoint = self.dist.broadcast_object(None)
+        else:
+            self.dist.broadcast_object(self.last_checkpoint)
         return self.last_checkpoint
 
     def _resume(self) -> None:
@@ -449,6 +494,7 @@ class Trainer:
             raise CheckpointError(f"nothing to resume: no checkpoint in {self.out_dir / CHECKPOINT_SUBDIR}")
         ckpt = load_checkpoint(found[-1], expect_config=self.config.to_dict(), ignore_fields=RESUMABLE_CHANGES)
         state = ckpt.state
+        distributed.check_resume_world_size(state.get("world_size"), self.dist, ckpt.path)
         if state["steps_per_epoch"] != self.steps_per_epoch:
             raise CheckpointError(f"checkpoint {ckpt.path} has {state['steps_per_epoch']} steps per epoch, this run "
                                   f"{self.steps_per_epoch}: the dataset changed; resume with the same data")
@@ -463,16 +509,24 @@ class Trainer:
         self.augment_generator.set_state(rng["augment"].to(self.augment_generator.get_state().device))
         if "cuda" in rng and self.device.type == "cuda":
             torch.cuda.set_rng_state_all(rng["cuda"])
+        if self.dist.enabled and "per_rank" in rng:
+            own = rng["per_rank"][self.dist.rank]
+            torch.set_rng_state(own["torch"])
+            self.augment_generator.set_state(own["augment"].to(self.augment_generator.get_state().device))
         self.epoch, self.batch_in_epoch, self.global_step = state["epoch"], state["batch_in_epoch"], state["step"]
         self.bad_steps, self.seconds, self.best_acc = state["bad_steps"], state["seconds"], state["best_acc"]
-        self.epoch_sums = dict(state["epoch_sums"])
+        self.epoch_sums = dict(state["epoch_sums"])   # the world's sums: kept by rank 0 alone
+        if not self.dist.is_main:
+            self.epoch_sums = {"loss": 0.0, "correct": 0, "seen": 0, "seconds": 0.0}
         self.last_checkpoint = ckpt.path
         # Drop metric lines written after this checkpoint (they will be written again).
         metrics_path = self.out_dir / "metrics.jsonl"
         if metrics_path.exists():
+            self.dist.barrier()   # every rank reads the file before rank 0 rewrites it
             kept = [line for line in metrics_path.read_text().splitlines()
                     if line.strip() and json.loads(line).get("epoch", 0) <= self.epoch]
-            metrics_path.write_text("".join(line + "\n" for line in kept))
+            if self.writes:
+                metrics_path.write_text("".join(line + "\n" for line in kept))
             if kept:
                 self.last_row = json.loads(kept[-1])
 
