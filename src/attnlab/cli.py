@@ -162,7 +162,7 @@ TRAIN_FLAGS = {  # flag dest -> TrainConfig field (flags default to None = keep 
     "label_smoothing": "label_smoothing", "seed": "seed", "stn_lr_scale": "stn_lr_scale",
     "max_bad_steps": "max_bad_steps", "checkpoint_every": "checkpoint_every",
     "checkpoint_every_steps": "checkpoint_every_steps", "keep_checkpoints": "keep_checkpoints",
-    "device": "device", "num_workers": "num_workers", "nesterov": "nesterov", "deterministic": "deterministic",
+    "device": "device", "num_workers": "num_workers", "threads": "threads", "nesterov": "nesterov", "deterministic": "deterministic",
     "channels_last": "channels_last", "amp": "amp", "compile": "compile",
 }
 
@@ -412,6 +412,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keep-checkpoints", type=int)
     p.add_argument("--device")
     p.add_argument("--num-workers", type=int)
+    p.add_argument("--threads", type=int, help="torch threads while training (1 is faster on a busy machine)")
     p.add_argument("--out", required=True, help="run folder")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
     p.add_argument("--no-progress", action="store_true")

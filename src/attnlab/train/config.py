@@ -21,7 +21,7 @@ SCHEDULES = ("cosine", "step", "constant")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 # Fields that may change between a checkpoint and the run that resumes it.
 RESUMABLE_CHANGES = ("epochs", "data_dir", "checkpoint_every", "checkpoint_every_steps", "keep_checkpoints",
-                     "eval_batch_size", "num_workers", "max_bad_steps", "device", "compile")
+                     "eval_batch_size", "num_workers", "max_bad_steps", "device", "compile", "threads")
 
 
 @dataclass
@@ -64,6 +64,7 @@ class TrainConfig:
     keep_checkpoints: int = 2
     device: str = "auto"
     num_workers: int = 2                             # DataLoader workers, lazily decoded sets only
+    threads: Optional[int] = None                    # torch intra-op threads while training; None = torch's default
 
     # ------------------------------------------------------------------ dict round trip
     @classmethod
@@ -158,4 +159,5 @@ class TrainConfig:
         need(self.device in DEVICES or (isinstance(self.device, str) and self.device.startswith("cuda:")),
              "device", f"one of {', '.join(DEVICES)} or cuda:N")
         need(is_int(self.num_workers) and self.num_workers >= 0, "num_workers", "an int >= 0")
+        need(self.threads is None or (is_int(self.threads) and self.threads >= 1), "threads", "None or an int >= 1")
         return self
