@@ -21,8 +21,11 @@ Deviations, and why:
 * E: the paper warps with a thin-plate spline through the perturbed control points; here the
   lattice displacement is up-sampled bicubically to a dense field. Both are smooth interpolants of
   the same random control displacements; the bicubic one is a single batched `F.interpolate` and
-  needs no per-sample linear solve. The strengths of P and E are the values recalled from the
-  paper's appendix and are keyword arguments.
+  needs no per-sample linear solve.
+* R and RTS ranges and the 42/28 and 60/28 canvases are the paper's (PAPERS.md). The strengths of
+  P and E (std 0.1, scale 0.75-1.0, a 4x4 lattice) and the TC clutter (6 patches of 6/28 the
+  side) could not be checked against the paper's appendix here; they are keyword arguments
+  (`projective_std`, `elastic_std`, `clutter_pieces`) so that a reproduction can set them.
 * Everything is deterministic from `seed` through a private `torch.Generator` (CPU), so the same
   seed gives the same distorted set on every machine; the caller distorts train and test with
   different seeds (independently), as the paper does.
