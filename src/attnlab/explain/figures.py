@@ -289,9 +289,13 @@ def spatial_figure(rec, raw: torch.Tensor, out_path: Path, max_inputs: int = 4, 
         for j, (path, name, maps) in enumerate(found):
             ax = axes[i][1 + j]
             _imshow(ax, raw[i])
-            ax.imshow(_upsample(maps[i:i + 1], raw.shape[-2:])[0, 0].numpy(), cmap="jet", alpha=0.5)
+            # gates and masks are in [0, 1]: one fixed scale, so maps compare across inputs and
+            # stages; context weights sum to 1 over the positions: scaled per image
+            scale = {} if name == "context_weights" else {"vmin": 0.0, "vmax": 1.0}
+            ax.imshow(_upsample(maps[i:i + 1], raw.shape[-2:])[0, 0].numpy(), cmap="jet", alpha=0.5, **scale)
             if i == 0:
-                ax.set_title(f"{path}\n{name} ({maps.shape[-2]}x{maps.shape[-1]})", fontsize=7)
+                ax.set_title(f"{path}\n{name} ({maps.shape[-2]}x{maps.shape[-1]}, "
+                             f"{'per-image scale' if not scale else 'scale 0-1'})", fontsize=7)
     fig.suptitle("Where the spatial attention looked (red = high), upsampled to the input", fontsize=9)
     return save_figure(fig, out_path)
 

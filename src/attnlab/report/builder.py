@@ -455,7 +455,9 @@ def _measure_missing_costs(run_dir: Path, plan: dict, finals: dict, costs: dict,
         try:
             model, _ = load_trained(seed_run_dir(run_dir, v["name"], seed))
             shape = plan.get("input_shape") or list(model.input_size)
-            costs[v["name"]] = measure_costs(model, tuple(shape), **plan.get("cost_kwargs", {}))
+            settings = {k: val for k, val in (plan.get("cost") or {}).items()
+                        if k in ("large_batch", "train_batch", "repeats", "warmup", "threads")}
+            costs[v["name"]] = measure_costs(model, tuple(shape), **settings)
             changed = True
         except Exception as exc:  # a report with a gap beats no report; the gap is named
             notes.append(f"costs of {v['name']} could not be measured: {type(exc).__name__}: {exc}")
