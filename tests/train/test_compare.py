@@ -49,6 +49,9 @@ def test_bad_requests_are_named():
         compare.plan_compare(epochs=-2)
     with pytest.raises(ValueError, match="unknown attention"):
         compare.plan_compare(attentions=["sse"])
+    # cnn_mnist needs 22 px or more; the quick preset's digits are 16 px
+    with pytest.raises(ValueError, match="cannot run on digits at \\(1, 16, 16\\)"):
+        compare.plan_compare(models=["cnn_mnist"], attentions=["none"])
 
 
 def test_match_width_picks_the_closest_parameter_count():

@@ -44,6 +44,7 @@ from typing import Optional, Sequence
 
 import yaml
 
+from . import distributed
 from .config import TrainConfig
 
 PRESET_DIR = Path(__file__).resolve().parent.parent / "configs"
@@ -236,7 +237,8 @@ def _run_one(config: TrainConfig, out_dir, progress: bool) -> dict:
     if key not in _DATA_CACHE:
         _DATA_CACHE.clear()  # one dataset at a time is enough
         _DATA_CACHE[key] = load_dataset(config.dataset, config.data_dir, seed=config.seed, image_size=config.image_size)
-    return Trainer(config, out_dir, progress, data=_DATA_CACHE[key]).fit()
+    # Always one process per run, also inside a torchrun launch (there the ranks share the runs).
+    return Trainer(config, out_dir, progress, data=_DATA_CACHE[key], dist_context=distributed.SINGLE_PROCESS).fit()
 
 
 def _train_worker(config: dict, out_dir: str, threads: Optional[int]) -> dict:
@@ -246,6 +248,20 @@ def _train_worker(config: dict, out_dir: str, threads: Optional[int]) -> dict:
     if threads:
         torch.set_num_threads(threads)
     return _run_one(TrainConfig.from_dict(config), out_dir, progress=False)
+
+
+SPREAD_TIMEOUT_MINUTES = 7 * 24 * 60   # ranks wait for each other's share of runs: allow long studies
+
+
+def _gather_spread_runs(context, jobs: list, run_dirs: list) -> None:
+    """Wait for every rank's share of runs; rank 0 checks that it sees every run's final.json
+    (the output folder must be shared by all ranks) and names the missing ones."""
+    context.gather_objects(len(distributed.spread_jobs(jobs, context)))
+    if context.is_main:
+        missing = [str(d) for d in run_dirs if not (Path(d) / "final.json").exists()]
+        if missing:
+            raise RuntimeError(f"compare over {context.world_size} ranks: rank 0 cannot see {len(missing)} run(s), "
+                               f"e.g. {missing[0]}; the output folder must be on a filesystem every rank shares")
 
 
 def _new_run_dir(out_root, label: str) -> Path:
@@ -280,17 +296,12 @@ def _check_seeds(seeds) -> list[int]:
 
 
 def _default_workers(train: dict, runs: int) -> int:
-    device = str(train.get("device", "auto"))
-    if device.startswith("cuda") or device == "mps":
-        return 1
-    if device == "auto":
-        try:
-            import torch
+    """1 on an accelerator (runs share it one after another), else one process per CPU core."""
+    import torch
 
-            if torch.cuda.is_available():
-                return 1
-        except ImportError:  # pragma: no cover
-            pass
+    device = str(train.get("device", "auto"))
+    if device.startswith("cuda") or device == "mps" or (device == "auto" and torch.cuda.is_available()):
+        return 1
     return max(1, min(os.cpu_count() or 1, runs))
 
 
@@ -354,9 +365,17 @@ def plan_compare(preset: Optional[str] = None, models=None, attentions=None, see
         info["num_classes"] = loaded.num_classes
     plan["input_shape"] = [info["in_chans"], *info["image_size"]]
     plan["num_classes"] = info["num_classes"]
-    # Validate every run's config before any work starts.
+    # Validate every run's config and model (built, one zero image through it) before any work.
+    import torch
+
     for v in variants:
         _train_config(plan, v, plan["seeds"][0])
+        try:
+            with torch.no_grad():
+                _build(v, info).eval()(torch.zeros(1, *plan["input_shape"]))
+        except (ValueError, TypeError, RuntimeError) as exc:
+            raise ValueError(f"variant {v['name']!r} ({v['model']}) cannot run on {plan['dataset']} at "
+                             f"{tuple(plan['input_shape'])}: {exc}") from None
     _plan_capacity(plan, info)
     return plan
 
@@ -366,9 +385,9 @@ def run_compare(preset: Optional[str] = None, models=None, attentions=None, seed
                 explain: Optional[bool] = None) -> Path:
     """Train every variant over every seed, measure costs, explain, report; return the new run folder.
 
-    `preset` names a YAML file of configs/ (default `quick` when neither `models` nor
-    `attentions` is given); `models`, `attentions`, `seeds`, `epochs`, `dataset`, `data_dir`
-    override it. `workers`: parallel training processes (default: one per CPU core, 1 on CUDA);
+    `preset` names a YAML file of configs/ (default `quick`); `models`, `attentions`, `seeds`,
+    `epochs`, `dataset`, `data_dir` override it (without a preset, the quick preset's recipe and
+    data are the base; a model other than the preset's drops the preset's model_kwargs). `workers`: parallel training processes (default: one per CPU core, 1 on CUDA);
     `explain`: make the explanation figures (default: the preset's `explain`, else True).
     """
     from ..data.datasets import dataset_info
@@ -384,10 +403,18 @@ def run_compare(preset: Optional[str] = None, models=None, attentions=None, seed
         workers = plan.get("workers") or _default_workers(plan["train"], len(jobs))
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers must be an int >= 1, got {workers!r}")
-    run_dir = _new_run_dir(out_root, plan["preset"])
+    # Under torchrun: the ranks share the runs (one process each); gloo carries only small objects.
+    context = distributed.init_distributed(str(plan["train"].get("device", "auto")), backend="gloo",
+                                           timeout_minutes=SPREAD_TIMEOUT_MINUTES)
+    if context.enabled:
+        workers = 1
+        progress = progress and context.is_main
+    run_dir = context.broadcast_object(_new_run_dir(out_root, plan["preset"]) if context.is_main else None)
     plan["started"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     plan["workers"] = workers
-    (run_dir / "compare.json").write_text(json.dumps(plan, indent=2))
+    plan["ranks"] = context.world_size
+    if context.is_main:
+        (run_dir / "compare.json").write_text(json.dumps(plan, indent=2))
     _say(progress, f"compare {plan['preset']}: {len(plan['variants'])} variants x {len(plan['seeds'])} seeds = "
                    f"{len(jobs)} runs on {plan['dataset']} {tuple(plan['input_shape'])}, {workers} worker(s) -> {run_dir}")
 
@@ -397,7 +424,7 @@ def run_compare(preset: Optional[str] = None, models=None, attentions=None, seed
     done = 0
     t_train = time.time()
     if workers == 1:
-        for v, s in jobs:
+        for v, s in distributed.spread_jobs(jobs, context):
             result = _run_one(_train_config(plan, v, s), out_dir(v, s), progress)
             done += 1
             _say(progress, f"[{done}/{len(jobs)}] {v['name']} seed {s}: test acc {100 * result['test_acc']:.2f}% "
@@ -417,6 +444,10 @@ def run_compare(preset: Optional[str] = None, models=None, attentions=None, seed
                 eta = elapsed / done * (len(jobs) - done)
                 _say(progress, f"[{done}/{len(jobs)}] {v['name']} seed {s}: test acc {100 * result['test_acc']:.2f}% "
                                f"({result['seconds']:.1f} s train; elapsed {elapsed:.0f} s, ETA {eta:.0f} s)")
+    if context.enabled:
+        _gather_spread_runs(context, jobs, [out_dir(v, s) for v, s in jobs])
+        if not context.is_main:
+            return run_dir
     train_seconds = time.time() - t_train
 
     # Costs: once per variant, on a fresh model (they depend on the architecture only).
