@@ -130,3 +130,28 @@ def test_python_dash_m_exit_status_and_no_traceback(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "attnlab", "train", "--model", "nope", "--dataset", "digits",
                            "--out", str(tmp_path)], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr and proc.stderr.count("\n") == 1
+
+
+def test_sigint_finishes_the_step_writes_a_checkpoint_and_says_how_to_resume(tmp_path):
+    import signal
+    import time
+
+    from attnlab.train.checkpoint import list_checkpoints, load_checkpoint
+
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "attnlab", "train", "--model", "resnet20", "--dataset", "digits",
+                             "--epochs", "200", "--threads", "1", "--checkpoint-every-steps", "2", "--out", str(run_dir),
+                             "--no-progress"],
+                            stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 90
+        while not list_checkpoints(run_dir) and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130 and "--resume" in err and "Traceback" not in err, err
+    latest = load_checkpoint(run_dir)
+    assert latest.state["step"] > 0 and str(latest.path) in err
