@@ -142,10 +142,11 @@ def build_model(config: TrainConfig, num_classes: int, in_chans: int) -> nn.Modu
 @torch.no_grad()
 def evaluate(model: nn.Module, x, y: Optional[torch.Tensor] = None, batch_size: int = 512,
              device: Optional[torch.device | str] = None, mean=None, std=None, normalise_input: bool = True,
-             channels_last: bool = False, amp: bool = False) -> dict:
+             channels_last: bool = False, amp: bool = False, num_workers: int = 0) -> dict:
     """Accuracy and mean cross-entropy of `model` on images `x` (N, C, H, W) with labels `y`.
 
-    `x` may also be a torch Dataset of (image, label) pairs (then `y` is None). Images that are
+    `x` may also be a torch Dataset of (image, label) pairs (then `y` is None; `num_workers`
+    DataLoader workers decode it). Images that are
     uint8 are divided by 255; with `mean`/`std` (per channel, 0..1 scale) they are standardised.
     The model's train/eval mode is restored afterwards. Returns {"acc", "loss", "count"}.
     """
@@ -158,7 +159,7 @@ def evaluate(model: nn.Module, x, y: Optional[torch.Tensor] = None, batch_size: 
     model.eval()
     total_loss, correct, count = 0.0, 0, 0
     try:
-        for xb, yb in _eval_batches(x, y, batch_size):
+        for xb, yb in _eval_batches(x, y, batch_size, num_workers):
             xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
             if normalise_input and mean is not None and std is not None:
                 xb = normalise(xb, mean, std)
@@ -179,7 +180,7 @@ def evaluate(model: nn.Module, x, y: Optional[torch.Tensor] = None, batch_size: 
     return {"acc": correct / count, "loss": total_loss / count, "count": count}
 
 
-def _eval_batches(x, y, batch_size):
+def _eval_batches(x, y, batch_size, num_workers=0):
     if isinstance(x, torch.Tensor):
         if y is None or len(y) != len(x):
             raise ValueError(f"evaluate: need labels y with one entry per image, got {None if y is None else len(y)} "
@@ -187,7 +188,7 @@ def _eval_batches(x, y, batch_size):
         for start in range(0, len(x), batch_size):
             yield x[start:start + batch_size], y[start:start + batch_size]
     else:
-        loader = torch.utils.data.DataLoader(x, batch_size=batch_size, shuffle=False, num_workers=0)
+        loader = torch.utils.data.DataLoader(x, batch_size=batch_size, shuffle=False, num_workers=num_workers)
         for xb, yb in loader:
             yield xb, torch.as_tensor(yb, dtype=torch.int64)
 
@@ -397,7 +398,8 @@ class Trainer:
             return evaluate(self.model, self.data.test_x, self.data.test_y, self.config.eval_batch_size, self.device,
                             self.data.mean, self.data.std, channels_last=self.channels_last, amp=self.amp)
         return evaluate(self.model, self.data.test_set, None, self.config.eval_batch_size, self.device,
-                        self.data.mean, self.data.std, channels_last=self.channels_last, amp=self.amp)
+                        self.data.mean, self.data.std, channels_last=self.channels_last, amp=self.amp,
+                        num_workers=self.config.num_workers)
 
     def _evaluate_shard(self) -> dict:
         count = len(self.data.test_y) if self.data.in_memory else len(self.data.test_set)
