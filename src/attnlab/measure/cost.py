@@ -33,10 +33,9 @@ FLOPs yet 10% to the GPU training time). How each figure is measured:
 """
 from __future__ import annotations
 
-import math
 import statistics
 import time
-from typing import Callable, Iterable, Optional, Sequence
+from typing import Callable, Iterable, Optional
 
 import torch
 from torch import nn

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 import os
 import sys
 import time
