@@ -21,7 +21,9 @@ Not a paper module. The study design follows what a fair comparison needs:
 * Runs execute in `workers` processes with one intra-op thread each (default: one per CPU core,
   1 on CUDA). Deviation from the usual one-process loop, and why: the quick study's tensors are
   tiny, and two single-threaded runs side by side finish about twice as fast as one run with two
-  threads on a 2-core machine (and do not fight over cores when the machine is shared).
+  threads on a 2-core machine (and do not fight over cores when the machine is shared). The
+  workers are spawned processes, so a script that calls `run_compare` needs the usual
+  ``if __name__ == "__main__":`` guard; ``workers=1`` trains in this process.
 * Costs are measured once per variant (sequentially, in this process, after training) on a
   freshly built model: they depend on the architecture, not on the weights.
 
