@@ -78,16 +78,22 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         return load_checkpoint(path).model_state()
     suffix = path.suffix.lower()
     if suffix == ".safetensors":
-        from safetensors import safe_open
+        from safetensors import SafetensorError, safe_open
         from safetensors.torch import load_file
 
-        with safe_open(str(path), framework="pt") as f:
-            metadata = f.metadata() or {}
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                metadata = f.metadata() or {}
+        except (SafetensorError, OSError) as err:
+            raise ValueError(f"pretrained file {str(path)!r} is not a readable safetensors file ({err})") from None
         if str(metadata.get("format", "")).startswith("attnlab-checkpoint") and path.with_suffix(".json").is_file():
             from ..train.checkpoint import load_checkpoint
 
             return load_checkpoint(path).model_state()
-        state = load_file(str(path))
+        try:
+            state = load_file(str(path))
+        except (SafetensorError, OSError) as err:
+            raise ValueError(f"pretrained file {str(path)!r} is not a readable safetensors file ({err})") from None
     elif suffix in _TORCH_SUFFIXES:
         try:
             state = torch.load(str(path), map_location="cpu", weights_only=True)
