@@ -341,10 +341,10 @@ def cmd_report(args) -> int:
 
 
 def cmd_explain(args) -> int:
-    from .train.checkpoint import CheckpointError, resolve_checkpoint
+    from .train.checkpoint import CheckpointError, load_checkpoint
 
-    try:
-        resolve_checkpoint(args.checkpoint)
+    try:  # verify the hash before any work (a damaged or foreign file gets one line, exit 2)
+        load_checkpoint(args.checkpoint)
     except CheckpointError as err:
         raise UsageError(_one_line(err)) from None
     dataset = _check_dataset(args.dataset) if args.dataset else None
