@@ -479,9 +479,18 @@ class Trainer:
         if self.out_dir is None:
             return None
         directory = self.out_dir / CHECKPOINT_SUBDIR
+        model_state = self.model.state_dict()
+        broken = [name for name, value in model_state.items()
+                  if value.is_floating_point() and not bool(torch.isfinite(value).all())]
+        if broken:  # e.g. BatchNorm running statistics overflow while the training loss still looks finite
+            raise NonFiniteLossError(
+                f"non-finite weights or statistics after step {self.global_step} ({', '.join(broken[:3])}"
+                f"{', ...' if len(broken) > 3 else ''}): checkpoint not written; last good checkpoint: "
+                f"{self.last_checkpoint or 'none'}. Hint: lower the learning rate (lr={self.config.lr}) or add "
+                "warm-up (--warmup-epochs)")
         state = self.state(metrics)
         if self.writes:
-            self.last_checkpoint = save_checkpoint(directory, self.global_step, state, self.model.state_dict())
+            self.last_checkpoint = save_checkpoint(directory, self.global_step, state, model_state)
             rotate_checkpoints(directory, self.config.keep_checkpoints)
         self.dist.barrier()   # no rank runs ahead of a checkpoint it may need to resume from
         if not self.writes:
