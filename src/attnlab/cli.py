@@ -224,6 +224,12 @@ def cmd_train(args) -> int:
     from .train.trainer import NonFiniteLossError, TrainingInterrupted, train
 
     config = _train_config(args)
+    from .train.trainer import resolve_device
+
+    try:
+        resolve_device(config.device)
+    except (ValueError, RuntimeError) as err:
+        raise UsageError(f"--device: {_one_line(err)}") from None
     out = _check_writable_dir(args.out)
     if not args.resume and list_checkpoints(out):
         raise UsageError(f"--out {args.out!r} already holds a run's checkpoints; add --resume to continue it "

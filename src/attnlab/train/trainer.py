@@ -170,6 +170,9 @@ def evaluate(model: nn.Module, x, y: Optional[torch.Tensor] = None, batch_size: 
             ctx = torch.autocast("cuda", dtype=torch.float16) if (amp and device.type == "cuda") else nullcontext()
             with ctx:
                 logits = model(xb)
+            if yb.numel() and (int(yb.min()) < 0 or int(yb.max()) >= logits.shape[1]):
+                raise ValueError(f"evaluate: labels span {int(yb.min())}..{int(yb.max())} but the model predicts "
+                                 f"{logits.shape[1]} classes (expected labels 0..{logits.shape[1] - 1})")
             total_loss += float(F.cross_entropy(logits.float(), yb, reduction="sum"))
             correct += int((logits.argmax(1) == yb).sum())
             count += len(yb)
