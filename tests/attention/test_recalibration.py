@@ -275,3 +275,39 @@ def test_no_grad_gives_the_values_of_the_fused_training_path():
     assert y.grad_fn is not None
     with torch.no_grad():
         torch.testing.assert_close(se(x), y.detach(), atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("factory", [lambda: CBAM(C, reduction=4), lambda: CBAM(C, reduction=4, order="spatial_first"),
+                                     lambda: ChannelAttention(C, reduction=4), lambda: SpatialAttention(C)],
+                         ids=["cbam", "cbam-spatial-first", "channel", "spatial"])
+def test_cbam_lean_backward_matches_the_observed_plain_path(factory):
+    """No capture: gate_scale's one-pass backward; with a recorder: plain autograd. Same numbers."""
+    torch.manual_seed(10)
+    module = factory()
+    x1 = torch.randn(3, C, 6, 5).contiguous(memory_format=torch.channels_last).requires_grad_()
+    x2 = x1.detach().clone().requires_grad_()
+    grad = torch.randn(3, C, 6, 5)
+    y1 = module(x1)
+    y1.backward(grad)
+    fused_grads = [p.grad.clone() for p in module.parameters()]
+    module.zero_grad()
+    module.recorder = lambda mod, name, value: None
+    y2 = module(x2)
+    module.recorder = None
+    y2.backward(grad)
+    torch.testing.assert_close(y1, y2, atol=0, rtol=0)
+    torch.testing.assert_close(x1.grad, x2.grad, atol=1e-5, rtol=1e-5)
+    assert x1.grad.is_contiguous(memory_format=torch.channels_last)
+    for g1, p in zip(fused_grads, module.parameters()):
+        torch.testing.assert_close(g1, p.grad, atol=1e-5, rtol=1e-5)
+
+
+def test_gate_gradient_in_chunks_equals_the_whole_product_sum():
+    from attnlab.attention._gating import _product_sum
+
+    torch.manual_seed(11)
+    a, b = torch.randn(7, 5, 4, 3), torch.randn(7, 5, 4, 3)
+    for over_channels, dims in ((False, (2, 3)), (True, (1,))):
+        whole = (a * b).sum(dims, keepdim=True)
+        torch.testing.assert_close(_product_sum(a, b, over_channels, chunk_elements=100), whole)  # 2 samples a chunk
+        torch.testing.assert_close(_product_sum(a, b, over_channels), whole)

@@ -24,8 +24,8 @@ Where the paper, the official code and timm differ (the paper is followed; the o
   3 (k = max(k, 3)); the paper's formula gives k = 1 for C <= 7 (e.g. C = 4) where timm uses 3.
   Reproduce timm with ``kernel_size=max(eca_kernel_size(C), 3)``.
 * Squeeze by ``x.mean((2, 3))`` (same numbers as AdaptiveAvgPool2d(1), cheaper on CPU), and
-  squeeze + scale through se.py's `average_squeeze_scale` (one pass for the input gradient
-  instead of two; same values and gradients) unless a capture or gate override is active.
+  squeeze + scale through `_gating.gate_scale` (one pass for the input gradient instead of two;
+  same values and gradients) unless a capture or gate override is active.
 
 Observables (explain/capture.py): 'gate' (N, C, 1, 1) = w. Overriding it by 1 removes the block.
 """
@@ -39,7 +39,7 @@ from torch import nn
 
 from ._args import check_positive_int, check_positive_number
 from .base import AttentionModule
-from .se import average_squeeze_scale
+from ._gating import gate_scale, pooled
 
 
 def eca_kernel_size(channels: int, gamma: float = 2, b: float = 1) -> int:
@@ -82,10 +82,10 @@ class EfficientChannelAttention(AttentionModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)
         if self.recorder is None and self.gate_override is None:
-            return average_squeeze_scale(x, self.excite)
-        return x * self.observe("gate", self.excite(x.mean((2, 3))))
+            return gate_scale(x, self.excite)
+        return x * self.observe("gate", self.excite(pooled(x)[0]))
 
-    def excite(self, pooled: torch.Tensor) -> torch.Tensor:
-        """Eq. 9: the gate w (N, C, 1, 1) from the pooled descriptor y (N, C)."""
-        gate = torch.sigmoid(self.conv(pooled[:, None, :]))  # (N, 1, C): channels are the conv's axis
-        return gate.view(pooled.shape[0], self.channels, 1, 1)
+    def excite(self, descriptor: torch.Tensor) -> torch.Tensor:
+        """Eq. 9: the gate w (N, C, 1, 1) from the pooled descriptor y (N, C, 1, 1)."""
+        gate = torch.sigmoid(self.conv(descriptor.view(-1, 1, self.channels)))  # the conv runs along C
+        return gate.view(-1, self.channels, 1, 1)

@@ -24,94 +24,30 @@ Deviations and choices, and why:
 * The two FC layers are ``nn.Linear`` applied to the pooled (N, C) vector (the paper's FCs), not
   1x1 convolutions on (N, C, 1, 1) as in timm; the state dicts differ only by the two trailing
   singleton dimensions of the weights (models/pretrained.py reshapes them).
-* Speed (issue 6, SE <= 8% of a ResNet-20 training step on a CPU). The squeeze is
-  ``x.mean((2, 3))`` rather than AdaptiveAvgPool2d, and with average squeeze and no capture or
-  gate override active, squeeze and scale go through `average_squeeze_scale` (shared with ECA):
-  two small autograd functions whose backward forms the input gradient ``dy * s + dz / (H W)`` in
-  one pass (``torch.addcmul``) instead of autograd's two (the product's gradient, then the
-  broadcast mean gradient added to it). Same Eqs. 2-4, same numbers; the plain path (max squeeze,
-  capture, gate override, ``fused=False``) is ordinary autograd, and a test checks that both paths
-  agree in value and gradient. Double backward through the fused path raises (use
-  ``fused=False``).
+* Speed (issue 6, SE <= 8% of a ResNet-20 training step on a CPU). The squeeze is a sum over
+  (H, W) divided by H W rather than AdaptiveAvgPool2d, the max squeeze adaptive_max_pool2d, and
+  with average squeeze and no capture or gate override active, squeeze and scale go through
+  `_gating.gate_scale` (shared with ECA and CBAM): the backward forms the input gradient
+  ``dy * s + dz / (H W)`` in one pass instead of autograd's two or three. Same Eqs. 2-4, same
+  numbers; the plain path (max squeeze, capture, gate override, ``fused=False``) is ordinary
+  autograd, and a test checks that both paths agree in value and gradient. Double backward
+  through the fused path raises (use ``fused=False``).
 
 Observables (explain/capture.py): 'gate' (N, C, 1, 1) = s. Overriding it by 1 removes the block.
 """
 from __future__ import annotations
 
-from typing import Callable
-
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.autograd.function import once_differentiable
 
 from ._args import check_choice, reduced_channels
+from ._gating import gate_scale, pooled
 from .base import AttentionModule
 
 SQUEEZE_POOLS = ("avg", "max")
 EXCITATION_GATES = ("sigmoid", "tanh", "relu")
 _GATE_FUNCTIONS = {"sigmoid": torch.sigmoid, "tanh": torch.tanh, "relu": F.relu}
-
-
-class _GradientLink:
-    """What `_ScaleByGate.backward` hands to `_AverageSqueeze.backward`: dy and the gate."""
-
-    __slots__ = ("grad_out", "gate")
-
-    def __init__(self):
-        self.grad_out = self.gate = None
-
-
-class _AverageSqueeze(torch.autograd.Function):
-    """z = mean_hw(x), whose backward also adds the scale's input gradient dy * s (one pass)."""
-
-    @staticmethod
-    def forward(ctx, x, link):
-        ctx.link, ctx.area = link, x.shape[2] * x.shape[3]
-        return x.mean((2, 3))
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_squeezed):
-        link = ctx.link
-        grad_out, gate = link.grad_out, link.gate
-        link.grad_out = link.gate = None
-        grad_x = torch.addcmul((grad_squeezed / ctx.area)[:, :, None, None], grad_out, gate)
-        return grad_x, None
-
-
-class _ScaleByGate(torch.autograd.Function):
-    """y = x * s for a gate s computed from `_AverageSqueeze(x)`; x arrives detached: its gradient
-    dy * s is left to the squeeze node, which runs later (s depends on z) and adds dz / (H W)."""
-
-    @staticmethod
-    def forward(ctx, x, gate, link):
-        ctx.link = link
-        ctx.save_for_backward(x, gate)
-        return x * gate
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_out):
-        x, gate = ctx.saved_tensors
-        ctx.link.grad_out, ctx.link.gate = grad_out, gate
-        grad_gate = (grad_out * x).sum((2, 3), keepdim=True)
-        return None, grad_gate, None
-
-
-def average_squeeze_scale(x: torch.Tensor, excite: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
-    """x * excite(mean_hw(x)) for a channel gate network `excite`: (N, C) -> (N, C, 1, 1).
-
-    Same values and gradients as the plain expression, but the input gradient
-    dy * s + dz / (H W) is formed in one pass over the map instead of two (autograd would compute
-    dy * s, then add the broadcast mean gradient). `excite` must depend on its input (no
-    constant gate); the modules fall back to the plain expression under a gate override.
-    """
-    if not torch.is_grad_enabled() or not x.requires_grad:
-        return x * excite(x.mean((2, 3)))
-    link = _GradientLink()
-    gate = excite(_AverageSqueeze.apply(x, link))
-    return _ScaleByGate.apply(x.detach(), gate, link)
 
 
 class SqueezeExcite(AttentionModule):
@@ -145,12 +81,13 @@ class SqueezeExcite(AttentionModule):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)
-        if self.fused and self.pool == "avg" and self.recorder is None and self.gate_override is None:
-            return average_squeeze_scale(x, self.excite)
-        squeezed = x.mean((2, 3)) if self.pool == "avg" else x.amax((2, 3))
-        return x * self.observe("gate", self.excite(squeezed))
+        if self.pool == "max":
+            return x * self.observe("gate", self.excite(pooled(x, with_max=True)[1]))
+        if self.fused and self.recorder is None and self.gate_override is None:
+            return gate_scale(x, self.excite)
+        return x * self.observe("gate", self.excite(pooled(x)[0]))
 
     def excite(self, squeezed: torch.Tensor) -> torch.Tensor:
-        """Eq. 3: the gate s (N, C, 1, 1) from the squeezed descriptor z (N, C)."""
-        gate = _GATE_FUNCTIONS[self.gate](self.fc2(F.relu(self.fc1(squeezed))))
+        """Eq. 3: the gate s (N, C, 1, 1) from the squeezed descriptor z (N, C, 1, 1)."""
+        gate = _GATE_FUNCTIONS[self.gate](self.fc2(F.relu(self.fc1(squeezed.flatten(1)))))
         return gate[:, :, None, None]
