@@ -163,7 +163,7 @@ TRAIN_FLAGS = {  # flag dest -> TrainConfig field (flags default to None = keep 
     "max_bad_steps": "max_bad_steps", "checkpoint_every": "checkpoint_every",
     "checkpoint_every_steps": "checkpoint_every_steps", "keep_checkpoints": "keep_checkpoints",
     "device": "device", "num_workers": "num_workers", "threads": "threads", "nesterov": "nesterov", "deterministic": "deterministic",
-    "channels_last": "channels_last", "amp": "amp", "compile": "compile",
+    "channels_last": "channels_last", "amp": "amp", "compile": "compile", "sync_bn": "sync_bn",
 }
 
 
@@ -239,6 +239,12 @@ def cmd_train(args) -> int:
     _check_model_takes_data(config.model, config.dataset, config.image_size, config.attention,
                             config.attention_kwargs, config.attention_stages, config.attention_position,
                             config.model_kwargs)
+    from .train.distributed import init_distributed, shutdown_distributed
+
+    try:  # under torchrun: join the process group (NCCL on GPUs, gloo on CPU); alone: nothing changes
+        context = init_distributed(config.device)
+    except (ValueError, RuntimeError) as err:
+        raise UsageError(f"torchrun environment: {_one_line(err)}") from None
     try:
         result = train(config, out, progress=not args.no_progress, resume=args.resume)
     except (DatasetError, CheckpointError) as err:
@@ -250,8 +256,11 @@ def cmd_train(args) -> int:
     except NonFiniteLossError as err:
         print(f"attnlab train: error: {_one_line(err)}", file=sys.stderr)
         return 1
-    print(json.dumps({k: result[k] for k in ("test_acc", "test_loss", "params", "epochs", "seconds")}))
-    print(f"run folder: {out}")
+    finally:
+        shutdown_distributed()
+    if context.is_main:
+        print(json.dumps({k: result[k] for k in ("test_acc", "test_loss", "params", "epochs", "seconds")}))
+        print(f"run folder: {out}")
     return 0
 
 
@@ -328,10 +337,17 @@ def cmd_compare(args) -> int:
     if dataset and models:
         for model in models:
             _check_model_takes_data(model, dataset)
-    folder = compare_mod.run_compare(preset=args.preset, models=models, attentions=attentions, seeds=args.seeds,
-                                     epochs=args.epochs, dataset=dataset, data_dir=args.data_dir, out_root=args.out,
-                                     progress=not args.no_progress)
-    print(folder)
+    from .train.distributed import current_context, shutdown_distributed
+
+    try:  # under torchrun run_compare spreads the runs over the ranks; rank 0 writes the report
+        folder = compare_mod.run_compare(preset=args.preset, models=models, attentions=attentions, seeds=args.seeds,
+                                         epochs=args.epochs, dataset=dataset, data_dir=args.data_dir,
+                                         out_root=args.out, progress=not args.no_progress)
+        is_main = current_context().is_main
+    finally:
+        shutdown_distributed()
+    if is_main:
+        print(folder)
     return 0
 
 
@@ -411,6 +427,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None)
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None)
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None)
+    p.add_argument("--sync-bn", action=argparse.BooleanOptionalAction, default=None,
+                   help="under torchrun: BatchNorm statistics over all ranks (SyncBatchNorm)")
     p.add_argument("--stn-lr-scale", type=float)
     p.add_argument("--max-bad-steps", type=_non_negative_int)
     p.add_argument("--checkpoint-every", type=int, help="epochs")

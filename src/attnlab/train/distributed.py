@@ -21,6 +21,11 @@ Conventions (and where they differ from other recipes):
   global batch's mean loss, so 2 ranks x B matches 1 process x 2B up to float rounding when the
   batch statistics are global too (`sync_bn=True`: `nn.SyncBatchNorm`). Without SyncBatchNorm
   each rank normalises with its own batch's statistics (the usual, cheaper DDP default).
+* PyTorch's `nn.SyncBatchNorm` runs on GPUs only (DDP refuses it on CPU), so on gloo/CPU the
+  model's BatchNorm layers become `CpuSyncBatchNorm`: the same statistics (mean, then the
+  biased variance of the whole global batch, two all-reduces; running variance unbiased, as
+  BatchNorm), its gradient flowing through a differentiable all-reduce. On CUDA the PyTorch layer
+  is used.
 * Augmentation draws from a per-rank generator seeded `seed + 1 + rank * AUGMENT_SEED_STRIDE`
   (rank 0 keeps the single-process seed `seed + 1`). Random crops and flips therefore differ
   from the single-process run for ranks > 0; the equivalence test turns augmentation off.
@@ -209,6 +214,85 @@ def shard_evaluation_indices(count: int, context: DistributedContext) -> range:
     return range(context.rank, count, context.world_size)
 
 
+class _SumOverRanks(torch.autograd.Function):
+    """all-reduce (sum) whose gradient is the all-reduced (summed) incoming gradient: the
+    derivative of a sum over ranks with respect to this rank's term, seen from every rank's loss."""
+
+    @staticmethod
+    def forward(ctx, tensor: torch.Tensor) -> torch.Tensor:
+        total = tensor.clone(memory_format=torch.contiguous_format)
+        dist.all_reduce(total, op=dist.ReduceOp.SUM)
+        return total
+
+    @staticmethod
+    def backward(ctx, grad_output: torch.Tensor) -> torch.Tensor:
+        grad = grad_output.clone(memory_format=torch.contiguous_format)
+        dist.all_reduce(grad, op=dist.ReduceOp.SUM)
+        return grad
+
+
+class CpuSyncBatchNorm(nn.modules.batchnorm._BatchNorm):
+    """BatchNorm whose training statistics are those of the global batch over all ranks, for the
+    gloo backend on CPU (where `nn.SyncBatchNorm` is unsupported). Accepts (N, C, ...) inputs.
+
+    y = (x - mean) / sqrt(var + eps) * weight + bias, with mean and the biased var taken over
+    every rank's N and spatial positions (Ioffe & Szegedy 2015, Alg. 1, on the global batch).
+    """
+
+    def _check_input_dim(self, input: torch.Tensor) -> None:
+        if input.dim() < 2:
+            raise ValueError(f"CpuSyncBatchNorm expects (N, C, ...) input, got shape {tuple(input.shape)}")
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        self._check_input_dim(input)
+        synced = self.training and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+        if not synced:
+            return super().forward(input)
+        dims = [0] + list(range(2, input.dim()))
+        shape = [1, -1] + [1] * (input.dim() - 2)
+        # Statistics in float64: a constant channel then gets exactly its value as mean and a
+        # zero variance, as in BatchNorm (float32 sums would leave noise that 1/sqrt(eps) amplifies).
+        wide = input.double()
+        local_count = input.numel() // input.shape[1]
+        sums = torch.cat([wide.sum(dims), wide.new_full((1,), float(local_count))])
+        sums = _SumOverRanks.apply(sums)
+        count = sums[-1].detach()
+        mean = (sums[:-1] / count).to(input.dtype)
+        centred = input - mean.view(shape)
+        var = (_SumOverRanks.apply(centred.double().square().sum(dims)) / count).to(input.dtype)
+        if self.track_running_stats:
+            with torch.no_grad():
+                self.num_batches_tracked.add_(1)
+                factor = (1.0 / float(self.num_batches_tracked)) if self.momentum is None else self.momentum
+                self.running_mean.mul_(1 - factor).add_(mean.detach(), alpha=factor)
+                unbiased = var.detach() * (count / (count - 1).clamp(min=1))
+                self.running_var.mul_(1 - factor).add_(unbiased, alpha=factor)
+        out = centred * torch.rsqrt(var + self.eps).view(shape)
+        if self.affine:
+            out = out * self.weight.view(shape) + self.bias.view(shape)
+        return out
+
+
+def convert_cpu_sync_batchnorm(module: nn.Module) -> nn.Module:
+    """Replace every BatchNorm layer under `module` by a CpuSyncBatchNorm holding the same
+    Parameter objects and buffers; returns the (possibly new) root."""
+    if isinstance(module, nn.modules.batchnorm._BatchNorm) and not isinstance(module, CpuSyncBatchNorm):
+        synced = CpuSyncBatchNorm(module.num_features, module.eps, module.momentum, module.affine,
+                                  module.track_running_stats)
+        if module.affine:
+            synced.weight, synced.bias = module.weight, module.bias
+        if module.track_running_stats:
+            synced.running_mean, synced.running_var = module.running_mean, module.running_var
+            synced.num_batches_tracked = module.num_batches_tracked
+        synced.train(module.training)
+        return synced
+    for name, child in module.named_children():
+        new_child = convert_cpu_sync_batchnorm(child)
+        if new_child is not child:
+            setattr(module, name, new_child)
+    return module
+
+
 def wrap_model(model: nn.Module, device: torch.device, context: DistributedContext,
                sync_bn: bool = False) -> nn.Module:
     """`model` converted to SyncBatchNorm (when asked) and wrapped in DDP; alone it comes back as is.
@@ -219,7 +303,8 @@ def wrap_model(model: nn.Module, device: torch.device, context: DistributedConte
     if not context.enabled:
         return model
     if sync_bn:
-        converted = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        convert = nn.SyncBatchNorm.convert_sync_batchnorm if device.type == "cuda" else convert_cpu_sync_batchnorm
+        converted = convert(model)
         if converted is not model:
             raise ValueError("sync_bn: the model's root module is itself a BatchNorm layer; wrap it in a container")
     ids = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else None
@@ -288,5 +373,5 @@ def spread_jobs(jobs: list, context: DistributedContext) -> list:
 
 __all__ = ["DistributedContext", "SINGLE_PROCESS", "init_distributed", "current_context", "shutdown_distributed",
            "launched_by_torchrun", "rank_device", "augment_seed", "shard_permutation", "shard_evaluation_indices",
-           "wrap_model", "any_rank_nonfinite", "agree_stop_signal", "reduce_epoch_sums", "reduce_evaluation",
+           "wrap_model", "CpuSyncBatchNorm", "convert_cpu_sync_batchnorm", "any_rank_nonfinite", "agree_stop_signal", "reduce_epoch_sums", "reduce_evaluation",
            "check_resume_world_size", "spread_jobs"]
