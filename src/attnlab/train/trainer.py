@@ -218,6 +218,10 @@ class Trainer:
         self.device = distributed.rank_device(resolve_device(config.device), self.dist)
         torch.set_flush_denormal(True)
         seed_everything(config.seed)
+        if data is not None and not isinstance(data, DatasetSplits):
+            raise TypeError(f"Trainer: data must be a DatasetSplits (attnlab.data.load_dataset), got {type(data).__name__}")
+        if data is not None:
+            data.validate()           # shapes, dtypes, empty splits, labels within 0..num_classes-1
         self.data = data if data is not None else load_dataset(config.dataset, config.data_dir, seed=config.seed,
                                                                image_size=config.image_size)
         self.model = model if model is not None else build_model(config, self.data.num_classes, self.data.in_chans)
@@ -291,6 +295,9 @@ class Trainer:
         ctx = torch.autocast("cuda", dtype=torch.float16) if self.amp else nullcontext()
         with ctx:
             logits = self.forward_model(inputs)
+            if logits.shape[-1] < self.data.num_classes:
+                raise ValueError(f"the model predicts {logits.shape[-1]} classes but dataset {self.data.name!r} has "
+                                 f"{self.data.num_classes}; build it with num_classes={self.data.num_classes}")
             loss = self.criterion(logits.float(), yb)
         self.optimizer.zero_grad(set_to_none=True)
         if distributed.any_rank_nonfinite(loss, self.dist):
