@@ -131,6 +131,11 @@ def cases(tmp: Path) -> list[Case]:
                                      num_classes, 1, (8, 8), (0.5,), (0.5,), [str(i) for i in range(num_classes)]
                                      ).validate()
 
+    def tiny_digits():
+        x = torch.randint(0, 255, (8, 1, 8, 8), dtype=torch.uint8)
+        y = torch.arange(8) % 10
+        return DatasetSplits("tiny", x, y, x, y, 10, 1, (8, 8), (0.5,), (0.5,), [str(i) for i in range(10)])
+
     out = str(tmp / "run")
     train = ["train", "--model", "resnet20", "--dataset", "digits", "--epochs", "1", "--out", out, "--no-progress"]
     api = [
@@ -182,6 +187,12 @@ def cases(tmp: Path) -> list[Case]:
         ("TrainConfig: unknown field (typo)", lambda: TrainConfig.from_dict({"epoch": 3})),
         ("TrainConfig: milestones not increasing", lambda: TrainConfig(schedule="step", milestones=[5, 2]).validate()),
         ("Trainer given a dict instead of a TrainConfig", lambda: Trainer({"model": "resnet20"})),
+        ("Trainer: data that is not a DatasetSplits",
+         lambda: Trainer(TrainConfig(device="cpu"), data={"x": torch.zeros(4)})),
+        ("Trainer: model predicting fewer classes than the dataset has",
+         lambda: Trainer(TrainConfig(epochs=1, batch_size=4, device="cpu"), data=tiny_digits(),
+                         model=create_model("resnet_cifar", depth=8, width=2, in_chans=1, num_classes=3),
+                         progress=False).fit()),
         ("device cuda on a machine without CUDA", lambda: resolve_device("cuda") if not torch.cuda.is_available()
          else resolve_device("tpu")),
         ("evaluate: labels of another length than the images",
