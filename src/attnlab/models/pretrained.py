@@ -14,8 +14,9 @@ Not a paper module. `load_pretrained(model, path)` (what `create_model(..., pret
    weight vs a 1x1 conv weight, as between timm's and attnlab's attention modules) is reshaped.
    Keys the file lacks that belong to attention modules are *new*; a missing or shape-mismatched key
    anywhere else raises a ValueError naming the keys. Exception: a classifier whose shape differs
-   (other num_classes) is left at its initialisation and reported (`classifier_reset`), the usual
-   fine-tuning case. Keys of the file that the model lacks are reported as `unexpected`.
+   (other num_classes) or that the file lacks (e.g. ImageNet VGG weights into the small-input VGG,
+   whose head is another layer) is left at its initialisation and reported (`classifier_reset`),
+   the usual fine-tuning case. Keys of the file that the model lacks are reported as `unexpected`.
 4. identity initialisation of the new attention modules (`identity_init=True`), so that the network
    computes what the pretrained one computed:
    * modules that already map x to x at initialisation (GC with its zero-initialised last conv,
@@ -54,6 +55,8 @@ _GATE_LOGIT_LAYERS = {
     "SqueezeExcite": ("fc2",),
     "EfficientChannelAttention": ("conv",),
     "CBAM": ("channel.fc2", "spatial.conv"),
+    "ChannelAttention": ("fc2",),
+    "SpatialAttention": ("conv",),
 }
 # timm attention layer names -> attnlab names, per attnlab attention class (after the slot prefix).
 _TIMM_ATTENTION_NAMES = {
@@ -211,6 +214,7 @@ def load_pretrained(model: nn.Module, path: str | os.PathLike, source: Optional[
             classifier_reset.append(key)
         else:
             mismatched.append(f"{key}: file {tuple(value.shape)} vs model {tuple(own[key].shape)}")
+    classifier_reset += [k for k in own if k in classifier and k not in to_load and k not in classifier_reset]
     missing = [k for k in own if k not in to_load and k not in classifier_reset]
     new = [k for k in missing if in_attention(k)]
     missing = [k for k in missing if not in_attention(k)]
