@@ -83,7 +83,8 @@ SMALL_MODELS = ["resnet20", "resnet_cifar", "se_resnet20", "nl_resnet20", "cnn_m
                                  + ["non_local", "mhsa", "stn", "cbma", "", "none", 3]),
        attention_kwargs=st.one_of(st.none(), st.none(), st.none(), st.dictionaries(
            st.sampled_from(["reduction", "kernel_size", "mode", "bogus_keyword"]), values, max_size=2)),
-       attention_stages=st.sampled_from([None] * 10 + [[1], [2, 3], [1, 2, 3], [3], [], [0], [4], [-1], [1, 1], 2, "1"]),
+       attention_stages=st.sampled_from([None] * 10 + [[1], [2, 3], [1, 2, 3], [3], [], [0], [4], [-1], [1, 1], 2,
+                                                       "1"]),
        attention_position=st.sampled_from([None] * 10 + ["standard", "pre", "post", "identity", "after_block",
                                                         "middle", "", 1]),
        model_kwargs=st.dictionaries(st.sampled_from(["depth", "width"]),

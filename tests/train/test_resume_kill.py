@@ -107,8 +107,8 @@ def test_killed_and_signalled_runs_resume_bit_identical(driver, tmp_path):
     # 3. SIGTERM a few steps later: finish the step, checkpoint, exit 130 naming the exact
     #    command to resume.
     before = newest_step(run)
-    status, err = run_until(start(driver, [*train_args(run), "--resume"]), min(before + rng.randint(1, 4), TOTAL_STEPS - 2),
-                            signal.SIGTERM)
+    target = min(before + rng.randint(1, 4), TOTAL_STEPS - 2)
+    status, err = run_until(start(driver, [*train_args(run), "--resume"]), target, signal.SIGTERM)
     assert status == 130, err
     lines = err.strip().splitlines()
     assert len(lines) == 1 and "SIGTERM" in lines[0] and "Traceback" not in err
@@ -117,7 +117,8 @@ def test_killed_and_signalled_runs_resume_bit_identical(driver, tmp_path):
     assert newest_step(run) > before                             # the checkpoint written on the signal
     # 4. SIGINT (Ctrl-C) during the run resumed with that command.
     before = newest_step(run)
-    status, err = run_until(start(driver, command[1:]), min(before + rng.randint(1, 4), TOTAL_STEPS - 2), signal.SIGINT)
+    target = min(before + rng.randint(1, 4), TOTAL_STEPS - 2)
+    status, err = run_until(start(driver, command[1:]), target, signal.SIGINT)
     assert status == 130 and "SIGINT" in err and "resume with: attnlab train" in err, err
     command = shlex.split(err.strip().split("resume with: ")[1])
     assert newest_step(run) > before
