@@ -7,7 +7,6 @@ import warnings
 import pytest
 import torch
 from safetensors.torch import save_file
-from torch import nn
 
 import attnlab
 from attnlab.models.pretrained import load_pretrained, read_state_dict
@@ -80,7 +79,8 @@ def test_missing_or_mismatched_backbone_keys_raise(base, tmp_path):
     torch.save({k: v for k, v in state.items() if k != "layer1.0.conv1.weight"}, partial)
     with pytest.raises(ValueError, match=r"missing from the file \(layer1\.0\.conv1\.weight"):
         attnlab.create_model("resnet18", num_classes=5, pretrained=str(partial))
-    with pytest.raises(ValueError, match=r"shape mismatches \(conv1\.weight: file \(64, 3, 7, 7\) vs model \(64, 1, 7, 7\)"):
+    mismatch = r"shape mismatches \(conv1\.weight: file \(64, 3, 7, 7\) vs model \(64, 1, 7, 7\)"
+    with pytest.raises(ValueError, match=mismatch):
         attnlab.create_model("resnet18", num_classes=5, in_chans=1, pretrained=str(path))
     extra = tmp_path / "extra.pth"
     torch.save(state | {"aux.weight": torch.ones(2)}, extra)

@@ -331,7 +331,9 @@ class ResNet(Backbone):
             name = f"layer{stage}"
             self.add_module(name, nn.Sequential(modules))
             self.stage_names.append(name)
-        self.final_norm = nn.Sequential(nn.BatchNorm2d(in_chs), nn.ReLU(inplace=True)) if block.preact else nn.Identity()
+        # Pre-activation nets end with the BN-ReLU their last block did not apply.
+        self.final_norm = (nn.Sequential(nn.BatchNorm2d(in_chs), nn.ReLU(inplace=True)) if block.preact
+                           else nn.Identity())
         self.num_features = in_chs
         self.head = ClassifierHead(in_chs, num_classes, drop_rate)
 
