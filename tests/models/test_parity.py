@@ -31,8 +31,12 @@ TORCHVISION_CASES = [
     ("googlenet", {"init_weights": False}, "googlenet", {"torchvision_compat": True, "aux_logits": True}, 64,
      ".safetensors"),
 ]
-# (timm model, its kwargs, attnlab model, attnlab kwargs): timm's CBAM is the official code's
-# (BN after the spatial conv) without MLP biases; its ECA and SE match the papers' defaults.
+# (timm model, its kwargs, attnlab model, attnlab kwargs). timm's CBAM is the official code's (BN after
+# the spatial 7x7 conv, which has no bias) with an MLP without biases, and pools [mean; max] as the
+# paper: attnlab's switches spatial_norm=True, mlp_bias=False. timm's ECA kernel is max(paper's k, 3),
+# equal to the paper's for every ResNet-50 width (256..2048 -> 5, 5, 5, 7). timm's SE width is C/16
+# rounded up to a multiple of 8, equal to the paper's C/16 for these widths; its FCs are 1x1 convs
+# (weights reshaped on load).
 TIMM_CASES = [
     ("seresnet50", {}, "se_resnet50", {}),
     ("resnet50", {"block_args": {"attn_layer": "eca"}}, "eca_resnet50", {}),
