@@ -17,7 +17,9 @@ the data-order position (epoch and batch), so in deterministic mode on CPU a res
 with the same weights as an uninterrupted one. SIGINT / SIGTERM finish the step, write a
 checkpoint and raise `TrainingInterrupted` with the command to resume. A non-finite loss skips
 the step while `max_bad_steps` allows, then stops with `NonFiniteLossError` naming the step, the
-batch and the last good checkpoint.
+batch and the last good checkpoint. A checkpoint is never written with non-finite weights or
+BatchNorm statistics (these can overflow while the training loss still looks finite): that also
+stops with `NonFiniteLossError`, so the last checkpoint on disk is always a usable one.
 
 Choices that differ from common recipes: the last incomplete batch of an epoch is dropped (a
 batch of one breaks BatchNorm, and a fixed step count keeps schedules and resume simple); the
