@@ -375,6 +375,11 @@ def render(run_dir: Path, plan: dict, rows: list[dict], figures: dict, explain_f
              f"{plan.get('seeds')}, {rows[0].get('epochs', '?')} epochs, baseline `{plan['baseline']}`. "
              f"Generated {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} from the run folder "
              f"(`attnlab report {run_dir}` regenerates it).")
+    timing = plan.get("seconds") or {}
+    if timing:
+        setup += (f" The compare took {timing.get('total', sum(timing.values())):.0f} s of wall time ("
+                  + ", ".join(f"{k} {v:.0f} s" for k, v in timing.items() if k != "total")
+                  + f") with {plan.get('workers', 1)} worker process(es).")
     eff = effect_table(rows)
     cost = cost_table(rows)
     cap_lines, cap_table = capacity

@@ -457,7 +457,8 @@ def run_compare(preset: Optional[str] = None, models=None, attentions=None, seed
     info["num_classes"] = plan["num_classes"]
     costs = {}
     shape = tuple(plan["input_shape"])
-    cost_kwargs = {k: plan["cost"][k] for k in ("large_batch", "train_batch", "repeats", "warmup") if k in plan["cost"]}
+    cost_kwargs = {k: plan["cost"][k] for k in ("large_batch", "train_batch", "repeats", "warmup", "threads")
+                   if k in plan["cost"]}
     base = next(v for v in plan["variants"] if v["name"] == plan["baseline"])
     can_widen = isinstance(base["model_kwargs"].get("width"), int)
     for v in plan["variants"]:
