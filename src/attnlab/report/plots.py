@@ -123,7 +123,7 @@ def training_curves_figure(curves: Mapping[str, Mapping[str, Sequence[Sequence[f
         ax.set_title(metric, fontsize=9)
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=7)
-    fig.suptitle("Training curves (line: mean over seeds; band: min to max)", fontsize=9)
+    fig.suptitle("Training curves (line: mean over seeds; band: min to max)", fontsize=9, y=1.03)
     return save_figure(fig, path)
 
 
