@@ -24,6 +24,10 @@ Not a paper module. The study design follows what a fair comparison needs:
   threads on a 2-core machine (and do not fight over cores when the machine is shared). The
   workers are spawned processes, so a script that calls `run_compare` needs the usual
   ``if __name__ == "__main__":`` guard; ``workers=1`` trains in this process.
+* Under torchrun (`torchrun --nproc_per_node=N -m attnlab compare ...`) the runs are dealt
+  round-robin to the N ranks instead, each run single-process (train.distributed.spread_jobs);
+  rank 0 makes the folder, waits for every rank, then measures costs and writes the report.
+  The output folder must be on a filesystem all ranks share.
 * Costs are measured once per variant (sequentially, in this process, after training) on a
   freshly built model: they depend on the architecture, not on the weights.
 
