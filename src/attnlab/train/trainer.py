@@ -21,6 +21,10 @@ batch and the last good checkpoint. A checkpoint is never written with non-finit
 BatchNorm statistics (these can overflow while the training loss still looks finite): that also
 stops with `NonFiniteLossError`, so the last checkpoint on disk is always a usable one.
 
+Under torchrun the same Trainer runs data-parallel (DistributedDataParallel, see
+train.distributed and docs/distributed.md): `batch_size` is per rank, each rank trains on its
+slice of the single-process global batch, metrics are reduced over ranks and only rank 0 writes.
+
 Choices that differ from common recipes: the last incomplete batch of an epoch is dropped (a
 batch of one breaks BatchNorm, and a fixed step count keeps schedules and resume simple); the
 data order of epoch e is a permutation drawn from (seed, e) alone, so resuming needs no sampler
