@@ -102,6 +102,22 @@ def test_seeds_and_defaults_without_torchrun(monkeypatch):
         distributed.init_distributed("cpu", backend="mpi")
 
 
+def test_cpu_sync_batchnorm_keeps_parameters_and_equals_batchnorm_alone():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.ReLU())
+    reference = torch.nn.Sequential(*[m for m in model])   # same modules before the conversion
+    weight = model[1].weight
+    x = torch.randn(6, 3, 7, 5)
+    expected = torch.nn.functional.batch_norm(model[0](x), None, None, weight, model[1].bias, training=True)
+    converted = distributed.convert_cpu_sync_batchnorm(model)
+    assert converted is model and isinstance(model[1], distributed.CpuSyncBatchNorm)
+    assert model[1].weight is weight and reference[1] is not model[1]
+    assert torch.allclose(model(x), expected.relu(), atol=1e-6)   # no process group: plain BatchNorm
+    with pytest.raises(ValueError, match="root module is itself a BatchNorm"):
+        distributed.wrap_model(torch.nn.BatchNorm2d(4), torch.device("cpu"),
+                               DistributedContext(rank=0, world_size=2), sync_bn=True)
+
+
 # ------------------------------------------------------------------------------- torchrun runs
 def test_two_ranks_match_one_process_with_the_double_batch(launched, tmp_path, one_thread):
     out, _ = launched
