@@ -105,7 +105,8 @@ def test_rows_columns_and_ratios_as_defined(tiny_bench, tmp_path):
     step_flops = bench_train_flops = ref["train_gflop_s"] * statistics.median(SCRIPTED[2]) * 1e9
     fracs = [step_flops / t / mm for t in SCRIPTED[2]]
     assert ref["train_frac_matmul"] == pytest.approx(statistics.median(fracs))
-    assert bench_train_flops > 2 * plain["gflops_fwd_per_image"] * 1e9  # backward counted too
+    # training = 3 x forward FLOPs (the counter's own backward count is wrong for grouped convs)
+    assert bench_train_flops == pytest.approx(3 * 2 * plain["gflops_fwd_per_image"] * 1e9)
     assert plain["params"] == sum(p.numel() for p in TinyNet().parameters())
     assert plain["train_peak_mb"] > 0 and plain["infer_large_peak_mb"] > 0
     # the files: CSV with every column, Markdown with the command and the machine
