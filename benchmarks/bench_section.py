@@ -90,11 +90,10 @@ def section(models_csv: list[str], overhead_md: list[str], profile_md: list[str]
              "numbers come from `benchmarks/bench_models.py`, `benchmarks/bench_overhead.py` and "
              "`benchmarks/profile_step.py` (definitions: `attnlab.measure.bench`). No GPU was lent to this "
              "run, so there are no bf16 / torch.compile rows.", ""]
-    all_rows = []
-    for path in models_csv:
+    parts += ["### Floors of issue 6", ""]
+    for path in models_csv:  # each run on its own: rows are only compared within their run
         rows, _ = read_rows(path)
-        all_rows += rows
-    parts += ["### Floors of issue 6", ""] + floors(all_rows) + [""]
+        parts += [f"From `{os.path.basename(path)}`:", ""] + floors(rows) + [""]
     for path in notes:
         with open(path) as fh:
             parts += [fh.read().strip(), ""]
