@@ -25,7 +25,6 @@ from torch.nn import functional as F
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-import attnlab  # noqa: E402
 from attnlab.measure import bench  # noqa: E402
 
 GROUPS = (

@@ -17,6 +17,8 @@ architecture (timm, torchvision: A B A B ...):
 
 Definitions used in the table (``r`` = one repeat; every candidate is timed once per repeat):
 
+Each round times every candidate once, starting one candidate later than the previous round.
+
 * ``ratio_<mode>`` of a reference row = throughput(attnlab)_r / throughput(reference)_r, i.e.
   time(reference)_r / time(attnlab)_r, summarised by min / median / max over the repeats.
   Above 1: attnlab is faster. The attnlab row compared is the one with the same attention.
@@ -262,8 +264,9 @@ def _time_iters(fn: Callable[[], None], iters: int, device: torch.device) -> flo
 
 def _interleave(runners: list[_Runner], mode: str, repeats: int, warmup: int, min_sample_s: float,
                 device: torch.device, matmul_size: int = 0) -> list[float]:
-    """Time `mode` for every runner, A B A B ..., `repeats` rounds; a matmul sample leads each
-    round when `matmul_size` > 0. Returns the matmul times (seconds per product)."""
+    """Time `mode` for every runner, interleaved, `repeats` rounds; a matmul sample leads each
+    round when `matmul_size` > 0. Round r starts at runner r mod n (A B C, B C A, C A B, ...) so
+    that no runner always holds the same place in the round. Returns the matmul times."""
     steps = [r.step(mode) for r in runners]
     for r, fn in zip(runners, steps):
         for _ in range(warmup):
@@ -275,11 +278,13 @@ def _interleave(runners: list[_Runner], mode: str, repeats: int, warmup: int, mi
     if matmul_size:
         mm_once = matmul_sample(matmul_size, device)
         mm_iters = max(1, math.ceil(min_sample_s / max(mm_once, 1e-9)))
-    for _ in range(repeats):
+    n = len(runners)
+    for round_index in range(repeats):
         if matmul_size:
             mm_times.append(matmul_sample(matmul_size, device, mm_iters))
-        for r, fn in zip(runners, steps):
-            r.cand.times[mode].append(_time_iters(fn, r.cand.iters[mode], device))
+        for k in range(n):
+            i = (round_index + k) % n
+            runners[i].cand.times[mode].append(_time_iters(steps[i], runners[i].cand.iters[mode], device))
     return mm_times
 
 
