@@ -409,12 +409,18 @@ def _resnet(block, layers, **kwargs) -> ResNet:
     return ResNet(block, layers, **kwargs)
 
 
-def _cifar_resnet(depth: int, **kwargs) -> ResNet:
-    """He et al. section 4.2: 6n + 2 layers, basic blocks, 16/32/64 channels, option A shortcuts."""
+def _cifar_resnet(depth: int, width: int = 16, **kwargs) -> ResNet:
+    """He et al. section 4.2: 6n + 2 layers, basic blocks, w/2w/4w channels (w = 16 in the paper),
+    option A shortcuts."""
+    if isinstance(depth, bool) or not isinstance(depth, int) or depth < 8 or (depth - 2) % 6:
+        raise ValueError(f"resnet_cifar: depth must be 6n + 2 with n >= 1 (8, 14, 20, 32, ...), got {depth!r}")
+    if isinstance(width, bool) or not isinstance(width, int) or width < 1:
+        raise ValueError(f"resnet_cifar: width must be a positive int (16 = the paper), got {width!r}")
     n = (depth - 2) // 6
     kwargs.setdefault("shortcut", "A")
     kwargs.setdefault("num_classes", 10)
-    return _resnet(BasicBlock, (n, n, n), planes=_CIFAR_PLANES, stem="small", stem_width=16, **kwargs)
+    return _resnet(BasicBlock, (n, n, n), planes=(width, 2 * width, 4 * width), stem="small", stem_width=width,
+                   **kwargs)
 
 
 def _preact_cifar(depth: int, **kwargs) -> ResNet:
@@ -471,6 +477,16 @@ def resnet50_cifar(**kwargs):
     """ResNet-50 with the small-input stem (3x3/1, no max-pool) for 28-32 px inputs."""
     kwargs.setdefault("num_classes", 10)
     return _resnet(Bottleneck, (3, 4, 6, 3), small_input=True, **kwargs)
+
+
+@register_model
+def resnet_cifar(depth: int = 20, width: int = 16, **kwargs):
+    """CIFAR ResNet of any depth 6n + 2 and stage widths (w, 2w, 4w): resnet_cifar(20, 16) is resnet20.
+    The depth and width knobs serve small studies (`attnlab compare`'s quick preset trains a
+    ResNet-8) and the report's capacity control, which widens the baseline to match an attention
+    variant's parameter count (`attnlab.train.compare.match_width`)."""
+    kwargs.setdefault("family", "resnet_cifar")
+    return _cifar_resnet(depth, width, **kwargs)
 
 
 @register_model
