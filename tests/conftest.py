@@ -8,8 +8,17 @@ torchvision, so it goes through the same fixture. Both skip when the package is 
 """
 from __future__ import annotations
 
+import os
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # for the subprocesses the tests start
+
 import pytest
 import torch
+
+# One intra-op thread per test process: the tests' tensors are small, where a second OpenMP thread
+# only adds synchronisation (and on a busy machine, spin-waits of seconds per op). The suite runs
+# as two pytest-xdist workers instead (README's test command: -n 2), one per core.
+torch.set_num_threads(1)
 
 _torchvision_ops_library = None  # kept alive for the whole session: dropping it removes the schemas
 

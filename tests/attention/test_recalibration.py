@@ -10,14 +10,6 @@ from attnlab.attention import (CBAM, ChannelAttention, EfficientChannelAttention
 C = 32
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small tensors: one thread is fastest, and on the busy shared machine two OpenMP threads
-    spin-wait for each other (seconds per tiny forward). Restored after the module."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 SIZES = [(1, 1), (7, 5), (4, 9), (2, 2)]
 
 FACTORIES = {

@@ -13,14 +13,6 @@ SIZES = [(1, 1), (7, 5), (8, 8)]
 EXPECTED_NAMES = ["cbam", "eca", "gc", "mhsa", "non_local", "qkv", "residual_attention", "se", "stn"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small tensors: one thread is fastest, and on the busy shared machine two OpenMP threads
-    spin-wait for each other (seconds per tiny forward). Restored after the module."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def test_list_attention_is_sorted_and_complete():

@@ -9,14 +9,6 @@ from attnlab.attention.residual import ResidualAttentionModule, SoftMaskBranch, 
 from attnlab.attention.stn import SpatialTransformer, identity_theta
 from attnlab.models.resnet import PreActBottleneck
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These small tensors run fastest on one thread; on a busy shared machine two OpenMP threads
-    spin-wait for each other (a 0.1 s forward took 17 s). Restored after the module."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 SIZES = [(28, 28), (5, 17), (1, 1), (60, 60)]

@@ -13,14 +13,6 @@ from attnlab.explain.capture import Recording, capture, override_gates
 C = 16
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small tensors: one thread is fastest, and on the busy shared machine two OpenMP threads
-    spin-wait for each other (seconds per tiny forward). Restored after the module."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 class QueryProbe(AttentionModule):

@@ -12,12 +12,6 @@ from attnlab.explain.figures import class_specificity, reliance, seed_figure
 from attnlab.explain.capture import capture
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny tensors: one thread is faster, and the machine is shared
-    yield
-    torch.set_num_threads(old)
 
 
 def _data(n=12, size=12, classes=3):
