@@ -362,6 +362,32 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_bench(args) -> int:
+    from .attention import resolve_attention_name
+    from .models.registry import resolve_model_name
+
+    try:  # names first: a typo costs one line, not a half-run benchmark
+        models = [resolve_model_name(m) for m in args.models] if args.models else None
+        attentions = None
+        if args.attentions:
+            attentions = [None if a == "none" else resolve_attention_name(a) for a in args.attentions]
+    except ValueError as err:
+        raise UsageError(f"bench: {err}") from None
+    if any(b < 1 for b in args.batch_sizes) or args.repeats < 1:
+        raise UsageError(f"bench: --batch-sizes {args.batch_sizes} and --repeats {args.repeats} must be >= 1")
+    from .measure.bench import format_markdown, run_bench, write_results
+
+    rows = run_bench(models=models, attentions=attentions, batch_sizes=tuple(args.batch_sizes),
+                     image_size=args.image_size, repeats=args.repeats, device=args.device,
+                     reference=args.reference, command="attnlab " + " ".join(args.argv))
+    if args.out:
+        for path in write_results(rows, args.out, command="attnlab " + " ".join(args.argv)):
+            print(path)
+    else:
+        print(format_markdown(rows, command="attnlab " + " ".join(args.argv)))
+    return 0
+
+
 def cmd_explain(args) -> int:
     from .train.checkpoint import CheckpointError, load_checkpoint
 
@@ -464,6 +490,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="build the report of a compare run folder")
     p.add_argument("run_dir")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("bench", help="speed, memory, FLOPs of models (and timm/torchvision twins)")
+    p.add_argument("--models", nargs="+", help="default: ResNet-20, ResNet-50 and one model per family")
+    p.add_argument("--attentions", nargs="+", help="attention names, 'none' for none")
+    p.add_argument("--batch-sizes", type=int, nargs=2, default=(1, 64), metavar=("SMALL", "LARGE"))
+    p.add_argument("--image-size", type=int, help="default: each model's native input size")
+    p.add_argument("--repeats", type=int, default=5, help="interleaved rounds")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--reference", action="store_true",
+                   help="also time the timm/torchvision twins (needs benchmarks/_reference.py and both packages)")
+    p.add_argument("--out", help="folder for results.csv and results.md (default: print the table)")
+    p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("explain", help="figures of what a trained model's attention does")
     p.add_argument("--checkpoint", required=True)
