@@ -33,7 +33,6 @@ state beyond the batch index.
 from __future__ import annotations
 
 import json
-import math
 import os
 import random
 import signal
