@@ -144,6 +144,9 @@ def cases(tmp: Path) -> list[Case]:
         ("unknown attention name (typo)", lambda: create_model("resnet20", attention="cbma")),
         ("unknown attention name in create_attention", lambda: create_attention("squeeze", 16)),
         ("SE reduction 0", lambda: create_attention("se", 16, reduction=0)),
+        ("SE reduction larger than the channels (r = 16 on 8 channels)", lambda: create_attention("se", 8, reduction=16)),
+        ("GC reduction larger than a stage's channels through create_model",
+         lambda: create_model("resnet20", attention="gc", attention_kwargs={"reduction": 64})),
         ("SE on 0 channels", lambda: create_attention("se", 0)),
         ("channels given as a float", lambda: create_attention("se", 16.0)),
         ("ECA even kernel size", lambda: create_attention("eca", 16, kernel_size=4)),
@@ -260,24 +263,6 @@ def cases(tmp: Path) -> list[Case]:
     return [Case("api", what, call) for what, call in api] + [Case("cli", what, argv) for what, argv in cli]
 
 
-def accepted_on_purpose() -> list[tuple[str, Callable[[], object], str]]:
-    """Inputs that look impossible but are accepted by a documented design choice: (what, call, why).
-    tests/test_bad_inputs.py checks that each still works."""
-    from attnlab import create_model
-    from attnlab.attention import create_attention
-
-    return [
-        ("SE reduction larger than the channels (r = 16 on 8 channels)",
-         lambda: create_attention("se", 8, reduction=16)(torch.zeros(1, 8, 3, 3)),
-         "floor(C / r) is raised to `min_channels` (default 1), documented in attention/se.py: a 16-channel "
-         "CIFAR stage with r = 16 keeps one hidden unit; pass min_channels to change it"),
-        ("CBAM / GC reduction larger than a stage's channels through create_model",
-         lambda: create_model("resnet20", attention="gc", attention_kwargs={"reduction": 64})(
-             torch.zeros(1, 3, 16, 16)),
-         "the same documented clamp (attention/_args.py `reduced_channels`)"),
-    ]
-
-
 def _cell(text: str, tmp: Path) -> str:
     text = " ".join(str(text).replace(str(tmp), "<tmp>").split())
     if len(text) > 400:
@@ -299,10 +284,6 @@ def table() -> str:
                 command = _cell("attnlab " + " ".join(json.dumps(a) if " " in a or not a or "{" in a else a
                                                       for a in map(str, case.call)), tmp)
                 rows.append(f"| {number} | CLI | {case.what}: `{command}` | exit {status}: {_cell(err, tmp)} |")
-    rows += ["", "## Accepted on purpose", "",
-             "Inputs that look impossible but work by a documented design choice (checked by the same test):", "",
-             "| input | why it is accepted |", "|---|---|"]
-    rows += [f"| {what} | {why} |" for what, _, why in accepted_on_purpose()]
     return HEADER + "\n".join(rows) + "\n"
 
 

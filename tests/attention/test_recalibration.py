@@ -205,7 +205,10 @@ def test_parameter_counts_match_closed_forms():
 
 def test_bottleneck_width_floor_and_minimum():
     assert SqueezeExcite(16, reduction=16).hidden_channels == 1
-    assert SqueezeExcite(8, reduction=16).hidden_channels == 1  # floor(0.5) = 0 raised to min_channels
+    assert SqueezeExcite(8, reduction=4.5).hidden_channels == 1  # floor(8 / 4.5) = 1
+    for module in (SqueezeExcite, GlobalContextBlock, CBAM):  # C / r < 1: an error, not a silent 1 unit
+        with pytest.raises(ValueError, match=r"reduction 16 is larger than the 8 channels"):
+            module(8, reduction=16)
     assert SqueezeExcite(64, reduction=16, min_channels=8).hidden_channels == 8  # timm-like rounding
     assert GlobalContextBlock(100, reduction=16).hidden_channels == 6
     assert CBAM(48, reduction=8).channel.hidden_channels == 6

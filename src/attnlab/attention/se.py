@@ -17,8 +17,9 @@ Deviations and choices, and why:
 * Biases. Eq. 3 omits them "to simplify notation"; the official Caffe models and every port use
   fully connected layers with bias, and the published SE-ResNet-50 count (28.09M) includes them, so
   both layers have a bias: parameters = 2 C (C/r) + C/r + C.
-* Bottleneck width C/r = floor(C / r), at least ``min_channels`` (default 1). The paper only uses
-  C >= 64 (C/r >= 4); a CIFAR stage of 16 channels with r = 16 would otherwise get 0 units. timm
+* Bottleneck width C/r = floor(C / r), at least ``min_channels`` (default 1); a reduction larger
+  than C (less than one hidden unit) is refused with a ValueError. The paper only uses C >= 64
+  (C/r >= 4); a CIFAR stage of 16 channels with r = 16 gets one unit. timm
   instead rounds C/r up to a multiple of 8 (64 channels -> 8 units, not 4); use ``reduction`` or
   ``min_channels`` to reproduce that.
 * The two FC layers are ``nn.Linear`` applied to the pooled (N, C) vector (the paper's FCs), not
