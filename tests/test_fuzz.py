@@ -5,21 +5,12 @@ from __future__ import annotations
 
 import inspect
 
-import pytest
 import torch
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from attnlab import create_model
 from attnlab.attention import create_attention, list_attention
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 FUZZ = settings(max_examples=80, deadline=None, derandomize=True,

@@ -13,15 +13,6 @@ from attnlab.data import datasets as ds
 from attnlab.data.datasets import DatasetError, dataset_info, list_datasets, load_dataset
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one thread is as fast, and far faster when the 2 cores are shared."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def write_idx(path, array: np.ndarray, gz: bool) -> None:
     header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}i", *array.shape)
     raw = header + array.astype(np.uint8).tobytes()

@@ -8,15 +8,6 @@ from attnlab.data.datasets import load_dataset
 from attnlab.data.distort import DISTORTIONS, canvas_size, distort
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one thread is as fast, and far faster when the 2 cores are shared."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def images():
     return load_dataset("digits").train_x[:32]

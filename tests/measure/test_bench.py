@@ -37,15 +37,6 @@ MATMUL_S = 0.01
 MATMUL_SIZE = 16
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: on a loaded 2-core machine two OpenMP threads wait ~40 ms per op."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture
 def tiny_bench(monkeypatch):
     monkeypatch.setattr(bench, "list_models", lambda pattern="*": ["tiny"])

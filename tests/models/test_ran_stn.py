@@ -10,16 +10,6 @@ from attnlab.models.resnet import PreActBottleneck
 from attnlab.models.stn_cnn import with_spatial_transformer
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These small tensors run fastest on one thread; on a busy shared machine two OpenMP threads
-    spin-wait for each other (a 0.1 s forward took 17 s). Restored after the module."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def n_params(model):
     return sum(p.numel() for p in model.parameters())
 

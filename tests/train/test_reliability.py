@@ -16,14 +16,6 @@ from attnlab.train import NonFiniteLossError, Trainer, TrainConfig
 from attnlab.train.checkpoint import CheckpointError, list_checkpoints, load_checkpoint
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def digits():
     return load_dataset("digits")

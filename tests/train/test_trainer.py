@@ -14,15 +14,6 @@ from attnlab.train import NonFiniteLossError, Trainer, TrainConfig, TrainingInte
 from attnlab.train.optim import LRSchedule, parameter_groups
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one thread is as fast, and far faster when the 2 cores are shared."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 class TinyNet(nn.Module):
     """A few hundred parameters: fast enough for many steps in a test."""
 

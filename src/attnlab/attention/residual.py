@@ -84,18 +84,11 @@ def residual_unit(channels: int, unit_attention=None, stage: int = 1) -> nn.Modu
 
 def init_residual_attention_weights(module: nn.Module) -> None:
     """He (fan-out) init for convolutions, BN weight 1 / bias 0, below `module`; nested attention
-    modules (a unit's SE, say) are left alone so that their own initialisation stays."""
-    for child in module.children():
-        if isinstance(child, AttentionModule):
-            continue
-        if isinstance(child, nn.Conv2d):
-            nn.init.kaiming_normal_(child.weight, mode="fan_out", nonlinearity="relu")
-            if child.bias is not None:
-                nn.init.zeros_(child.bias)
-        elif isinstance(child, nn.BatchNorm2d):
-            nn.init.ones_(child.weight)
-            nn.init.zeros_(child.bias)
-        init_residual_attention_weights(child)
+    modules (a unit's SE, say) keep their own initialisation. The backbones' initialiser, imported
+    here because models/ imports this package."""
+    from ..models.layers import init_backbone_weights
+
+    init_backbone_weights(module)
 
 
 def max_downsamplings(height: int, width: int) -> int:
