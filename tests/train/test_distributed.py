@@ -30,7 +30,7 @@ image_size: 8
 model: resnet_cifar
 model_kwargs: {depth: 8, width: 4}
 seeds: [0, 1]
-variants: [none, se]
+variants: [none, {name: se, attention_kwargs: {reduction: 4}}]
 train: {epochs: 1, batch_size: 64, lr: 0.05, warmup_epochs: 0, channels_last: false, device: cpu}
 cost: {large_batch: 4, train_batch: 4, repeats: 1, warmup: 0}
 explain: false
