@@ -34,6 +34,7 @@ import torch.nn.functional as F
 
 import attnlab
 from attnlab.data.datasets import DatasetSplits, channel_stats
+from attnlab.measure.bench import matmul_sample
 from attnlab.train import Trainer, TrainConfig
 
 
@@ -104,13 +105,8 @@ def idiomatic_images_per_s(data: DatasetSplits, batch_size: int, steps: int, wor
 
 
 def matmul_gflops(size: int = 2048, repeats: int = 5) -> float:
-    a, b = torch.randn(size, size), torch.randn(size, size)
-    torch.mm(a, b)
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        torch.mm(a, b)
-        best = min(best, time.perf_counter() - t0)
+    """Best of `repeats` timed fp32 products (attnlab.measure.bench.matmul_sample), in GFLOP/s."""
+    best = min(matmul_sample(size, torch.device("cpu")) for _ in range(repeats))
     return 2 * size ** 3 / best / 1e9
 
 

@@ -377,14 +377,15 @@ def cmd_bench(args) -> int:
         raise UsageError(f"bench: --batch-sizes {args.batch_sizes} and --repeats {args.repeats} must be >= 1")
     from .measure.bench import format_markdown, run_bench, write_results
 
+    command = "attnlab " + " ".join(args.argv)
     rows = run_bench(models=models, attentions=attentions, batch_sizes=tuple(args.batch_sizes),
                      image_size=args.image_size, repeats=args.repeats, device=args.device,
-                     reference=args.reference, command="attnlab " + " ".join(args.argv))
+                     reference=args.reference, command=command)
     if args.out:
-        for path in write_results(rows, args.out, command="attnlab " + " ".join(args.argv)):
+        for path in write_results(rows, args.out, command=command):
             print(path)
     else:
-        print(format_markdown(rows, command="attnlab " + " ".join(args.argv)))
+        print(format_markdown(rows, command=command))
     return 0
 
 
