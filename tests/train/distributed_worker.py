@@ -32,6 +32,7 @@ def main(out_root: Path, preset_dir: Path) -> None:
     result = resumed.fit(resume=True)
     if context.is_main:
         (out_root / "ddp_rank0.json").write_text(json.dumps(result))
+    del resumed   # its DDP wrapper holds the process group, which cli.main below destroys
     compare.PRESET_DIR = preset_dir
     code = cli.main(["compare", "--preset", "tiny", "--out", str(out_root / "compare"), "--no-progress"])
     assert code == 0, code

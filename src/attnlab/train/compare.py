@@ -452,6 +452,7 @@ def run_compare(preset: Optional[str] = None, models=None, attentions=None, seed
     if context.enabled:
         _gather_spread_runs(context, jobs, [out_dir(v, s) for v, s in jobs])
         if not context.is_main:
+            context.barrier()   # wait for rank 0's report, so that all ranks leave the group together
             return run_dir
     train_seconds = time.time() - t_train
 
@@ -503,6 +504,7 @@ def run_compare(preset: Optional[str] = None, models=None, attentions=None, seed
     plan["seconds"]["total"] = round(time.time() - started, 1)
     (run_dir / "compare.json").write_text(json.dumps(plan, indent=2))
     _say(progress, f"report: {report} ({plan['seconds']['total']:.0f} s in all)")
+    context.barrier()   # the other ranks wait here (a no-op alone)
     return run_dir
 
 

@@ -45,6 +45,7 @@ Conventions (and where they differ from other recipes):
 from __future__ import annotations
 
 import datetime
+import gc
 import os
 from dataclasses import dataclass
 from typing import Optional
@@ -175,8 +176,14 @@ def current_context() -> DistributedContext:
 
 
 def shutdown_distributed() -> None:
-    """Leave the process group (a no-op when none is initialised)."""
+    """Leave the process group (a no-op when none is initialised).
+
+    Unreachable objects that still hold the group (a finished Trainer's DDP wrapper in a
+    reference cycle) are collected first: a gloo group whose last owner dies only at interpreter
+    shutdown can abort the process ("terminate called without an active exception").
+    """
     if dist.is_available() and dist.is_initialized():
+        gc.collect()
         dist.destroy_process_group()
 
 
