@@ -30,17 +30,35 @@ def test_attention92_imagenet_parameter_count_documented_difference():
     assert abs((count - 1_117_184) - 51.3e6) / 51.3e6 < 0.01
 
 
-@pytest.mark.parametrize("name,kwargs,paper,tolerance,exact", [
-    # Source: RAN paper Table 6 (CIFAR-10/100). No CIFAR layer table in the paper: differences
-    # are explained in models/ran.py (pre-act ResNet-164 widths, ImageNet mask depths).
-    ("attention92_cifar", {}, 1.9e6, 0.04, 1_959_706),
-    ("attention236_cifar", {}, 5.1e6, 0.03, 5_203_226),
-    ("attention452_cifar", {"r": 2}, 8.6e6, 0.04, 8_864_282),
+# One pre-activation bottleneck unit at the widest attention stage: 1024 channels on ImageNet
+# (1,117,184 parameters), 256 on CIFAR (70,400).
+CIFAR_STAGE3_UNIT = 70_400
+
+
+@pytest.mark.parametrize("name,kwargs,paper,exact", [
+    # Source: RAN paper Table 6 (CIFAR-10/100). No CIFAR layer table in the paper; see
+    # models/ran.py. As for Attention-92 on ImageNet (above), the paper's figure is our count
+    # less one unit of the widest stage: 1.89M vs 1.9M, 5.13M vs 5.1M.
+    ("attention92_cifar", {}, 1.9e6, 1_959_706),
+    ("attention236_cifar", {}, 5.1e6, 5_203_226),
 ])
-def test_ran_cifar_parameter_counts_against_the_paper(name, kwargs, paper, tolerance, exact):
+def test_ran_cifar_parameter_counts_against_the_paper(name, kwargs, paper, exact):
     count = n_params(attnlab.create_model(name, **kwargs))
-    assert abs(count - paper) / paper < tolerance
     assert count == exact
+    assert abs(count - paper) / paper < 0.035                       # the faithful build: +3.1% / +2.0%
+    assert abs((count - CIFAR_STAGE3_UNIT) - paper) / paper < 0.01  # less one unit: within 1%
+
+
+def test_one_cifar_stage3_unit_has_the_counted_parameters():
+    model = attnlab.create_model("attention92_cifar")
+    unit = model.stages[3][0]   # the first final unit: a 256-channel unit like those of stage 3
+    assert isinstance(unit, PreActBottleneck) and n_params(unit) == CIFAR_STAGE3_UNIT
+
+
+def test_attention452_with_r2_is_the_papers_size_within_4_percent():
+    # Source: RAN paper Table 6, Attention-452 8.6M. With the paper's r=3 see the test below.
+    count = n_params(attnlab.create_model("attention452_cifar", r=2))
+    assert count == 8_864_282 and abs(count - 8.6e6) / 8.6e6 < 0.04
 
 
 def test_attention452_keeps_the_papers_r3_and_its_documented_excess():

@@ -28,6 +28,12 @@ Parameter counts (1000 classes for ImageNet, 10 for CIFAR), measured vs the pape
   would have 2.45M. So we keep uniform modules per stage (the paper's wording), keep the paper's
   stated r = 3 for Attention-452 (its count is then 20% above the table; `r=2` reproduces the
   table within 3%), and do not tune widths to hit the figures.
+* One pattern fits three of the paper's four Attention-92/236 figures: each is our count less
+  exactly one unit of the widest attention stage (ImageNet-92: 52.47M - 1.12M = 51.35M vs 51.3M;
+  CIFAR-92: 1.960M - 0.070M = 1.889M vs 1.9M; CIFAR-236: 5.203M - 0.070M = 5.133M vs 5.1M),
+  while Attention-56 (ImageNet) matches as built. Dropping a unit would break the depth 36m + 20
+  that the paper also states, so the builds keep every unit; tests/models/test_ran_stn.py checks
+  the counts both ways.
 
 Placement spec: `attention=` puts another mechanism into the residual units of the trunk path
 (stage transition units, the pre / trunk / post units of every attention module, the final
