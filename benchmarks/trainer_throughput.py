@@ -13,6 +13,10 @@ normalise) in both loops.
   normalise: what torchvision's transforms do per sample), a shuffling `DataLoader`, and the
   textbook loop (`zero_grad`, forward, `backward`, `step`); best of num_workers 0 and 2.
 
+Each loop runs in a fresh process (spawned), so that none inherits another's state: the Trainer
+tells malloc to keep freed memory (`attnlab.train.trainer.keep_freed_memory`), which a plain
+script does not do.
+
 Also measured in the same run: the fp32 matrix-multiply throughput (best of several 2048^3
 products) and the FLOPs of one training step (torch.utils.flop_counter, forward + backward),
 so that the fraction of the matmul peak the Trainer reaches is reported. Nothing is asserted:
@@ -104,6 +108,22 @@ def idiomatic_images_per_s(data: DatasetSplits, batch_size: int, steps: int, wor
     return timed_images / (time.perf_counter() - start)
 
 
+def _call_with_threads(threads: int, fn, *args):
+    torch.set_num_threads(threads)
+    return fn(*args)
+
+
+def in_fresh_process(fn, threads: int, *args):
+    """fn(*args) in a new interpreter: each loop starts from the same process state (the Trainer
+    changes malloc's settings for its process, `keep_freed_memory`; the idiomatic loop must not
+    inherit them)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(_call_with_threads, threads, fn, *args).result()
+
+
 def matmul_gflops(size: int = 2048, repeats: int = 5) -> float:
     """Best of `repeats` timed fp32 products (attnlab.measure.bench.matmul_sample), in GFLOP/s."""
     best = min(matmul_sample(size, torch.device("cpu")) for _ in range(repeats))
@@ -145,10 +165,11 @@ def main(argv=None) -> dict:
                                                                            if a != "--write-results"),
                "threads": torch.get_num_threads(), "torch": torch.__version__, "cpu": platform.processor() or platform.machine(),
                "load_average_1min_before": load_before, "matmul_gflops": peak, "step_gflop": flops / 1e9}
-    results["trainer_channels_last"] = trainer_images_per_s(data, args.batch_size, True)
-    results["trainer_contiguous"] = trainer_images_per_s(data, args.batch_size, False)
-    results["idiomatic_workers0"] = idiomatic_images_per_s(data, args.batch_size, args.steps, 0)
-    results["idiomatic_workers2"] = idiomatic_images_per_s(data, args.batch_size, args.steps, 2)
+    threads = torch.get_num_threads()
+    results["trainer_channels_last"] = in_fresh_process(trainer_images_per_s, threads, data, args.batch_size, True)
+    results["trainer_contiguous"] = in_fresh_process(trainer_images_per_s, threads, data, args.batch_size, False)
+    results["idiomatic_workers0"] = in_fresh_process(idiomatic_images_per_s, threads, data, args.batch_size, args.steps, 0)
+    results["idiomatic_workers2"] = in_fresh_process(idiomatic_images_per_s, threads, data, args.batch_size, args.steps, 2)
     results["load_average_1min_after"] = os.getloadavg()[0]
     trainer = max(results["trainer_channels_last"], results["trainer_contiguous"])
     baseline = max(results["idiomatic_workers0"], results["idiomatic_workers2"])

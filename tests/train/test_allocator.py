@@ -1,0 +1,48 @@
+"""train.trainer.keep_freed_memory: glibc keeps freed blocks, so a training step stops page-faulting.
+Each check runs in a fresh interpreter (the setting is per process and cannot be undone)."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+PROBE = """
+import resource, sys, torch
+from attnlab.train.trainer import keep_freed_memory
+torch.set_num_threads(1)
+conv = torch.nn.Conv2d(8, 8, 3, padding=1)
+x = torch.randn(64, 8, 32, 32)           # 2 MiB activations: above glibc's 128 KiB mmap threshold
+def faults_per_step():
+    for _ in range(2):
+        conv(x).relu().sum().backward()
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(5):
+        conv(x).relu().sum().backward()
+    return (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 5
+first = faults_per_step()
+applied = keep_freed_memory()
+print(applied, first, faults_per_step())
+"""
+
+
+def _probe(**env):
+    proc = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "OMP_NUM_THREADS": "1", **env})
+    assert proc.returncode == 0, proc.stderr
+    applied, before, after = proc.stdout.split()
+    return applied == "True", float(before), float(after)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+def test_kept_memory_removes_the_page_faults_of_a_step():
+    applied, before, after = _probe()
+    assert applied
+    assert before > 100            # every step re-faults its large tensors by default
+    assert after < before / 20     # the heap now keeps and reuses them
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+def test_the_environment_switch_leaves_malloc_alone():
+    applied, before, after = _probe(ATTNLAB_KEEP_FREED_MEMORY="0")
+    assert not applied
+    assert after > 100
