@@ -11,7 +11,7 @@ import torch
 
 import attnlab
 from attnlab.models.nasnet import NORMAL_CELL, REDUCTION_CELL
-from attnlab.models.shufflenet import channel_shuffle
+from attnlab.models.shufflenet import channel_shuffle, concat_shuffle
 
 
 def num_params(model) -> int:
@@ -155,6 +155,26 @@ def test_channel_shuffle_interleaves_groups():
     assert channel_shuffle(x, 3).flatten().tolist() == [0, 2, 4, 1, 3, 5]
     with pytest.raises(ValueError, match="4 groups"):
         channel_shuffle(x, 4)
+
+
+@pytest.mark.parametrize("groups", [2, 3])
+def test_channel_shuffle_keeps_channels_last_and_the_order(groups):
+    x = torch.randn(2, 12, 5, 3)
+    x_cl = x.contiguous(memory_format=torch.channels_last)
+    out = channel_shuffle(x_cl, groups)
+    assert torch.equal(out, channel_shuffle(x, groups))
+    assert out.is_contiguous(memory_format=torch.channels_last) and not out.is_contiguous()
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_concat_shuffle_is_shuffle_of_the_concatenation(channels_last):
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    x = torch.randn(2, 16, 4, 6).contiguous(memory_format=fmt)
+    a, b = x.chunk(2, 1)                     # a strided view, as in the stride-1 unit
+    b = (b * 2).contiguous(memory_format=fmt)
+    out = concat_shuffle(a, b)
+    assert torch.equal(out, channel_shuffle(torch.cat((a, b), 1).contiguous(), 2))
+    assert out.is_contiguous(memory_format=fmt)
 
 
 @pytest.mark.parametrize("genotype", [NORMAL_CELL, REDUCTION_CELL], ids=["normal", "reduction"])
