@@ -306,3 +306,83 @@ def test_gate_gradient_in_chunks_equals_the_whole_product_sum():
         whole = (a * b).sum(dims, keepdim=True)
         torch.testing.assert_close(_product_sum(a, b, over_channels, chunk_elements=100), whole)  # 2 samples a chunk
         torch.testing.assert_close(_product_sum(a, b, over_channels), whole)
+
+
+FUSED_SCALE_ADD = {
+    "se": lambda: SqueezeExcite(C, reduction=4),
+    "eca": lambda: EfficientChannelAttention(C),
+    "cbam": lambda: CBAM(C, reduction=4),
+    "cbam-spatial-first": lambda: CBAM(C, reduction=4, order="spatial_first"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(FUSED_SCALE_ADD))
+def test_scale_add_is_the_module_plus_the_residual(name):
+    """The residual block's fused path (addcmul) against module(x) + residual: values and gradients."""
+    torch.manual_seed(7)
+    module = FUSED_SCALE_ADD[name]()
+    x1 = torch.randn(3, C, 5, 6).contiguous(memory_format=torch.channels_last).requires_grad_()
+    r1 = torch.randn(3, C, 5, 6).requires_grad_()
+    x2, r2 = (t.detach().clone().requires_grad_() for t in (x1, r1))
+    fused = module.scale_add(x1, r1)
+    grad = torch.randn_like(fused)
+    fused.backward(grad)
+    fused_param_grads = [p.grad.clone() for p in module.parameters()]
+    module.zero_grad()
+    plain = module(x2) + r2
+    plain.backward(grad)
+    torch.testing.assert_close(fused, plain, atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(x1.grad, x2.grad, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(r1.grad, r2.grad, atol=0, rtol=0)
+    for g1, p in zip(fused_param_grads, module.parameters()):
+        torch.testing.assert_close(g1, p.grad, atol=1e-5, rtol=1e-5)
+    with torch.no_grad():
+        torch.testing.assert_close(module.scale_add(x1, r1), plain, atol=1e-6, rtol=1e-6)
+
+
+def test_scale_add_goes_through_forward_when_hooked_or_captured():
+    """Forward hooks and captures must see the module's output: scale_add then calls the module."""
+    se = SqueezeExcite(C, reduction=4)
+    x, r = torch.randn(2, C, 4, 4), torch.randn(2, C, 4, 4)
+    seen = []
+    handle = se.register_forward_hook(lambda m, i, o: seen.append(o))
+    out = se.scale_add(x, r)
+    handle.remove()
+    assert len(seen) == 1 and torch.allclose(out, seen[0] + r)
+    gates = []
+    se.recorder = lambda module, name, value: gates.append(name)
+    se.scale_add(x, r)
+    se.recorder = None
+    assert gates == ["gate"]
+
+
+@pytest.mark.parametrize("attention", ["se", "eca", "cbam"])
+def test_resnet_blocks_give_the_same_training_step_fused_or_plain(attention, monkeypatch):
+    """ResNet blocks call scale_add at `standard`; a forward hook on every attention module forces
+    the plain path. Loss and gradients must agree."""
+    import attnlab
+
+    fused_calls = []
+    for cls in (SqueezeExcite, EfficientChannelAttention, CBAM):
+        original = cls._fused_scale_add
+        monkeypatch.setattr(cls, "_fused_scale_add",
+                            lambda self, x, r, _f=original: fused_calls.append(1) or _f(self, x, r))
+    torch.manual_seed(0)
+    model = attnlab.create_model("resnet20", num_classes=10, attention=attention, attention_kwargs=(
+        {"reduction": 4} if attention != "eca" else {}))
+    x, y = torch.randn(4, 3, 16, 16), torch.tensor([0, 1, 2, 3])
+    runs = []
+    for hooked in (False, True):
+        handles = [m.register_forward_hook(lambda *a: None) for m in model.modules()
+                   if type(m).__name__ in ("SqueezeExcite", "EfficientChannelAttention", "CBAM")] if hooked else []
+        model.zero_grad()
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        runs.append((loss.detach(), [p.grad.clone() for p in model.parameters()]))
+        for h in handles:
+            h.remove()
+    assert len(handles) == 9
+    assert len(fused_calls) == 9            # the unhooked pass took the fused path in every block
+    torch.testing.assert_close(runs[0][0], runs[1][0], atol=1e-6, rtol=1e-6)
+    for g1, g2 in zip(runs[0][1], runs[1][1]):
+        torch.testing.assert_close(g1, g2, atol=1e-5, rtol=1e-4)

@@ -17,10 +17,16 @@ In the backward the scale node runs first (the gate depends on the pooled values
 the gate in a shared `_GradientLink`, and returns only the gate's gradient; the pool node then
 builds dx. The gate must depend on the pooled values (callers use the plain expression when a
 gate override replaces it by a constant). Double backward raises.
+
+In a residual block with the module at the `standard` position, `residual + x * gate` is one
+`torch.addcmul` (`gate_scale(..., residual=shortcut)`, reached through
+`AttentionModule.scale_add`): the scaled map is never written out on its own, which saves one
+pass over the block's output in the forward; the backward is unchanged (the residual's gradient
+is the incoming one, as for a sum).
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
@@ -96,30 +102,33 @@ class _PoolForGate(torch.autograd.Function):
 
 class _ScaleByGate(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, gate, link, over_channels):
-        ctx.link, ctx.over_channels = link, over_channels
+    def forward(ctx, x, gate, link, over_channels, residual):
+        ctx.link, ctx.over_channels, ctx.has_residual = link, over_channels, residual is not None
         ctx.save_for_backward(x, gate)
-        return x * gate
+        return x * gate if residual is None else torch.addcmul(residual, x, gate)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out):
         x, gate = ctx.saved_tensors
         ctx.link.grad_out, ctx.link.gate = grad_out, gate
-        return None, _product_sum(grad_out, x, ctx.over_channels), None, None
+        return None, _product_sum(grad_out, x, ctx.over_channels), None, None, grad_out if ctx.has_residual else None
 
 
 def gate_scale(x: torch.Tensor, excite: Callable[..., torch.Tensor], over_channels: bool = False,
-               with_max: bool = False) -> torch.Tensor:
+               with_max: bool = False, residual: Optional[torch.Tensor] = None) -> torch.Tensor:
     """x * excite(*pooled): pooled = (average,) or (average, maximum) of x over the positions
     (N, C, 1, 1) or, with `over_channels`, over the channels (N, 1, H, W); `excite` returns a
-    gate broadcastable to x that depends on its inputs. One-pass input gradient (module docstring)."""
-    if not torch.is_grad_enabled() or not x.requires_grad:
-        return x * excite(*_pools(x, over_channels, with_max))
+    gate broadcastable to x that depends on its inputs. One-pass input gradient (module docstring).
+    With `residual` (a tensor of x's shape): residual + x * gate in one pass (`torch.addcmul`),
+    the block's residual sum fused with the scaling; residual's gradient is the incoming one."""
+    if not torch.is_grad_enabled() or not x.requires_grad:   # (autograd still serves the residual)
+        gate = excite(*_pools(x, over_channels, with_max))
+        return x * gate if residual is None else torch.addcmul(residual, x, gate)
     link = _GradientLink()
     pooled = _PoolForGate.apply(x, link, over_channels, with_max)
     gate = excite(*pooled) if with_max else excite(pooled)
-    return _ScaleByGate.apply(x.detach(), gate, link, over_channels)
+    return _ScaleByGate.apply(x.detach(), gate, link, over_channels, residual)
 
 
 def pooled(x: torch.Tensor, over_channels: bool = False, with_max: bool = False):

@@ -8,7 +8,9 @@ Not a mechanism of its own. Each module in this package subclasses `AttentionMod
   warps): the module passes each such tensor through `self.observe(name, value)`. Outside a
   capture `recorder` is None and `observe` returns `value` untouched (one attribute test);
 * the reliance study of the report can replace a gate by a constant (1 = attention removed,
-  or its mean over the data) through `gate_override`, without another copy of the model.
+  or its mean over the data) through `gate_override`, without another copy of the model;
+* a residual block can ask for `scale_add(x, shortcut)` = module(x) + shortcut, which the gating
+  modules (SE, ECA, CBAM) compute in one pass with `torch.addcmul` (see `_gating.py`).
 """
 from __future__ import annotations
 
@@ -52,3 +54,21 @@ class AttentionModule(nn.Module):
             o = torch.as_tensor(o, dtype=value.dtype, device=value.device)
             return o.expand_as(value)
         return value
+
+    def scale_add(self, x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+        """self(x) + residual (the residual sum of a block with attention at `standard`).
+        Gating modules override `_fused_scale_add` to do both in one pass; forward hooks, a
+        capture and gate overrides always take this plain path."""
+        if not self._plain_call_needed():
+            fused = self._fused_scale_add(x, residual)
+            if fused is not None:
+                return fused
+        return self(x) + residual
+
+    def _fused_scale_add(self, x: torch.Tensor, residual: torch.Tensor) -> Optional[torch.Tensor]:
+        return None
+
+    def _plain_call_needed(self) -> bool:
+        hooks = nn.modules.module
+        return bool(self.recorder is not None or self.gate_override is not None or self._forward_hooks
+                    or self._forward_pre_hooks or hooks._global_forward_hooks or hooks._global_forward_pre_hooks)

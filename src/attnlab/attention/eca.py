@@ -86,6 +86,10 @@ class EfficientChannelAttention(AttentionModule):
             return gate_scale(x, self.excite)
         return x * self.observe("gate", self.excite(pooled(x)[0]))
 
+    def _fused_scale_add(self, x: torch.Tensor, residual: torch.Tensor):
+        self.check_input(x)
+        return gate_scale(x, self.excite, residual=residual)
+
     def excite(self, descriptor: torch.Tensor) -> torch.Tensor:
         """Eq. 9: the gate w (N, C, 1, 1) from the pooled descriptor y (N, C, 1, 1)."""
         # The k-tap convolution along C as a windowed dot product: the numbers of self.conv (a

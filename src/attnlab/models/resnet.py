@@ -63,6 +63,7 @@ import torch
 from torch import nn
 
 from ..attention import create_attention
+from ..attention.base import AttentionModule
 from .layers import (
     RESIDUAL_POSITIONS, AttentionSpec, Backbone, ClassifierHead, check_classes_chans, init_backbone_weights,
 )
@@ -115,15 +116,19 @@ class ResidualBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         position = self.attention_position
         out, preactivated = self.branch(self.attention(x) if position == "pre" else x)
-        if position == "standard":
-            out = self.attention(out)
         if self.downsample is None:
             shortcut = x
         else:
             shortcut = self.downsample(preactivated if self.preact else x)
-        if position == "identity":
-            shortcut = self.attention(shortcut)
-        out = self.act(out + shortcut)
+        if position == "standard":
+            if isinstance(self.attention, AttentionModule):   # attention(out) + shortcut, in one pass for gates
+                out = self.act(self.attention.scale_add(out, shortcut))
+            else:                                             # nn.Identity, or a module from elsewhere
+                out = self.act(self.attention(out) + shortcut)
+        else:
+            if position == "identity":
+                shortcut = self.attention(shortcut)
+            out = self.act(out + shortcut)
         if position == "post":
             out = self.attention(out)
         return out
