@@ -106,3 +106,17 @@ def test_measure_costs_restores_the_thread_count():
     assert costs["threads"] == 1 and torch.get_num_threads() == before
     with pytest.raises(ValueError, match="threads"):
         inference_latency(nn.Conv2d(1, 1, 1), (1, 2, 2), threads=0)
+
+
+def test_measure_costs_times_a_channels_last_copy_when_asked():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 4 * 4, 3))
+    seen = []
+    model[0].register_forward_pre_hook(lambda m, args: seen.append(
+        args[0].is_contiguous(memory_format=torch.channels_last) and not args[0].is_contiguous()))
+    plain = measure_costs(model, (3, 6, 6), large_batch=2, train_batch=2, repeats=1, warmup=0)
+    assert plain["memory_format"] == "contiguous" and not any(seen)
+    seen.clear()
+    cl = measure_costs(model, (3, 6, 6), large_batch=2, train_batch=2, repeats=1, warmup=0, channels_last=True)
+    assert cl["memory_format"] == "channels_last" and seen and all(seen)   # every timed input is channels_last
+    assert model[0].weight.is_contiguous()                                  # the caller's model is untouched
+    assert cl["params"] == plain["params"] and cl["flops"] == plain["flops"]

@@ -81,7 +81,19 @@ def make_input(model: nn.Module, input_shape, batch_size: Optional[int] = None, 
         shape = (batch_size,) + shape[1:]
     device, dtype = _model_device_dtype(model, device, dtype)
     gen = torch.Generator().manual_seed(seed)
-    return torch.randn(shape, generator=gen).to(device=device, dtype=dtype)
+    x = torch.randn(shape, generator=gen).to(device=device, dtype=dtype)
+    if x.dim() == 4 and _is_channels_last(model):
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x
+
+
+def _is_channels_last(model: nn.Module) -> bool:
+    """True when the model's first spatial (k > 1) 4-d weight is stored channels_last: the model
+    was moved with `.to(memory_format=torch.channels_last)`, so its inputs are made so too."""
+    for p in model.parameters():
+        if p.dim() == 4 and p.shape[2] * p.shape[3] > 1:
+            return p.is_contiguous(memory_format=torch.channels_last) and not p.is_contiguous()
+    return False
 
 
 def _sync(device: torch.device) -> None:
@@ -408,12 +420,15 @@ def _peak_memory_cuda(work: nn.Module, x: torch.Tensor, training: bool) -> dict:
 # --------------------------------------------------------------------------------------------- all
 
 def measure_costs(model: nn.Module, input_shape, large_batch: int = 64, train_batch: int = 32,
-                  repeats: int = 10, warmup: int = 2, threads: Optional[int] = 1) -> dict:
+                  repeats: int = 10, warmup: int = 2, threads: Optional[int] = 1,
+                  channels_last: bool = False) -> dict:
     """Every figure of the report's cost table for one model, as a flat dict.
 
     Keys: params, flops, macs, pooling_ops, elementwise_ops, latency_b1_s, latency_large_s,
     large_batch, train_step_s, train_batch, peak_train_bytes, peak_infer_bytes, input_shape,
-    threads. `input_shape` is (C, H, W); the model's weights are not changed.
+    threads, memory_format. `input_shape` is (C, H, W); the model's weights are not changed.
+    `channels_last`: time and measure a channels_last copy of the model with channels_last
+    inputs (what the Trainer trains by default), instead of the model's own layout.
 
     Timings are single-threaded by default (`threads=1`): on a small or shared CPU, two-thread
     timings of small models measure thread hand-offs and the other processes more than the
@@ -427,7 +442,12 @@ def measure_costs(model: nn.Module, input_shape, large_batch: int = 64, train_ba
     for what, v in (("large_batch", large_batch), ("train_batch", train_batch)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ValueError(f"{what} must be a positive int, got {v!r}")
-    out = {"params": count_params(model), "input_shape": list(shape)}
+    if channels_last:
+        import copy
+
+        model = copy.deepcopy(model).to(memory_format=torch.channels_last)
+    out = {"params": count_params(model), "input_shape": list(shape),
+           "memory_format": "channels_last" if _is_channels_last(model) else "contiguous"}
     out.update(count_flops(model, shape))
     out.update(count_elementwise(model, shape))
     out["latency_b1_s"] = inference_latency(model, shape, 1, repeats=repeats * 2, warmup=warmup, threads=threads)

@@ -140,6 +140,7 @@ def compute_rows(plan: dict, finals: dict, costs: dict) -> list[dict]:
         else:
             row["sentence"] = f"{name}: no paired comparison (no seed shared with the baseline)"
         c = costs.get(name, {})
+        row["memory_format"] = c.get("memory_format")   # absent in runs measured before it was recorded
         for key, ratio_key in COST_KEYS.items():
             value, base = c.get(key, math.nan), base_cost.get(key, math.nan)
             row[key] = value
@@ -392,6 +393,9 @@ def render(run_dir: Path, plan: dict, rows: list[dict], figures: dict, explain_f
                  "the train step is forward + backward + SGD step. Ratios are to the baseline. FLOPs and "
                  "latency disagree for attention: read both. CPU peak memory = tensors alive at the peak "
                  "(tracked per aten op) plus weights, gradients and optimizer state.")
+    formats = sorted({r["memory_format"] for r in rows if r.get("memory_format")})
+    if formats:
+        cost_note += f" Models are timed in the {' / '.join(formats)} memory format, the one the Trainer used."
 
     md = [f"# {title}", "", setup, "", "## 1. Effect of attention on test accuracy", "", _md_table(*eff), ""]
     md += [f"- {s}" for s in sentences] + [""]
@@ -462,7 +466,8 @@ def _measure_missing_costs(run_dir: Path, plan: dict, finals: dict, costs: dict,
             shape = plan.get("input_shape") or list(model.input_size)
             settings = {k: val for k, val in (plan.get("cost") or {}).items()
                         if k in ("large_batch", "train_batch", "repeats", "warmup", "threads")}
-            costs[v["name"]] = measure_costs(model, tuple(shape), **settings)
+            channels_last = (plan.get("train") or {}).get("channels_last") is not False
+            costs[v["name"]] = measure_costs(model, tuple(shape), channels_last=channels_last, **settings)
             changed = True
         except Exception as exc:  # a report with a gap beats no report; the gap is named
             notes.append(f"costs of {v['name']} could not be measured: {type(exc).__name__}: {exc}")
