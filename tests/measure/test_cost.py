@@ -109,14 +109,15 @@ def test_measure_costs_restores_the_thread_count():
 
 
 def test_measure_costs_times_a_channels_last_copy_when_asked():
-    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 4 * 4, 3))
+    # A 1x1 stem first: its weight looks the same in both layouts, so the next conv decides.
+    model = nn.Sequential(nn.Conv2d(2, 3, 1), nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 4 * 4, 3))
     seen = []
     model[0].register_forward_pre_hook(lambda m, args: seen.append(
         args[0].is_contiguous(memory_format=torch.channels_last) and not args[0].is_contiguous()))
-    plain = measure_costs(model, (3, 6, 6), large_batch=2, train_batch=2, repeats=1, warmup=0)
+    plain = measure_costs(model, (2, 6, 6), large_batch=2, train_batch=2, repeats=1, warmup=0)
     assert plain["memory_format"] == "contiguous" and not any(seen)
     seen.clear()
-    cl = measure_costs(model, (3, 6, 6), large_batch=2, train_batch=2, repeats=1, warmup=0, channels_last=True)
+    cl = measure_costs(model, (2, 6, 6), large_batch=2, train_batch=2, repeats=1, warmup=0, channels_last=True)
     assert cl["memory_format"] == "channels_last" and seen and all(seen)   # every timed input is channels_last
-    assert model[0].weight.is_contiguous()                                  # the caller's model is untouched
+    assert model[1].weight.is_contiguous()                                  # the caller's model is untouched
     assert cl["params"] == plain["params"] and cl["flops"] == plain["flops"]

@@ -88,11 +88,12 @@ def make_input(model: nn.Module, input_shape, batch_size: Optional[int] = None, 
 
 
 def _is_channels_last(model: nn.Module) -> bool:
-    """True when the model's first spatial (k > 1) 4-d weight is stored channels_last: the model
-    was moved with `.to(memory_format=torch.channels_last)`, so its inputs are made so too."""
+    """True when the model's first 4-d weight whose two layouts differ (not 1x1, more than one
+    input channel) is stored channels_last: the model was moved with
+    `.to(memory_format=torch.channels_last)`, so its inputs are made so too."""
     for p in model.parameters():
-        if p.dim() == 4 and p.shape[2] * p.shape[3] > 1:
-            return p.is_contiguous(memory_format=torch.channels_last) and not p.is_contiguous()
+        if p.dim() == 4 and p.is_contiguous() != p.is_contiguous(memory_format=torch.channels_last):
+            return p.is_contiguous(memory_format=torch.channels_last)
     return False
 
 
