@@ -72,6 +72,11 @@ def _product_sum(a: torch.Tensor, b: torch.Tensor, over_channels: bool,
     return torch.cat([(pa * pb).sum(dims, keepdim=True) for pa, pb in zip(a.split(step), b.split(step))])
 
 
+def _scale(x: torch.Tensor, gate: torch.Tensor, residual: Optional[torch.Tensor]) -> torch.Tensor:
+    """x * gate, or residual + x * gate in one pass."""
+    return x * gate if residual is None else torch.addcmul(residual, x, gate)
+
+
 class _PoolForGate(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, link, over_channels, with_max):
@@ -105,7 +110,7 @@ class _ScaleByGate(torch.autograd.Function):
     def forward(ctx, x, gate, link, over_channels, residual):
         ctx.link, ctx.over_channels, ctx.has_residual = link, over_channels, residual is not None
         ctx.save_for_backward(x, gate)
-        return x * gate if residual is None else torch.addcmul(residual, x, gate)
+        return _scale(x, gate, residual)
 
     @staticmethod
     @once_differentiable
@@ -123,8 +128,7 @@ def gate_scale(x: torch.Tensor, excite: Callable[..., torch.Tensor], over_channe
     With `residual` (a tensor of x's shape): residual + x * gate in one pass (`torch.addcmul`),
     the block's residual sum fused with the scaling; residual's gradient is the incoming one."""
     if not torch.is_grad_enabled() or not x.requires_grad:   # (autograd still serves the residual)
-        gate = excite(*_pools(x, over_channels, with_max))
-        return x * gate if residual is None else torch.addcmul(residual, x, gate)
+        return _scale(x, excite(*_pools(x, over_channels, with_max)), residual)
     link = _GradientLink()
     pooled = _PoolForGate.apply(x, link, over_channels, with_max)
     gate = excite(*pooled) if with_max else excite(pooled)

@@ -457,6 +457,7 @@ def _measure_missing_costs(run_dir: Path, plan: dict, finals: dict, costs: dict,
         return False
     from ..measure.cost import measure_costs
     from ..train import load_trained
+    from ..train.compare import trains_channels_last
 
     changed = False
     for v in missing:
@@ -466,8 +467,7 @@ def _measure_missing_costs(run_dir: Path, plan: dict, finals: dict, costs: dict,
             shape = plan.get("input_shape") or list(model.input_size)
             settings = {k: val for k, val in (plan.get("cost") or {}).items()
                         if k in ("large_batch", "train_batch", "repeats", "warmup", "threads")}
-            channels_last = (plan.get("train") or {}).get("channels_last") is not False
-            costs[v["name"]] = measure_costs(model, tuple(shape), channels_last=channels_last, **settings)
+            costs[v["name"]] = measure_costs(model, tuple(shape), channels_last=trains_channels_last(plan), **settings)
             changed = True
         except Exception as exc:  # a report with a gap beats no report; the gap is named
             notes.append(f"costs of {v['name']} could not be measured: {type(exc).__name__}: {exc}")

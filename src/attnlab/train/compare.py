@@ -269,10 +269,10 @@ def _gather_spread_runs(context, jobs: list, run_dirs: list) -> None:
                                f"e.g. {missing[0]}; the output folder must be on a filesystem every rank shares")
 
 
-def _trains_channels_last(plan: dict) -> bool:
+def trains_channels_last(plan: dict) -> bool:
     """The Trainer's memory format for this plan (channels_last unless the recipe turns it off),
     so that the cost table times the models as they were trained."""
-    return plan["train"].get("channels_last") is not False
+    return (plan.get("train") or {}).get("channels_last") is not False
 
 
 def _new_run_dir(out_root, label: str) -> Path:
@@ -474,7 +474,7 @@ def run_compare(preset: Optional[str] = None, models=None, attentions=None, seed
     can_widen = isinstance(base["model_kwargs"].get("width"), int)
     for v in plan["variants"]:
         model = _build(v, info)
-        costs[v["name"]] = measure_costs(model, shape, channels_last=_trains_channels_last(plan), **cost_kwargs)
+        costs[v["name"]] = measure_costs(model, shape, channels_last=trains_channels_last(plan), **cost_kwargs)
         if can_widen and v["role"] == "attention":
             width, params = match_width(base, costs[v["name"]]["params"], info)
             costs[v["name"]]["matched_width"] = width / base["model_kwargs"]["width"]
