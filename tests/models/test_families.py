@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import attnlab
+from attnlab.models.layers import attend
 from attnlab.models.nasnet import NORMAL_CELL, REDUCTION_CELL
 from attnlab.models.shufflenet import channel_shuffle, concat_shuffle
 
@@ -83,6 +84,32 @@ def test_post_placement_builds_and_runs_every_slot(name, size, total, stage, in_
     out = model.eval()(torch.randn(2, model.in_chans, size, size))
     assert out.shape == (2, 3) and torch.isfinite(out).all()
     assert len(calls) == total and len(set(map(id, calls))) == total, "every slot runs exactly once"
+
+
+class _CountingSlot(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.calls = 0
+
+    def forward(self, x):
+        self.calls += 1
+        return x * 2
+
+
+@pytest.mark.parametrize("name", ["resnet20", "shufflenet_v2_x0_5_small", "densenet_bc100_k12"])
+def test_empty_attention_slots_are_skipped_and_filled_slots_run(name):
+    x = torch.randn(2, 4, 3, 3)
+    assert attend(torch.nn.Identity(), x) is x
+    model = attnlab.create_model(name, num_classes=3).eval()
+    slots = [(parent, attr) for parent in model.modules() for attr in ("attn", "attention")
+             if type(getattr(parent, attr, None)) is torch.nn.Identity]
+    assert slots, "a model without attention has empty slots"
+    x = torch.randn(2, model.in_chans, 32, 32)
+    before = model(x)
+    parent, attr = slots[len(slots) // 2]
+    setattr(parent, attr, _CountingSlot())     # a module put into a slot by hand still runs
+    after = model(x)
+    assert getattr(parent, attr).calls == 1 and not torch.allclose(before, after)
 
 
 FAMILY_OF = {"densenet121": "DenseNet", "shufflenet_v1_g3": "ShuffleNetV1", "shufflenet_v2_x1_0": "ShuffleNetV2",

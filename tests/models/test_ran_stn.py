@@ -23,8 +23,10 @@ def test_attention56_imagenet_parameter_count_matches_the_paper():
 
 
 def test_attention92_imagenet_parameter_count_documented_difference():
-    # Source: RAN paper Table 2: Attention-92 51.3M. Our faithful build has one 1024-channel unit's
-    # worth (1.12M) more: 52.47M (+2.3%), documented in models/ran.py.
+    # Source: RAN paper Table 2: Attention-92 51.3M. The authors' released Attention-92 deploy
+    # file (fwang91/residual-attention-network, model/Attention-92-deploy.prototxt) has
+    # 52,466,344 learnable parameters, counted layer by layer, as this build: one 1024-channel
+    # unit's worth (1.12M) more than the table (+2.3%), documented in models/ran.py.
     count = n_params(attnlab.create_model("attention92"))
     assert count == 52_466_344
     assert abs((count - 1_117_184) - 51.3e6) / 51.3e6 < 0.01

@@ -15,9 +15,11 @@ units per module 2p+t = 8, so 20 + 18 * 24 = 452).
 
 Parameter counts (1000 classes for ImageNet, 10 for CIFAR), measured vs the paper:
 * attention56 31.81M vs 31.9M (-0.3%). attention92 52.47M vs 51.3M (+2.3%), which is one
-  1024-channel unit (1.12M) more than the paper's figure. The official Attention-92 file's last
-  stage-3 module (AttentionC_3) and final units have exactly our layer list, and the same modules
-  give Attention-56 within 0.3%, so the difference was not located; it stays documented here.
+  1024-channel unit (1.12M) more than the paper's figure. The authors' released deploy files
+  count exactly as ours: 52,466,344 (Attention-92) and 31,810,728 (Attention-56) learnable
+  parameters, with the same convolutions (179 / 110, none with a bias), batch norms and
+  classifier, module by module. So the gap is between the paper's table and the authors' own
+  network, not in this build.
 * CIFAR: the paper gives no CIFAR layer table. This build uses the ImageNet design with the
   pre-activation ResNet-164 CIFAR widths (3x3 conv 16, stages of 64 / 128 / 256 channels at 32 /
   16 / 8 px, the three final units at 256 channels and 8 px, no fourth down-sampling) and the

@@ -65,7 +65,7 @@ from torch import nn
 from ..attention import create_attention
 from ..attention.base import AttentionModule
 from .layers import (
-    RESIDUAL_POSITIONS, AttentionSpec, Backbone, ClassifierHead, check_classes_chans, init_backbone_weights,
+    RESIDUAL_POSITIONS, AttentionSpec, Backbone, ClassifierHead, attend, check_classes_chans, init_backbone_weights,
 )
 from .registry import register_model
 
@@ -115,7 +115,7 @@ class ResidualBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         position = self.attention_position
-        out, preactivated = self.branch(self.attention(x) if position == "pre" else x)
+        out, preactivated = self.branch(attend(self.attention, x) if position == "pre" else x)
         if self.downsample is None:
             shortcut = x
         else:
@@ -124,13 +124,13 @@ class ResidualBlock(nn.Module):
             if isinstance(self.attention, AttentionModule):   # attention(out) + shortcut, in one pass for gates
                 out = self.act(self.attention.scale_add(out, shortcut))
             else:                                             # nn.Identity, or a module from elsewhere
-                out = self.act(self.attention(out) + shortcut)
+                out = self.act(attend(self.attention, out) + shortcut)
         else:
             if position == "identity":
-                shortcut = self.attention(shortcut)
+                shortcut = attend(self.attention, shortcut)
             out = self.act(out + shortcut)
         if position == "post":
-            out = self.attention(out)
+            out = attend(self.attention, out)
         return out
 
     def zero_init_last(self) -> None:

@@ -37,7 +37,7 @@ from typing import Optional, Sequence
 import torch
 from torch import nn
 
-from .layers import (PLAIN_POSITIONS, AttentionSpec, Backbone, ClassifierHead, ConvNormAct,
+from .layers import (PLAIN_POSITIONS, AttentionSpec, Backbone, ClassifierHead, ConvNormAct, attend,
                      check_classes_chans, init_backbone_weights, rename_state_dict_keys)
 from .registry import register_model
 
@@ -103,7 +103,7 @@ class ShuffleUnitV1(nn.Module):
             out = torch.cat((self.shortcut_pool(x), out), 1)
         else:
             out = out + x
-        return self.attn(self.act(out))
+        return attend(self.attn, self.act(out))
 
 
 class ShuffleUnitV2(nn.Module):
@@ -126,8 +126,8 @@ class ShuffleUnitV2(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.stride == 1:
             kept, transformed = x.chunk(2, dim=1)
-            return self.attn(concat_shuffle(kept, self.branch2(transformed)))
-        return self.attn(concat_shuffle(self.branch1(x), self.branch2(x)))
+            return attend(self.attn, concat_shuffle(kept, self.branch2(transformed)))
+        return attend(self.attn, concat_shuffle(self.branch1(x), self.branch2(x)))
 
 
 class _ShuffleNet(Backbone):

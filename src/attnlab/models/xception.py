@@ -38,7 +38,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-from .layers import (RESIDUAL_POSITIONS, AttentionSpec, Backbone, ClassifierHead, ConvNormAct,
+from .layers import (RESIDUAL_POSITIONS, AttentionSpec, Backbone, ClassifierHead, ConvNormAct, attend,
                      SeparableConv2d, check_classes_chans, init_backbone_weights, rename_state_dict_keys)
 from .registry import register_model
 
@@ -73,12 +73,12 @@ class XceptionBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.position == "pre":
-            return self.branch(self.attn(x)) + self.shortcut(x)
+            return self.branch(attend(self.attn, x)) + self.shortcut(x)
         if self.position == "standard":
-            return self.attn(self.branch(x)) + self.shortcut(x)
+            return attend(self.attn, self.branch(x)) + self.shortcut(x)
         if self.position == "identity":
-            return self.branch(x) + self.attn(self.shortcut(x))
-        return self.attn(self.branch(x) + self.shortcut(x))
+            return self.branch(x) + attend(self.attn, self.shortcut(x))
+        return attend(self.attn, self.branch(x) + self.shortcut(x))
 
 
 class Xception(Backbone):
