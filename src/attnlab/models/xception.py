@@ -43,9 +43,10 @@ from .layers import (RESIDUAL_POSITIONS, AttentionSpec, Backbone, ClassifierHead
 from .registry import register_model
 
 
-def separable_unit(in_chs: int, out_chs: int, leading_relu: bool) -> nn.Sequential:
-    """ReLU - SeparableConv 3x3 - BN, the unit every Xception block repeats."""
-    return nn.Sequential(OrderedDict(act=nn.ReLU() if leading_relu else nn.Identity(),
+def separable_unit(in_chs: int, out_chs: int, leading_relu: bool, inplace: bool = False) -> nn.Sequential:
+    """ReLU - SeparableConv 3x3 - BN, the unit every Xception block repeats. `inplace`: the ReLU
+    may overwrite its input (not for a block's first unit, whose input the shortcut reads too)."""
+    return nn.Sequential(OrderedDict(act=nn.ReLU(inplace) if leading_relu else nn.Identity(),
                                      conv=SeparableConv2d(in_chs, out_chs, 3), bn=nn.BatchNorm2d(out_chs)))
 
 
@@ -59,7 +60,7 @@ class XceptionBlock(nn.Module):
                  grow_first: bool, spec: AttentionSpec, stage: int):
         super().__init__()
         widths = [in_chs] + [out_chs] * reps if grow_first else [in_chs] * reps + [out_chs]
-        units = [separable_unit(widths[i], widths[i + 1], leading_relu=start_with_relu or i > 0)
+        units = [separable_unit(widths[i], widths[i + 1], leading_relu=start_with_relu or i > 0, inplace=i > 0)
                  for i in range(reps)]
         if stride == 2:
             units.append(nn.MaxPool2d(3, stride=2, padding=1))
