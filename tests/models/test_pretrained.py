@@ -2,6 +2,7 @@
 source detection, the load report, the errors, and the identity initialisation of new attention."""
 from __future__ import annotations
 
+import re
 import warnings
 
 import pytest
@@ -64,6 +65,24 @@ def test_attnlab_checkpoint_folder_and_file(base, tmp_path):
               str(bare))
     state = read_state_dict(bare)
     assert set(state) == set(trained.state_dict())
+
+
+def test_shufflenet_v2_checkpoint_with_the_old_nested_branch_keys_loads(tmp_path, randomise_norms_fn):
+    # Until the unit branches became flat Sequentials, attnlab saved them as nested conv-norm-act
+    # blocks: branch2.0.conv.weight for today's branch2.0.weight, branch2.1.bn for branch2.4, ...
+    torch.manual_seed(0)
+    model = randomise_norms_fn(attnlab.create_model("shufflenet_v2_x0_5_small", num_classes=4)).eval()
+    flat_to_nested = {"1": {"0": "0.conv", "1": "0.bn", "2": "1.conv", "3": "1.bn"},
+                      "2": {"0": "0.conv", "1": "0.bn", "3": "1.conv", "4": "1.bn", "5": "2.conv", "6": "2.bn"}}
+    old = {re.sub(r"\.branch([12])\.(\d)\.", lambda m: f".branch{m[1]}.{flat_to_nested[m[1]][m[2]]}.", k): v
+           for k, v in model.state_dict().items()}
+    assert "stage2.0.branch2.1.conv.weight" in old and "stage2.0.branch2.3.weight" not in old
+    path = tmp_path / "old.pth"
+    torch.save(old, path)
+    loaded = attnlab.create_model("shufflenet_v2_x0_5_small", num_classes=4, pretrained=str(path)).eval()
+    assert loaded.pretrained_report["source"] == "attnlab" and loaded.pretrained_report["new"] == []
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(X), model(X), rtol=0, atol=0)
 
 
 def test_classifier_of_another_size_is_reset_and_reported(base):

@@ -220,7 +220,13 @@ class ShuffleNetV2(_ShuffleNet):
 
     def remap_pretrained(self, state_dict: dict, source: str) -> dict:
         """torchvision's stem, conv5 and classifier keys (conv1.0, conv5.1, fc) renamed to this
-        file's; the unit branches have the same flat layer indices in both (branch2.3 ...)."""
+        file's; the unit branches have the same flat layer indices in both (branch2.3 ...).
+        attnlab checkpoints written while the branches were nested conv-norm-act blocks
+        (branch2.1.conv ...) get the flat indices."""
+        if source == "attnlab":
+            return rename_state_dict_keys(state_dict, ((
+                r"\.branch([12])\.(\d\.(?:conv|bn))\.",
+                lambda m: f".branch{m[1]}.{_NESTED_BRANCH_INDEX[m[1]][m[2]]}."),))
         if source != "torchvision":
             return state_dict
         return rename_state_dict_keys(state_dict, (
@@ -228,6 +234,11 @@ class ShuffleNetV2(_ShuffleNet):
             (r"^conv5\.0\.", "conv5.conv."), (r"^conv5\.1\.", "conv5.bn."),
             (r"^fc\.", "head.fc.")))
 
+
+# Old nested branch keys -> flat layer index: branch1 = dw conv, bn | conv, bn, relu; branch2 =
+# conv, bn, relu | dw conv, bn | conv, bn, relu.
+_NESTED_BRANCH_INDEX = {"1": {"0.conv": "0", "0.bn": "1", "1.conv": "2", "1.bn": "3"},
+                        "2": {"0.conv": "0", "0.bn": "1", "1.conv": "3", "1.bn": "4", "2.conv": "5", "2.bn": "6"}}
 
 # Stage widths at 1.0x, ShuffleNet v1 Table 1 (stage2, stage3, stage4) per group count.
 V1_WIDTHS = {1: (144, 288, 576), 2: (200, 400, 800), 3: (240, 480, 960), 4: (272, 544, 1088), 8: (384, 768, 1536)}
