@@ -43,3 +43,18 @@ def torchvision():
 @pytest.fixture(scope="session")
 def timm(torchvision):
     return pytest.importorskip("timm")
+
+
+@pytest.fixture(scope="session")
+def shufflenet_v2_old_keys():
+    """A ShuffleNet v2 state dict under the names attnlab used while its unit branches were nested
+    conv-norm-act blocks (branch2.1.conv.weight for today's branch2.3.weight)."""
+    import re
+
+    flat_to_nested = {"1": {"0": "0.conv", "1": "0.bn", "2": "1.conv", "3": "1.bn"},
+                      "2": {"0": "0.conv", "1": "0.bn", "3": "1.conv", "4": "1.bn", "5": "2.conv", "6": "2.bn"}}
+
+    def rename(state: dict) -> dict:
+        return {re.sub(r"\.branch([12])\.(\d)\.", lambda m: f".branch{m[1]}.{flat_to_nested[m[1]][m[2]]}.", k): v
+                for k, v in state.items()}
+    return rename

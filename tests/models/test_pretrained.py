@@ -2,7 +2,6 @@
 source detection, the load report, the errors, and the identity initialisation of new attention."""
 from __future__ import annotations
 
-import re
 import warnings
 
 import pytest
@@ -67,15 +66,13 @@ def test_attnlab_checkpoint_folder_and_file(base, tmp_path):
     assert set(state) == set(trained.state_dict())
 
 
-def test_shufflenet_v2_checkpoint_with_the_old_nested_branch_keys_loads(tmp_path, randomise_norms_fn):
+def test_shufflenet_v2_checkpoint_with_the_old_nested_branch_keys_loads(tmp_path, randomise_norms_fn,
+                                                                        shufflenet_v2_old_keys):
     # Until the unit branches became flat Sequentials, attnlab saved them as nested conv-norm-act
     # blocks: branch2.0.conv.weight for today's branch2.0.weight, branch2.1.bn for branch2.4, ...
     torch.manual_seed(0)
     model = randomise_norms_fn(attnlab.create_model("shufflenet_v2_x0_5_small", num_classes=4)).eval()
-    flat_to_nested = {"1": {"0": "0.conv", "1": "0.bn", "2": "1.conv", "3": "1.bn"},
-                      "2": {"0": "0.conv", "1": "0.bn", "3": "1.conv", "4": "1.bn", "5": "2.conv", "6": "2.bn"}}
-    old = {re.sub(r"\.branch([12])\.(\d)\.", lambda m: f".branch{m[1]}.{flat_to_nested[m[1]][m[2]]}.", k): v
-           for k, v in model.state_dict().items()}
+    old = shufflenet_v2_old_keys(model.state_dict())
     assert "stage2.0.branch2.1.conv.weight" in old and "stage2.0.branch2.3.weight" not in old
     path = tmp_path / "old.pth"
     torch.save(old, path)

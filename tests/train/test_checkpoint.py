@@ -98,3 +98,23 @@ def test_missing_checkpoint_is_clear(tmp_path):
         load_checkpoint(tmp_path)
     with pytest.raises(CheckpointError, match="does not exist"):
         load_checkpoint(tmp_path / "ckpt-000000001.json")
+
+
+def test_checkpoint_with_a_familys_old_parameter_names_evaluates(tmp_path, shufflenet_v2_old_keys):
+    # ShuffleNet v2 branches were nested conv-norm-act blocks (branch2.1.conv.weight), now flat
+    # (branch2.3.weight): a run saved before still evaluates, with the same numbers.
+    from attnlab.data.datasets import load_dataset
+    from attnlab.train import Trainer, TrainConfig, load_trained
+
+    cfg = TrainConfig(model="shufflenet_v2_x0_5_small", dataset="digits", epochs=1, batch_size=256,
+                      channels_last=False)
+    Trainer(cfg, tmp_path / "new", progress=False, data=load_dataset("digits")).fit()
+    model, _ = load_trained(tmp_path / "new")
+    ckpt = load_checkpoint(tmp_path / "new")
+    old_names = shufflenet_v2_old_keys(ckpt.model_state())
+    assert old_names.keys() != ckpt.model_state().keys()
+    save_checkpoint(tmp_path / "old" / "checkpoints", 1, ckpt.state, old_names)
+    old_model, _ = load_trained(tmp_path / "old")
+    x = torch.randn(3, 1, 8, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(old_model(x), model(x), rtol=0, atol=0)

@@ -558,7 +558,7 @@ class Trainer:
         if state["steps_per_epoch"] != self.steps_per_epoch:
             raise CheckpointError(f"checkpoint {ckpt.path} has {state['steps_per_epoch']} steps per epoch, this run "
                                   f"{self.steps_per_epoch}: the dataset changed; resume with the same data")
-        self.model.load_state_dict(ckpt.model_state())
+        self.model.load_state_dict(current_keys(self.model, ckpt.model_state()))
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scaler is not None and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
@@ -625,6 +625,13 @@ def train(config: TrainConfig | dict, out_dir: Optional[str | os.PathLike] = Non
     return Trainer(config, out_dir, progress).fit(resume=resume)
 
 
+def current_keys(model: nn.Module, model_state: dict) -> dict:
+    """An attnlab checkpoint's model state under `model`'s current parameter names: a family that
+    renamed its modules maps the old names in `remap_pretrained(state, "attnlab")`."""
+    remap = getattr(model, "remap_pretrained", None)
+    return remap(dict(model_state), "attnlab") if callable(remap) else model_state
+
+
 def load_trained(path: str | os.PathLike, which: str = "latest", device: str | torch.device = "cpu"):
     """(model in eval mode, TrainConfig) from a run folder, a checkpoints folder or a checkpoint
     file. `which='best'` picks the checkpoint with the best test accuracy in a folder."""
@@ -637,7 +644,7 @@ def load_trained(path: str | os.PathLike, which: str = "latest", device: str | t
     config = TrainConfig.from_dict(ckpt.state["config"])
     data = ckpt.state["data"]
     model = build_model(config, data["num_classes"], data["in_chans"])
-    missing, unexpected = model.load_state_dict(ckpt.model_state(), strict=False)
+    missing, unexpected = model.load_state_dict(current_keys(model, ckpt.model_state()), strict=False)
     if missing or unexpected:
         raise CheckpointError(f"checkpoint {ckpt.path} does not fit model {config.model!r}: missing "
                               f"{missing[:5]}, unexpected {unexpected[:5]}")
