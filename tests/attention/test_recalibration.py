@@ -272,19 +272,16 @@ def test_no_grad_gives_the_values_of_the_fused_training_path():
         torch.testing.assert_close(se(x), y.detach(), atol=0, rtol=0)
 
 
-@pytest.mark.parametrize("factory", [lambda: CBAM(C, reduction=4), lambda: CBAM(C, reduction=4, order="spatial_first"),
-                                     lambda: ChannelAttention(C, reduction=4), lambda: SpatialAttention(C)],
-                         ids=["cbam", "cbam-spatial-first", "channel", "spatial"])
-def test_cbam_lean_backward_matches_the_observed_plain_path(factory):
-    """No capture: gate_scale's one-pass backward; with a recorder: plain autograd. Same numbers."""
-    torch.manual_seed(10)
-    module = factory()
+def assert_lean_path_matches_observed_path(module):
+    """Run `module` on a channels_last map without a capture (its lean backward) and with a
+    recorder set (plain autograd): same outputs, input and parameter gradients; the lean path's
+    input gradient stays channels_last."""
     x1 = torch.randn(3, C, 6, 5).contiguous(memory_format=torch.channels_last).requires_grad_()
     x2 = x1.detach().clone().requires_grad_()
     grad = torch.randn(3, C, 6, 5)
     y1 = module(x1)
     y1.backward(grad)
-    fused_grads = [p.grad.clone() for p in module.parameters()]
+    lean_grads = [p.grad.clone() for p in module.parameters()]
     module.zero_grad()
     module.recorder = lambda mod, name, value: None
     y2 = module(x2)
@@ -293,8 +290,19 @@ def test_cbam_lean_backward_matches_the_observed_plain_path(factory):
     torch.testing.assert_close(y1, y2, atol=0, rtol=0)
     torch.testing.assert_close(x1.grad, x2.grad, atol=1e-5, rtol=1e-5)
     assert x1.grad.is_contiguous(memory_format=torch.channels_last)
-    for g1, p in zip(fused_grads, module.parameters()):
-        torch.testing.assert_close(g1, p.grad, atol=1e-5, rtol=1e-5)
+    for g1, (name, p) in zip(lean_grads, module.named_parameters()):
+        assert p.grad.abs().sum() > 0, name
+        torch.testing.assert_close(g1, p.grad, atol=1e-5, rtol=1e-5, msg=name)
+    return y1
+
+
+@pytest.mark.parametrize("factory", [lambda: CBAM(C, reduction=4), lambda: CBAM(C, reduction=4, order="spatial_first"),
+                                     lambda: ChannelAttention(C, reduction=4), lambda: SpatialAttention(C)],
+                         ids=["cbam", "cbam-spatial-first", "channel", "spatial"])
+def test_cbam_lean_backward_matches_the_observed_plain_path(factory):
+    """No capture: gate_scale's one-pass backward; with a recorder: plain autograd. Same numbers."""
+    torch.manual_seed(10)
+    assert_lean_path_matches_observed_path(factory())
 
 
 def test_gate_gradient_in_chunks_equals_the_whole_product_sum():
@@ -386,3 +394,37 @@ def test_resnet_blocks_give_the_same_training_step_fused_or_plain(attention, mon
     torch.testing.assert_close(runs[0][0], runs[1][0], atol=1e-6, rtol=1e-6)
     for g1, g2 in zip(runs[0][1], runs[1][1]):
         torch.testing.assert_close(g1, g2, atol=1e-5, rtol=1e-4)
+
+
+def test_gc_one_pass_backward_matches_the_observed_plain_path(monkeypatch):
+    """channels_last, training: _AttentionPool / _AddTerm form dx in one baddbmm; with a recorder
+    the block runs through plain autograd. Same values and gradients, gradient kept channels_last."""
+    taken = []
+    original = GlobalContextBlock._fused_add
+    monkeypatch.setattr(GlobalContextBlock, "_fused_add", lambda self, x: taken.append(1) or original(self, x))
+    torch.manual_seed(11)
+    gc = GlobalContextBlock(C, reduction=4, zero_init=False)
+    y = assert_lean_path_matches_observed_path(gc)
+    assert taken == [1] and y.is_contiguous(memory_format=torch.channels_last)
+    x = torch.randn(2, C, 3, 3).contiguous(memory_format=torch.channels_last).requires_grad_()
+    (g,) = torch.autograd.grad(gc(x).square().sum(), x, create_graph=True)
+    with pytest.raises(RuntimeError):   # once_differentiable
+        g.sum().backward()
+
+
+def test_gc_takes_the_one_pass_path_only_where_it_applies(monkeypatch):
+    taken = []
+    original = GlobalContextBlock._fused_add
+    monkeypatch.setattr(GlobalContextBlock, "_fused_add", lambda self, x: taken.append(1) or original(self, x))
+    cl, nchw = torch.randn(2, C, 4, 4).contiguous(memory_format=torch.channels_last), torch.randn(2, C, 4, 4)
+    cases = [(GlobalContextBlock(C, reduction=4), cl, False),              # no input gradient wanted
+             (GlobalContextBlock(C, reduction=4), nchw, True),             # NCHW map
+             (GlobalContextBlock(C, reduction=4, fusion="mul"), cl, True),
+             (GlobalContextBlock(C, reduction=4, pool="avg"), cl, True)]
+    for module, x, wants_grad in cases:
+        y = module(x.clone().requires_grad_(wants_grad))
+        if wants_grad:
+            y.sum().backward()
+    assert taken == []
+    GlobalContextBlock(C, reduction=4)(cl.clone().requires_grad_()).sum().backward()
+    assert taken == [1]

@@ -22,6 +22,12 @@ from torch import nn
 Recorder = Callable[["AttentionModule", str, torch.Tensor], None]
 
 
+def is_channels_last(x: torch.Tensor) -> bool:
+    """True for a 4-d tensor laid out NHWC (channels_last) and not also NCHW-contiguous (one
+    channel or a 1x1 map are both at once)."""
+    return x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+
+
 class AttentionModule(nn.Module):
     """Base class: channels-first (N, C, H, W) -> (N, C, H, W) modules with observable gates."""
 

@@ -37,13 +37,10 @@ from typing import Optional, Sequence
 import torch
 from torch import nn
 
+from ..attention.base import is_channels_last
 from .layers import (PLAIN_POSITIONS, AttentionSpec, Backbone, ClassifierHead, ConvNormAct, attend,
                      check_classes_chans, init_backbone_weights, rename_state_dict_keys)
 from .registry import register_model
-
-
-def _is_channels_last(x: torch.Tensor) -> bool:
-    return x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
 
 
 def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
@@ -55,7 +52,7 @@ def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
     n, chs, h, w = x.shape
     if chs % groups:
         raise ValueError(f"channel_shuffle: {chs} channels do not split into {groups} groups")
-    if _is_channels_last(x):
+    if is_channels_last(x):
         nhwc = x.permute(0, 2, 3, 1).reshape(n, h, w, groups, chs // groups)
         return nhwc.transpose(3, 4).reshape(n, h, w, chs).permute(0, 3, 1, 2)
     return x.view(n, groups, chs // groups, h, w).transpose(1, 2).reshape(n, chs, h, w)
@@ -65,7 +62,7 @@ def concat_shuffle(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """channel_shuffle(cat((a, b), 1), 2) in one copy: channels a0, b0, a1, b1, ... (memory
     format of `a` kept)."""
     n, c, h, w = a.shape
-    if _is_channels_last(a) or _is_channels_last(b):
+    if is_channels_last(a) or is_channels_last(b):
         pairs = torch.stack((a.permute(0, 2, 3, 1), b.permute(0, 2, 3, 1)), dim=4)
         return pairs.view(n, h, w, 2 * c).permute(0, 3, 1, 2)
     return torch.stack((a, b), dim=2).view(n, 2 * c, h, w)
