@@ -5,9 +5,12 @@ wrote under benchmarks/results/, computes the floors of issue 6 from the CSV row
 (or appends) the block between `<!-- bench_models:start -->` and `<!-- bench_models:end -->`;
 the other sections of RESULTS.md are left as they are.
 
-    python benchmarks/bench_section.py --models-csv benchmarks/results/models_resnet20_cpu.csv \\
-        benchmarks/results/models_imagenet128_cpu.csv --overhead-md benchmarks/results/overhead_resnet20_cpu.md \\
-        --profile-md benchmarks/results/profile_resnet20_*.md --notes benchmarks/results/bench_notes.md
+    python benchmarks/bench_section.py --models-csv benchmarks/results/models_resnet20_focused_cpu.csv \\
+        benchmarks/results/models_resnet20_focused_2threads_cpu.csv benchmarks/results/models_imagenet128_cpu.csv \\
+        benchmarks/results/models_resnet20_cpu.csv benchmarks/results/models_depthwise128_cpu.csv \\
+        --overhead-md benchmarks/results/overhead_resnet20_cpu.md \\
+        --profile-md benchmarks/results/gate_passes_resnet20_se_*.md benchmarks/results/profile_resnet20_*.md \\
+        --notes benchmarks/results/bench_notes.md
 """
 from __future__ import annotations
 
