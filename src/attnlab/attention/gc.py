@@ -60,6 +60,12 @@ GC_FUSIONS = ("add", "mul")
 GC_POOLS = ("attention", "avg")
 
 
+def _rows(x: torch.Tensor) -> torch.Tensor:
+    """The (N, HW, C) matrix of a channels_last map: a view, no copy."""
+    n, c, h, w = x.shape
+    return x.permute(0, 2, 3, 1).reshape(n, h * w, c)
+
+
 class _AttentionPool(torch.autograd.Function):
     """context = softmax(rows @ w + b) @ rows for rows (N, HW, C); the backward takes dy of the
     block's output from the link (left by `_AddTerm`) and returns dy plus the pooling's input
@@ -152,7 +158,7 @@ class GlobalContextBlock(AttentionModule):
             return x.mean((2, 3))
         n, c, h, w = x.shape
         if is_channels_last(x):
-            rows = x.permute(0, 2, 3, 1).reshape(n, h * w, c)   # a view: (N, HW, C)
+            rows = _rows(x)
             logits = F.linear(rows, self.attention_logits.weight.view(1, c), self.attention_logits.bias)
         else:
             rows, logits = None, self.attention_logits(x)
@@ -176,7 +182,7 @@ class GlobalContextBlock(AttentionModule):
     def _fused_add(self, x: torch.Tensor) -> torch.Tensor:
         """x + transform(context(x)) through `_AttentionPool` / `_AddTerm` (module docstring)."""
         n, c, h, w = x.shape
-        rows = x.permute(0, 2, 3, 1).reshape(n, h * w, c)   # a view: (N, HW, C)
+        rows = _rows(x)
         link = _GradientLink()
         context = _AttentionPool.apply(rows, self.attention_logits.weight.view(c), self.attention_logits.bias, link)
         out = _AddTerm.apply(rows.detach(), self.transform(context), link)
