@@ -28,6 +28,7 @@ from torch.nn import functional as F
 import attnlab
 from attnlab.attention import _gating
 from attnlab.train.trainer import keep_freed_memory
+from profile_step import print_report  # benchmarks/, the script's own folder
 
 PASSES = {"_pools": "squeeze (pooling, forward)", "_product_sum": "gate gradient sum(dy * x)",
           "backward": "input gradient dy * s + dz / HW (+ max scatter)"}
@@ -112,12 +113,7 @@ def main(argv=None):
     lines.append(f"\nEverything else the module adds (its MLP or convolution, autograd bookkeeping, and the "
                  f"cache misses it causes elsewhere): {(with_gate - base - floor) * 1e3:.1f} ms "
                  f"({(with_gate - base - floor) / base:+.1%}).")
-    report = "\n".join(lines) + "\n"
-    sys.stdout.write(report)
-    if args.out:
-        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-        with open(args.out, "w") as fh:
-            fh.write(report)
+    print_report(lines, args.out)
 
 
 if __name__ == "__main__":

@@ -116,11 +116,16 @@ def main(argv=None):
     emit("\nTop ops:\n| op | ms / step |\n|---|---|")
     for op, secs in by_op.most_common(args.top):
         emit(f"| {op} | {secs * 1e3:.2f} |")
+    print_report(lines, args.out)
+
+
+def print_report(lines: list[str], out: str | None = None) -> None:
+    """Print the report's lines and, with `out`, also write them to that Markdown file."""
     report = "\n".join(lines) + "\n"
     sys.stdout.write(report)
-    if args.out:
-        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-        with open(args.out, "w") as fh:
+    if out:
+        os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+        with open(out, "w") as fh:
             fh.write(report)
 
 
