@@ -260,7 +260,24 @@ def cases(tmp: Path) -> list[Case]:
         ("explain: checkpoint that does not exist", ["explain", "--checkpoint", str(tmp / "x"), "--out", out]),
         ("explain: bit-flipped checkpoint", ["explain", "--checkpoint", str(f["flipped"]), "--out", out]),
     ]
-    return [Case("api", what, call) for what, call in api] + [Case("cli", what, argv) for what, argv in cli]
+    return ([Case("api", what, call) for what, call in api] + [Case("cli", what, argv) for what, argv in cli]
+            + _more_cases(tmp))
+
+
+def _more_cases(tmp: Path) -> list[Case]:
+    """The cases of the other files beside this one (bad_inputs_*.py, each `cases(tmp, Case)`),
+    one file per area so that the list of each stays readable."""
+    import importlib.util
+
+    found = []
+    for path in sorted(Path(__file__).parent.glob("bad_inputs_*.py")):
+        spec = importlib.util.spec_from_file_location(f"attnlab_{path.stem}", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        scratch = tmp / path.stem
+        scratch.mkdir(exist_ok=True)
+        found += module.cases(scratch, Case)
+    return found
 
 
 def _cell(text: str, tmp: Path) -> str:

@@ -54,7 +54,13 @@ def test_gradients_reach_every_parameter_and_the_input(name):
     module(x).square().sum().backward()
     assert x.grad is not None and x.grad.abs().sum() > 0
     for pname, p in module.named_parameters():
-        assert p.grad is not None and p.grad.abs().sum() > 0, pname
+        assert p.grad is not None, pname
+        if pname == "attention_logits.bias":
+            # softmax over positions is unchanged by a constant shift of its logits, so this bias
+            # (kept for the official code's 1x1 conv) gets a zero gradient, up to rounding
+            assert p.grad.abs().max() < 1e-5, pname
+        else:
+            assert p.grad.abs().sum() > 0, pname
 
 
 @pytest.mark.parametrize("gate", ["sigmoid", "tanh", "relu"])

@@ -30,7 +30,7 @@ def test_rotation_keeps_the_ink_and_rts_places_it_on_the_canvas(images):
     big = torch.nn.functional.interpolate(images.float(), size=28, mode="bilinear").round().to(torch.uint8)
     rotated = distort(big, "r", seed=0)
     # A rotation about the centre keeps most of the ink (digits do not touch the corners).
-    assert rotated.float().sum() == pytest.approx(big.float().sum(), rel=0.1)
+    assert rotated.float().sum().item() == pytest.approx(big.float().sum().item(), rel=0.1)
     rts = distort(big, "rts", seed=0)
     assert rts.shape[-1] == 42 and rts.float().sum(dim=(1, 2, 3)).min() > 0
 
