@@ -153,8 +153,9 @@ def test_imagefolder_pngs_lazy_with_dataloader(tmp_path):
 
 def test_imagefolder_corrupt_image_is_reported(tmp_path):
     for split in ("train", "val"):
-        (tmp_path / split / "a").mkdir(parents=True)
-        (tmp_path / split / "a" / "x.png").write_bytes(b"not a png")
+        for cls in ("a", "b"):
+            (tmp_path / split / cls).mkdir(parents=True)
+            (tmp_path / split / cls / "x.png").write_bytes(b"not a png")
     with pytest.raises(DatasetError, match="cannot decode image"):
         load_dataset("imagefolder", data_dir=tmp_path, image_size=8)
 

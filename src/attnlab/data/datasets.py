@@ -19,6 +19,19 @@ pickle batches (Krizhevsky 2009), ImageNet-style class folders. Deviations and c
 * Images are kept as uint8 (0..255) in memory (4x less memory and gather traffic than float);
   mean and std are per channel, on the 0..1 scale, from the train split. `image_size=` resizes
   once, at load time (bilinear, antialiased).
+* IDX files of every type code load: integer images (ubyte, sbyte, short, int) must hold values
+  in 0..255 and become uint8; float images (float, double) must be finite and on the 0..1 scale
+  (the convention of attnlab's own float sets) and are kept as float32, both splits then. Labels
+  must be whole numbers in 0..classes-1 whatever their type. Anything else is refused, naming
+  the file, rather than converted into something else (a float image cast to uint8 would be all
+  zeros). The header is checked against the file's length and against the set's image size
+  (28 x 28 for MNIST and Fashion-MNIST) before the data are read.
+* Every set needs at least two classes, and its train labels must use at least two: a
+  one-class classifier scores 100% and learns nothing.
+* Image folders: files are decoded on access; an image larger than `MAX_IMAGE_PIXELS`
+  (8192 x 8192) is refused from its header, before any pixel is decoded (decompression bombs),
+  and a file that does not decode is refused naming it, with the same one-line message in a
+  DataLoader worker as in the main process.
 """
 from __future__ import annotations
 
@@ -29,6 +42,8 @@ import io
 import os
 import pickle
 import struct
+import warnings
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
@@ -64,6 +79,28 @@ HOW_TO_GET = {
 class DatasetError(ValueError):
     """A dataset that is missing, corrupt or inconsistent; the message says what was looked for,
     where, and how to get it."""
+
+
+class ImageDecodeError(DatasetError):
+    """An image file that cannot be decoded (or is too large to decode).
+
+    Raised while a DataLoader worker decodes a sample, it reaches the main process with the
+    message it had in the worker: torch re-raises a worker's exception as its class built from
+    the worker's whole traceback text, and this class keeps only its own line of that text.
+    """
+
+    def __init__(self, message):
+        super().__init__(_own_message(str(message), type(self)))
+
+
+def _own_message(text: str, cls: type) -> str:
+    """The exception's own message out of a re-raised worker traceback ("Caught X in DataLoader
+    worker process 0.\nOriginal Traceback ...\n<module>.X: message"); other text unchanged."""
+    if not text.startswith("Caught ") or "\nOriginal Traceback" not in text:
+        return text
+    prefix = f"{cls.__module__}.{cls.__qualname__}: "
+    own = [line[len(prefix):] for line in text.splitlines() if line.startswith(prefix)]
+    return own[-1].strip() if own else text
 
 
 @dataclass
@@ -102,10 +139,17 @@ class DatasetSplits:
         return len(self.test_y) if self.in_memory else len(self.test_set)
 
     def validate(self) -> "DatasetSplits":
-        """Check shapes, dtypes and label ranges; DatasetError naming what is inconsistent."""
+        """Check shapes, dtypes, label ranges and that there are at least two classes (in the
+        set and among the train labels); DatasetError naming what is inconsistent."""
+        if isinstance(self.num_classes, bool) or not isinstance(self.num_classes, int) or self.num_classes < 2:
+            raise DatasetError(f"dataset {self.name!r} has {self.num_classes!r} class(es) "
+                               f"({', '.join(map(str, self.classes)) or 'none'}); a classifier needs at least 2")
         if not self.in_memory:
             if self.train_set is None or self.test_set is None or len(self.train_set) == 0 or len(self.test_set) == 0:
                 raise DatasetError(f"dataset {self.name!r}: empty train or test split")
+            targets = getattr(self.train_set, "targets", None)
+            if targets is not None:
+                self._check_two_used(torch.as_tensor(targets, dtype=torch.int64))
             return self
         for split in ("train", "test"):
             x, y = getattr(self, f"{split}_x"), getattr(self, f"{split}_y")
@@ -122,7 +166,16 @@ class DatasetSplits:
             lo, hi = int(y.min()), int(y.max())
             if lo < 0 or hi >= self.num_classes:
                 raise DatasetError(f"dataset {self.name!r}: {split} labels span {lo}..{hi}, expected 0..{self.num_classes - 1}")
+        self._check_two_used(self.train_y)
         return self
+
+    def _check_two_used(self, train_labels: torch.Tensor) -> None:
+        used = torch.unique(train_labels)
+        if len(used) < 2:
+            label = int(used[0]) if len(used) else None
+            name = self.classes[label] if label is not None and 0 <= label < len(self.classes) else label
+            raise DatasetError(f"dataset {self.name!r}: every train label is class {label} ({name}); a classifier "
+                               f"needs examples of at least 2 classes")
 
 
 # ---------------------------------------------------------------------------- registry of names
@@ -309,32 +362,113 @@ def _digits_arrays() -> tuple:
 
 
 # ---------------------------------------------------------------------------- IDX (MNIST family)
-def read_idx(path: str | os.PathLike) -> np.ndarray:
-    """Read one IDX file (gzipped or not) into a numpy array; DatasetError when it is corrupt."""
+IDX_TYPES = {0x08: np.dtype(np.uint8), 0x09: np.dtype(np.int8), 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"),
+             0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}    # type code -> big-endian numpy dtype
+MAX_IDX_BYTES = 1 << 32   # data in one IDX file: far above any real set (MNIST's train images: 47 MB)
+
+
+def read_idx(path: str | os.PathLike, shape: Optional[Sequence[Optional[int]]] = None) -> np.ndarray:
+    """Read one IDX file (gzipped or not) into a numpy array of its own type, native byte order.
+
+    `shape`: the expected shape, None for a size that may be anything (e.g. (None, 28, 28)); the
+    header is checked against it, and against the file's length, before the data are read (a
+    gzip stream is read only as far as the header says, so a small file cannot expand into
+    memory without limit). DatasetError naming the file when it is not IDX, has another shape,
+    is truncated, or its gzip stream is damaged.
+    """
     path = Path(path)
     try:
-        with open(path, "rb") as fh:
-            raw = fh.read()
-        if raw[:2] == b"\x1f\x8b":
-            raw = gzip.decompress(raw)
-    except (OSError, EOFError, gzip.BadGzipFile) as err:
-        raise DatasetError(f"cannot read IDX file {path}: {err}") from None
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
-        raise DatasetError(f"{path} is not an IDX file (bad magic number {raw[:4].hex() or 'empty'})")
-    dtypes = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
-    code, ndim = raw[2], raw[3]
-    if code not in dtypes or ndim == 0:
-        raise DatasetError(f"{path}: unsupported IDX type code 0x{code:02x} or ndim {ndim}")
+        with open(path, "rb") as raw_fh:
+            gz = raw_fh.read(2) == b"\x1f\x8b"
+            raw_fh.seek(0)
+            if gz:
+                with gzip.GzipFile(fileobj=raw_fh, mode="rb") as fh:
+                    return _read_idx_stream(fh, path, shape, None)
+            return _read_idx_stream(raw_fh, path, shape, os.fstat(raw_fh.fileno()).st_size)
+    except (EOFError, zlib.error, gzip.BadGzipFile) as err:
+        raise DatasetError(f"{path}: corrupt or truncated gzip file ({err}); delete it and download it "
+                           "again") from None
+    except OSError as err:
+        raise DatasetError(f"cannot read IDX file {path}: {err.strerror or err}") from None
+
+
+def _read_idx_stream(fh, path: Path, shape, file_size: Optional[int]) -> np.ndarray:
+    head = fh.read(4)
+    if len(head) < 4 or head[0] != 0 or head[1] != 0:
+        raise DatasetError(f"{path} is not an IDX file (magic number {head.hex() or 'empty'}, expected "
+                           "0000 <type> <ndim>)")
+    code, ndim = head[2], head[3]
+    if code not in IDX_TYPES:
+        raise DatasetError(f"{path}: unknown IDX type code 0x{code:02x}; IDX types are 0x08 ubyte, 0x09 sbyte, "
+                           "0x0b short, 0x0c int, 0x0d float, 0x0e double")
+    if ndim == 0:
+        raise DatasetError(f"{path}: IDX header gives 0 dimensions")
+    raw_dims = fh.read(4 * ndim)
+    if len(raw_dims) < 4 * ndim:
+        raise DatasetError(f"{path}: truncated IDX header; download it again")
+    dims = struct.unpack(f">{ndim}i", raw_dims)
+    if any(d < 0 for d in dims):
+        raise DatasetError(f"{path}: IDX header gives a negative size, shape {dims}: corrupt; download it again")
+    if shape is not None and (len(dims) != len(shape) or any(e is not None and d != e for d, e in zip(dims, shape))):
+        want = ", ".join("N" if e is None else str(e) for e in shape)
+        raise DatasetError(f"{path}: IDX header gives shape {dims}, expected ({want}{',' if len(shape) == 1 else ''})")
+    dtype = IDX_TYPES[code]
+    expected = int(np.prod(dims, dtype=object)) * dtype.itemsize
+    if expected > MAX_IDX_BYTES:
+        raise DatasetError(f"{path}: IDX header gives shape {dims} ({expected} bytes of data), more than the "
+                           f"{MAX_IDX_BYTES} bytes an IDX file may hold here: corrupt; download it again")
     header = 4 + 4 * ndim
-    if len(raw) < header:
-        raise DatasetError(f"{path}: truncated IDX header")
-    shape = struct.unpack(f">{ndim}i", raw[4:header])
-    dtype = np.dtype(dtypes[code])
-    expected = int(np.prod(shape)) * dtype.itemsize
-    if len(raw) - header != expected:
-        raise DatasetError(f"{path}: IDX header says shape {shape} ({expected} bytes of data) but the file "
-                           f"holds {len(raw) - header} bytes: truncated or corrupt; download it again")
-    return np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape).astype(dtype.newbyteorder("="))
+    if file_size is not None and file_size - header != expected:
+        raise DatasetError(f"{path}: IDX header says shape {dims} ({expected} bytes of data) but the file holds "
+                           f"{file_size - header} bytes: truncated or corrupt; download it again")
+    data = bytearray()
+    while len(data) < expected:
+        chunk = fh.read(min(expected - len(data), 1 << 24))
+        if not chunk:
+            break
+        data += chunk
+    if len(data) < expected or (file_size is None and fh.read(1)):
+        held = "fewer" if len(data) < expected else "more"
+        raise DatasetError(f"{path}: IDX header says shape {dims} ({expected} bytes of data) but the file holds "
+                           f"{held}: truncated or corrupt; download it again")
+    array = np.frombuffer(data, dtype=dtype).reshape(dims)
+    return array.astype(dtype.newbyteorder("="), copy=False)
+
+
+def _idx_pixels(x: np.ndarray, path: Path) -> np.ndarray:
+    """IDX images as uint8 (integer types, values 0..255) or float32 (float types, finite values
+    on the 0..1 scale); DatasetError naming the file for anything else."""
+    if x.size == 0:
+        return x.astype(np.uint8)
+    if x.dtype.kind == "f":
+        if not np.isfinite(x).all():
+            raise DatasetError(f"{path}: IDX images stored as {x.dtype} hold non-finite values (NaN or infinity)")
+        lo, hi = float(x.min()), float(x.max())
+        if lo < 0 or hi > 1:
+            hint = " (they look like 0..255: divide them by 255)" if lo >= 0 and hi <= 255 else ""
+            raise DatasetError(f"{path}: IDX images stored as {x.dtype} hold values {lo:g}..{hi:g}; float images "
+                               f"must be on the 0..1 scale{hint}")
+        return x.astype(np.float32)
+    lo, hi = int(x.min()), int(x.max())
+    if lo < 0 or hi > 255:
+        raise DatasetError(f"{path}: IDX images stored as {x.dtype} hold values {lo}..{hi}, expected 0..255")
+    return x.astype(np.uint8)
+
+
+def _idx_labels(y: np.ndarray, path: Path, classes: Sequence[str]) -> np.ndarray:
+    """IDX labels as int64 in 0..len(classes)-1 (whole numbers of any IDX type); DatasetError
+    naming the file and the first bad value otherwise."""
+    if y.dtype.kind == "f":
+        bad = ~np.isfinite(y) | (y != np.round(y))
+        if bad.any():
+            raise DatasetError(f"{path}: IDX labels stored as {y.dtype} hold {float(y[bad][0])!r}, expected whole "
+                               f"numbers 0..{len(classes) - 1}")
+    labels = y.astype(np.int64)
+    out = (labels < 0) | (labels >= len(classes))
+    if out.any():
+        raise DatasetError(f"{path}: label {int(labels[out][0])} out of range 0..{len(classes) - 1} "
+                           f"({len(classes)} classes)")
+    return labels
 
 
 def _find_idx(base: str, data_dir) -> tuple[Path, dict[str, Path]]:
@@ -361,21 +495,38 @@ def _find_idx(base: str, data_dir) -> tuple[Path, dict[str, Path]]:
 
 def _load_idx_set(base: str, data_dir) -> tuple:
     folder, files = _find_idx(base, data_dir)
-    arrays = {key: read_idx(path) for key, path in files.items()}
-    for split in ("train", "test"):
-        x, y = arrays[f"{split}_x"], arrays[f"{split}_y"]
-        if x.ndim != 3 or y.ndim != 1 or len(x) != len(y):
-            raise DatasetError(f"dataset {base!r} in {folder}: {split} images {x.shape} and labels {y.shape} "
-                               f"do not match (expected (N, H, W) and (N,)); to get it: {HOW_TO_GET[base]}")
+    _, side, _ = NATIVE[base]
     classes = FASHION_CLASSES if base == "fashion-mnist" else [str(i) for i in range(10)]
-    out = []
+    hint = f"; to get it: {HOW_TO_GET[base]}"
+
+    def read(key: str, shape) -> np.ndarray:
+        try:
+            return read_idx(files[key], shape)
+        except DatasetError as err:
+            raise DatasetError(f"dataset {base!r}: {err}{hint}") from None
+
+    out = {}
     for split in ("train", "test"):
-        out.append(torch.from_numpy(arrays[f"{split}_x"].astype(np.uint8))[:, None].contiguous())
-        out.append(torch.from_numpy(arrays[f"{split}_y"].astype(np.int64)))
-    labels_max = max(int(out[1].max()), int(out[3].max())) if len(out[1]) and len(out[3]) else 0
-    if labels_max >= len(classes):
-        raise DatasetError(f"dataset {base!r} in {folder}: label {labels_max} out of range 0..{len(classes) - 1}")
-    return (*out, classes)
+        x_path, y_path = files[f"{split}_x"], files[f"{split}_y"]
+        x, y = read(f"{split}_x", (None, side, side)), read(f"{split}_y", (None,))
+        if len(x) != len(y) or len(x) == 0:
+            raise DatasetError(f"dataset {base!r}: {x_path} holds {len(x)} images but {y_path} holds {len(y)} "
+                               f"labels (expected the same number, at least 1){hint}")
+        try:
+            out[f"{split}_x"], out[f"{split}_y"] = _idx_pixels(x, x_path), _idx_labels(y, y_path, classes)
+        except DatasetError as err:
+            raise DatasetError(f"dataset {base!r}: {err}") from None
+    used = np.unique(out["train_y"])
+    if len(used) < 2:
+        raise DatasetError(f"dataset {base!r}: every label in {files['train_y']} is class {int(used[0])} "
+                           f"({classes[int(used[0])]}); a classifier needs examples of at least 2 classes")
+    if any(out[k].dtype == np.float32 for k in ("train_x", "test_x")):   # one scale for both splits
+        for key in ("train_x", "test_x"):
+            if out[key].dtype == np.uint8:
+                out[key] = out[key].astype(np.float32) / np.float32(255)
+    tensors = [torch.from_numpy(out[key][:, None] if key.endswith("_x") else out[key])
+               for key in ("train_x", "train_y", "test_x", "test_y")]
+    return (*tensors, classes)
 
 
 # ---------------------------------------------------------------------------- CIFAR pickles
@@ -464,12 +615,50 @@ def _load_synthetic(seed: int, size, n_train: int, n_test: int, shape, num_class
 
 
 # ---------------------------------------------------------------------------- image folders
+MAX_IMAGE_PIXELS = 8192 * 8192   # largest image (width x height) an image folder decodes: 64 Mpx
+
+
+def decode_image(path: str | os.PathLike, size: tuple[int, int], max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
+    """One image file as a uint8 (H, W, 3) RGB array resized to `size` (H, W).
+
+    An image of more than `max_pixels` pixels is refused from its header, before anything is
+    decoded (a few-kilobyte PNG can declare gigapixels); a file that is not an image, is
+    truncated or does not decode is refused too: ImageDecodeError naming the file.
+    """
+    from PIL import Image
+
+    path = Path(path)
+    try:
+        with warnings.catch_warnings():      # PIL warns, then raises, above its own limit: both refuse
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                width, height = img.size
+                if width * height > max_pixels:
+                    raise ImageDecodeError(f"image {path} is {width} x {height} = {width * height} pixels, more than "
+                                           f"the {max_pixels} an image folder accepts: refused (a possible "
+                                           "decompression bomb); shrink or remove it")
+                img = img.convert("RGB").resize((size[1], size[0]), Image.BILINEAR)
+                return np.asarray(img, dtype=np.uint8).copy()
+    except ImageDecodeError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        raise ImageDecodeError(f"image {path} is larger than the {max_pixels} pixels an image folder accepts "
+                               f"({' '.join(str(err).split())}): refused (a possible decompression bomb); shrink "
+                               "or remove it") from None
+    except Exception as err:  # noqa: BLE001 - any decoder failure on a user's file is that file's fault
+        reason = " ".join(str(err).split()) or type(err).__name__
+        raise ImageDecodeError(f"cannot decode image {path}: {reason}; the file is truncated, corrupt or not an "
+                               "image: replace or remove it") from None
+
+
 class ImageFolderDataset(torch.utils.data.Dataset):
     """ImageNet-style folders: root/<class>/<image>. Decoded with PIL on access (in DataLoader
-    workers), converted to RGB and resized to `size`; returns (uint8 (3, H, W) tensor, label)."""
+    workers) by `decode_image`, converted to RGB and resized to `size`; returns (uint8 (3, H, W)
+    tensor, label). A file that cannot be decoded raises ImageDecodeError naming it, with the
+    same one-line message in a worker as in the main process."""
 
-    def __init__(self, root: Path, classes: list[str], size: tuple[int, int]):
-        self.root, self.classes, self.size = Path(root), classes, size
+    def __init__(self, root: Path, classes: list[str], size: tuple[int, int], max_pixels: int = MAX_IMAGE_PIXELS):
+        self.root, self.classes, self.size, self.max_pixels = Path(root), classes, size, max_pixels
         self.samples: list[tuple[Path, int]] = []
         for label, cls in enumerate(classes):
             folder = self.root / cls
@@ -477,19 +666,17 @@ class ImageFolderDataset(torch.utils.data.Dataset):
                 self.samples += [(p, label) for p in sorted(folder.iterdir())
                                  if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()]
 
+    @property
+    def targets(self) -> list[int]:
+        """The label of every sample, in order (no file is opened)."""
+        return [label for _, label in self.samples]
+
     def __len__(self) -> int:
         return len(self.samples)
 
     def __getitem__(self, index: int):
-        from PIL import Image, UnidentifiedImageError
-
         path, label = self.samples[index]
-        try:
-            with Image.open(path) as img:
-                img = img.convert("RGB").resize((self.size[1], self.size[0]), Image.BILINEAR)
-                arr = np.asarray(img, dtype=np.uint8).copy()
-        except (OSError, UnidentifiedImageError) as err:
-            raise DatasetError(f"cannot decode image {path}: {err}") from None
+        arr = decode_image(path, self.size, self.max_pixels)
         return torch.from_numpy(arr).permute(2, 0, 1).contiguous(), label
 
 
@@ -514,6 +701,13 @@ def _load_imagefolder(data_dir, size) -> DatasetSplits:
     if len(train_set) == 0 or len(test_set) == 0:
         raise DatasetError(f"dataset 'imagefolder': no images ({', '.join(IMAGE_EXTENSIONS)}) in "
                            f"{train_dir if len(train_set) == 0 else test_dir}")
+    if len(classes) < 2:
+        raise DatasetError(f"dataset 'imagefolder': {train_dir} has 1 class folder ({classes[0]}); a classifier "
+                           "needs at least 2")
+    empty = sorted(set(classes) - {path.parent.name for path, _ in train_set.samples})
+    if empty:
+        raise DatasetError(f"dataset 'imagefolder': class folder(s) without images in {train_dir}: "
+                           f"{', '.join(empty)}; add images or remove the folder")
     # Mean and std from an evenly spaced sample of the train split (decoding all would be slow).
     step = max(1, len(train_set) // 256)
     sample = torch.stack([train_set[i][0] for i in range(0, len(train_set), step)])
