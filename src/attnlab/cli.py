@@ -23,6 +23,7 @@ from typing import Optional, Sequence
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 141    # 128 + SIGPIPE, as a shell reports a writer whose pipe closed
 
 
 class UsageError(Exception):
@@ -131,6 +132,26 @@ def _check_model_takes_data(model_name: str, dataset: str, image_size=None, atte
 
 
 # ---------------------------------------------------------------------------- list
+LIST_KINDS = ("models", "attention", "datasets")
+LIST_ALIASES = {"model": "models", "attentions": "attention", "dataset": "datasets"}
+
+
+def _list_pattern(pattern: Optional[str]) -> str:
+    """A shell-style pattern; a bare word (no * ? [) matches anywhere in the name: se -> *se*."""
+    if pattern is None:
+        return "*"
+    pattern = pattern.lower()
+    return pattern if any(c in pattern for c in "*?[") else f"*{pattern}*"
+
+
+def _unknown_kind(what: str) -> UsageError:
+    import difflib
+
+    close = difflib.get_close_matches(what.lower(), [*LIST_KINDS, *LIST_ALIASES], n=1, cutoff=0.6)
+    hint = f"did you mean {LIST_ALIASES.get(close[0], close[0])!r}? " if close else ""
+    return UsageError(f"list: unknown kind {what!r}; {hint}accepted: {', '.join(LIST_KINDS)}")
+
+
 def cmd_list(args) -> int:
     from .attention import list_attention
     from .data.datasets import list_datasets
@@ -138,14 +159,28 @@ def cmd_list(args) -> int:
 
     kinds = {"models": list_models, "attention": list_attention, "datasets": list_datasets}
     what, pattern = args.what, args.pattern
+    if what is not None:
+        what = LIST_ALIASES.get(what.lower(), what.lower())
     if what is not None and what not in kinds:
         if pattern is not None:
-            raise UsageError(f"list: unknown kind {what!r}; accepted: {', '.join(kinds)}")
-        what, pattern = None, what          # `attnlab list '*resnet*'`
-    pattern = pattern or "*"
-    for kind in ([what] if what else list(kinds)):
-        names = [n for n in kinds[kind]() if fnmatch.fnmatch(n, pattern)]
+            raise _unknown_kind(args.what)
+        what, pattern = None, args.what          # `attnlab list '*resnet*'` or `attnlab list resnet`
+    glob = _list_pattern(pattern)
+    found = {kind: [n for n in kinds[kind]() if fnmatch.fnmatchcase(n.lower(), glob)]
+             for kind in ([what] if what else list(kinds))}
+    if not any(found.values()):
+        if what is None and pattern is not None and not any(c in pattern for c in "*?["):
+            import difflib                       # `attnlab list modelz`: a kind's typo, not a name
+            if difflib.get_close_matches(pattern.lower(), [*LIST_KINDS, *LIST_ALIASES], n=1, cutoff=0.6):
+                raise _unknown_kind(pattern)
+        read_as = f" (read as {glob!r})" if glob != pattern else ""
+        where = f"nothing in {what}" if what else "no model, attention or dataset"
+        raise UsageError(f"list: {where} matches {pattern!r}{read_as}; `attnlab list{' ' + what if what else ''}` "
+                         "lists them all")
+    for kind, names in found.items():
         if what is None:
+            if pattern is not None and not names:
+                continue                         # a pattern over every kind: only the kinds it matches
             print(f"{kind} ({len(names)}):")
             print("".join(f"  {n}\n" for n in names), end="")
         else:
@@ -413,102 +448,206 @@ def _non_negative_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
 
 
+def _config_default(name: str) -> str:
+    """TrainConfig's default for field `name`, as the help shows it (switches as on / off): the
+    train flags default to None so that a --config file can set them, and help names the value
+    the run then gets."""
+    import dataclasses
+
+    from .train.config import TrainConfig
+
+    for f in dataclasses.fields(TrainConfig):
+        if f.name == name:
+            value = f.default_factory() if f.default is dataclasses.MISSING else f.default
+            if isinstance(value, bool):
+                return "on" if value else "off"
+            return str(value)
+    raise KeyError(f"TrainConfig has no field {name!r}")
+
+
+LIST_HELP = """\
+examples:
+  attnlab list                      every model, attention mechanism and dataset
+  attnlab list models               every model
+  attnlab list models se            models whose name contains 'se' (a bare word means *se*)
+  attnlab list '*resnet5*'          names of any kind matching the shell-style pattern
+"""
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="attnlab", description="What does attention buy a convolutional network?")
+    from .measure.bench import RESNET_ATTENTIONS, RESNET_DEFAULTS
+    from .models.layers import RESIDUAL_POSITIONS
+    from .attention import list_attention
+    from .train.compare import DEFAULT_PRESET, list_presets
+
+    d = _config_default
+    parser = _Parser(prog="attnlab", description="What does attention buy a convolutional network? "
+                     "Run `attnlab COMMAND --help` for a command's flags.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
-    p = sub.add_parser("list", help="list models, attention modules or datasets")
-    p.add_argument("what", nargs="?", help="models | attention | datasets (default: all)")
-    p.add_argument("pattern", nargs="?", help="shell-style pattern, e.g. '*resnet*'")
+    p = sub.add_parser("list", help="list models, attention mechanisms or datasets", epilog=LIST_HELP,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("what", nargs="?", metavar="KIND",
+                   help=f"one of {', '.join(LIST_KINDS)} (default: all three); a pattern in this place "
+                        "lists the matching names of every kind")
+    p.add_argument("pattern", nargs="?", metavar="PATTERN",
+                   help="shell-style pattern, e.g. '*resnet*'; a bare word without * ? [ matches anywhere in "
+                        "the name ('se' is read as '*se*'); case-insensitive (default: every name)")
     p.set_defaults(func=cmd_list)
 
-    p = sub.add_parser("train", help="train one model")
-    p.add_argument("--config", help="YAML file of TrainConfig fields (flags override it)")
-    p.add_argument("--model")
-    p.add_argument("--attention", help="attention name or 'none'")
-    p.add_argument("--attention-kwargs", help="JSON object, e.g. '{\"reduction\": 8}'")
-    p.add_argument("--attention-stages", type=int, nargs="+")
-    p.add_argument("--attention-position")
-    p.add_argument("--model-kwargs", help="JSON object, e.g. '{\"spatial_transformer\": true}'")
-    p.add_argument("--dataset")
-    p.add_argument("--data-dir")
-    p.add_argument("--image-size", type=int, nargs="+", help="H [W]")
-    p.add_argument("--epochs", type=_non_negative_int)
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--eval-batch-size", type=int)
-    p.add_argument("--optimizer", choices=("sgd", "adamw"))
-    p.add_argument("--lr", type=float)
-    p.add_argument("--momentum", type=float)
-    p.add_argument("--nesterov", action=argparse.BooleanOptionalAction, default=None)
-    p.add_argument("--weight-decay", type=float)
-    p.add_argument("--schedule", choices=("cosine", "step", "constant"))
-    p.add_argument("--milestones", type=float, nargs="+", help="epochs (step schedule)")
-    p.add_argument("--gamma", type=float)
-    p.add_argument("--warmup-epochs", type=float)
-    p.add_argument("--label-smoothing", type=float)
-    p.add_argument("--crop-padding", type=int)
-    p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None)
-    p.add_argument("--seed", type=_non_negative_int)
-    p.add_argument("--deterministic", action=argparse.BooleanOptionalAction, default=None)
-    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None)
-    p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None)
-    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None)
+    p = sub.add_parser("train", help="train one model", description="Train one model and write its run folder "
+                       "(config.yaml, metrics.jsonl, final.json, checkpoints/). Flags override --config; a flag "
+                       "left out keeps TrainConfig's default, shown as (default: ...).")
+    p.add_argument("--config", help="YAML file of TrainConfig fields; flags given here override it (default: none)")
+    p.add_argument("--model", help="model name, e.g. resnet20 (`attnlab list models` shows them all); required "
+                                   "unless --config sets it")
+    p.add_argument("--attention", help=f"attention mechanism: {', '.join(list_attention())} (`attnlab list "
+                                       "attention` lists them), or 'none' (default: none)")
+    p.add_argument("--attention-kwargs", metavar="JSON",
+                   help="the mechanism's settings as a JSON object, e.g. '{\"reduction\": 8}' "
+                        f"(default: {d('attention_kwargs')}, the mechanism's own defaults)")
+    p.add_argument("--attention-stages", type=int, nargs="+", metavar="STAGE",
+                   help="stages that get attention, numbered from 1 in forward order (default: every stage)")
+    p.add_argument("--attention-position", choices=RESIDUAL_POSITIONS,
+                   help="where inside a residual block: standard (residual branch, before the addition), pre "
+                        "(block input), post (after the addition), identity (on the shortcut); families "
+                        f"without residual blocks accept post only (default: {RESIDUAL_POSITIONS[0]} in residual "
+                        "blocks, post elsewhere)")
+    p.add_argument("--model-kwargs", metavar="JSON",
+                   help="extra model arguments as a JSON object, e.g. '{\"spatial_transformer\": true}' "
+                        f"(default: {d('model_kwargs')})")
+    p.add_argument("--dataset", help="dataset name, e.g. digits (`attnlab list datasets` shows them all); required "
+                                     "unless --config sets it")
+    p.add_argument("--data-dir", help="folder holding the dataset's files, for datasets read from disk "
+                                      "(default: none; built-in sets need none)")
+    p.add_argument("--image-size", type=int, nargs="+", metavar="PIXELS",
+                   help="H [W]: resize images to H x W, one number for a square (default: the dataset's native "
+                        "size)")
+    p.add_argument("--epochs", type=_non_negative_int, help=f"training epochs (default: {d('epochs')})")
+    p.add_argument("--batch-size", type=int,
+                   help=f"training batch, per process under torchrun (default: {d('batch_size')})")
+    p.add_argument("--eval-batch-size", type=int, help=f"test-set batch (default: {d('eval_batch_size')})")
+    p.add_argument("--optimizer", choices=("sgd", "adamw"), help=f"sgd or adamw (default: {d('optimizer')})")
+    p.add_argument("--lr", type=float, help=f"peak learning rate (default: {d('lr')})")
+    p.add_argument("--momentum", type=float, help=f"SGD momentum (default: {d('momentum')})")
+    p.add_argument("--nesterov", action=argparse.BooleanOptionalAction, default=None,
+                   help=f"Nesterov momentum for SGD (default: {d('nesterov')})")
+    p.add_argument("--weight-decay", type=float, help=f"weight decay (default: {d('weight_decay')})")
+    p.add_argument("--schedule", choices=("cosine", "step", "constant"),
+                   help="learning-rate schedule: cosine (down to 0), step (times --gamma at each of --milestones) "
+                        f"or constant (default: {d('schedule')})")
+    p.add_argument("--milestones", type=float, nargs="+", metavar="EPOCH",
+                   help="epochs at which the step schedule multiplies the rate by --gamma (default: none)")
+    p.add_argument("--gamma", type=float, help=f"factor of the step schedule (default: {d('gamma')})")
+    p.add_argument("--warmup-epochs", type=float,
+                   help=f"epochs of linear learning-rate warm-up from 0 (default: {d('warmup_epochs')})")
+    p.add_argument("--label-smoothing", type=float,
+                   help=f"label smoothing of the cross-entropy (default: {d('label_smoothing')})")
+    p.add_argument("--crop-padding", type=int,
+                   help="random-crop padding in pixels, 0 = no crop (default: the dataset's own setting)")
+    p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
+                   help="random horizontal flips (default: the dataset's own setting)")
+    p.add_argument("--seed", type=_non_negative_int,
+                   help=f"seed of weights, data order and augmentation (default: {d('seed')})")
+    p.add_argument("--deterministic", action=argparse.BooleanOptionalAction, default=None,
+                   help="deterministic algorithms; a resumed CPU run then ends bit-identical "
+                        f"(default: {d('deterministic')})")
+    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                   help="channels_last memory format (default: on)")
+    p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
+                   help=f"float16 autocast with a GradScaler, CUDA only (default: {d('amp')})")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                   help=f"torch.compile the model (default: {d('compile')})")
     p.add_argument("--sync-bn", action=argparse.BooleanOptionalAction, default=None,
-                   help="under torchrun: BatchNorm statistics over all ranks (SyncBatchNorm)")
-    p.add_argument("--stn-lr-scale", type=float)
-    p.add_argument("--max-bad-steps", type=_non_negative_int)
-    p.add_argument("--checkpoint-every", type=int, help="epochs")
-    p.add_argument("--checkpoint-every-steps", type=int)
-    p.add_argument("--keep-checkpoints", type=int)
-    p.add_argument("--device")
-    p.add_argument("--num-workers", type=int)
-    p.add_argument("--threads", type=int, help="torch threads while training (1 is faster on a busy machine)")
-    p.add_argument("--out", required=True, help="run folder")
-    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
-    p.add_argument("--no-progress", action="store_true")
+                   help=f"under torchrun: BatchNorm statistics over all ranks (default: {d('sync_bn')})")
+    p.add_argument("--stn-lr-scale", type=float, help="learning-rate multiplier of spatial-transformer "
+                                                      f"localisation networks (default: {d('stn_lr_scale')})")
+    p.add_argument("--max-bad-steps", type=_non_negative_int,
+                   help=f"steps with a non-finite loss to skip before stopping (default: {d('max_bad_steps')})")
+    p.add_argument("--checkpoint-every", type=int, metavar="EPOCHS",
+                   help=f"write a checkpoint every N epochs; 0 = only at the end (default: {d('checkpoint_every')})")
+    p.add_argument("--checkpoint-every-steps", type=int, metavar="STEPS",
+                   help=f"also every N optimizer steps; 0 = off (default: {d('checkpoint_every_steps')})")
+    p.add_argument("--keep-checkpoints", type=int, metavar="N",
+                   help=f"checkpoints kept: the newest N plus the best (default: {d('keep_checkpoints')})")
+    p.add_argument("--device", help=f"auto, cpu, cuda or cuda:N; auto = cuda when available (default: "
+                                    f"{d('device')})")
+    p.add_argument("--num-workers", type=int, help="DataLoader workers for datasets decoded from image files "
+                                                   f"(default: {d('num_workers')})")
+    p.add_argument("--threads", type=int, help="torch threads while training; 1 is often faster on a busy machine "
+                                               "(default: torch's own choice)")
+    p.add_argument("--out", required=True, help="run folder, created if missing; required")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from the newest checkpoint in --out (default: off, a new run)")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress on stderr (default: progress shown: a bar on a terminal, one line per epoch "
+                        "always)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("eval", help="evaluate a checkpoint on a dataset's test split")
-    p.add_argument("--checkpoint", required=True, help="run folder, checkpoints folder or ckpt-*.json")
-    p.add_argument("--dataset", help="default: the dataset it was trained on")
-    p.add_argument("--data-dir")
-    p.add_argument("--batch-size", type=int)
+    p.add_argument("--checkpoint", required=True,
+                   help="run folder, its checkpoints/ folder or one ckpt-*.json file; required")
+    p.add_argument("--dataset", help="dataset to test on (default: the dataset it was trained on)")
+    p.add_argument("--data-dir", help="folder of the dataset's files (default: the one it was trained with)")
+    p.add_argument("--batch-size", type=int, default=512, help="test batch (default: %(default)s)")
     p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("compare", help="train many variants over seeds and tabulate them")
-    p.add_argument("--preset", help="a preset of configs/ (default: quick)")
-    p.add_argument("--models", nargs="+")
-    p.add_argument("--attentions", nargs="+", help="attention names; 'none' for the baseline")
-    p.add_argument("--seeds", type=_non_negative_int, nargs="+")
-    p.add_argument("--epochs", type=_non_negative_int)
-    p.add_argument("--dataset")
-    p.add_argument("--data-dir")
-    p.add_argument("--out", default="runs", help="parent folder of the new run folder (default: runs)")
-    p.add_argument("--no-progress", action="store_true")
+    presets = list_presets()
+    p = sub.add_parser("compare", help="train many variants over seeds and tabulate them",
+                       description="Train every variant over every seed with one recipe, measure each variant's "
+                                   "cost, explain the first seed, and write a report into a new run folder.")
+    p.add_argument("--preset", metavar="NAME",
+                   help=f"a preset, one YAML file of attnlab's configs/ folder: {', '.join(presets) or 'none found'} "
+                        f"(default: {DEFAULT_PRESET})")
+    p.add_argument("--models", nargs="+", metavar="MODEL",
+                   help="models to compare (`attnlab list models`) (default: the preset's model)")
+    p.add_argument("--attentions", nargs="+", metavar="ATTENTION",
+                   help="attention mechanisms (`attnlab list attention`); 'none' for the baseline "
+                        "(default: the preset's variants)")
+    p.add_argument("--seeds", type=_non_negative_int, nargs="+", metavar="SEED",
+                   help="seeds, one run each per variant (default: the preset's seeds)")
+    p.add_argument("--epochs", type=_non_negative_int, help="epochs per run (default: the preset's)")
+    p.add_argument("--dataset", help="dataset (`attnlab list datasets`) (default: the preset's)")
+    p.add_argument("--data-dir", help="folder of the dataset's files (default: the preset's, else none)")
+    p.add_argument("--out", default="runs", help="parent folder of the new run folder (default: %(default)s)")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress lines on stderr (default: off, a line per run and per phase)")
     p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("report", help="build the report of a compare run folder")
-    p.add_argument("run_dir")
+    p.add_argument("run_dir", metavar="RUN_DIR",
+                   help="a run folder made by `attnlab compare` (required; no default)")
     p.set_defaults(func=cmd_report)
 
-    p = sub.add_parser("bench", help="speed, memory, FLOPs of models (and timm/torchvision twins)")
-    p.add_argument("--models", nargs="+", help="default: ResNet-20, ResNet-50 and one model per family")
-    p.add_argument("--attentions", nargs="+", help="attention names, 'none' for none")
-    p.add_argument("--batch-sizes", type=int, nargs=2, default=(1, 64), metavar=("SMALL", "LARGE"))
-    p.add_argument("--image-size", type=int, help="default: each model's native input size")
-    p.add_argument("--repeats", type=int, default=5, help="interleaved rounds")
-    p.add_argument("--device", default="cpu")
+    default_attentions = " ".join(a or "none" for a in RESNET_ATTENTIONS)
+    p = sub.add_parser("bench", help="speed, memory, FLOPs of models (and timm/torchvision twins)",
+                       description="Time training and inference of models, interleaved (A B A B ...), and "
+                                   "print a table with a legend (or write results.csv and results.md).")
+    p.add_argument("--models", nargs="+", metavar="MODEL",
+                   help=f"models (`attnlab list models`) (default: {', '.join(RESNET_DEFAULTS)} and one model "
+                        "of every other family)")
+    p.add_argument("--attentions", nargs="+", metavar="ATTENTION",
+                   help=f"attention mechanisms, 'none' for none (default: {default_attentions} on the ResNets, "
+                        "none on the others)")
+    p.add_argument("--batch-sizes", type=int, nargs=2, default=(1, 64), metavar=("SMALL", "LARGE"),
+                   help="inference batches; LARGE is also the training batch (default: 1 64)")
+    p.add_argument("--image-size", type=int, help="input H = W (default: each model's native input size)")
+    p.add_argument("--repeats", type=int, default=5,
+                   help="interleaved rounds; ratios are summarised over them (default: %(default)s)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: %(default)s)")
     p.add_argument("--reference", action="store_true",
-                   help="also time the timm/torchvision twins (needs benchmarks/_reference.py and both packages)")
-    p.add_argument("--out", help="folder for results.csv and results.md (default: print the table)")
+                   help="also time the timm/torchvision twins; needs benchmarks/_reference.py and both packages "
+                        "(default: off)")
+    p.add_argument("--out", help="folder for results.csv and results.md (default: none, print the table)")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("explain", help="figures of what a trained model's attention does")
-    p.add_argument("--checkpoint", required=True)
-    p.add_argument("--out", required=True)
-    p.add_argument("--dataset")
-    p.add_argument("--data-dir")
+    p.add_argument("--checkpoint", required=True,
+                   help="run folder, its checkpoints/ folder or one ckpt-*.json file; required")
+    p.add_argument("--out", required=True, help="folder for the figures, created if missing; required")
+    p.add_argument("--dataset", help="dataset of the images explained (default: the dataset it was trained on)")
+    p.add_argument("--data-dir", help="folder of the dataset's files (default: the one it was trained with)")
     p.set_defaults(func=cmd_explain)
     return parser
 
@@ -525,3 +664,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except KeyboardInterrupt:
         print("attnlab: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # `attnlab list models | head`: the reader has gone; stop quietly
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError):   # stdout without a file descriptor (captured in tests)
+            pass
+        return EXIT_BROKEN_PIPE
