@@ -122,23 +122,38 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+def _is_terminal(stream) -> bool:
+    """True when `stream` is an interactive terminal (a pipe, a file or a closed stream is not)."""
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError, OSError):
+        return False
+
+
 class ProgressBar:
-    """A one-line progress bar on stderr: count, throughput (images/s), ETA, extra fields.
-    Redrawn at most every `interval` seconds; silent when disabled."""
+    """Progress of one epoch on stderr (or `stream`); silent when disabled.
+
+    On a terminal the bar (count, images/s, ETA, extra fields) is redrawn in place at most every
+    `interval` seconds, and `finish(text)` replaces it by one lasting line. Anywhere else (a pipe,
+    a log file) nothing is drawn per step, so that a log holds no carriage returns: only the
+    lines given to `finish`, one per epoch."""
 
     def __init__(self, total: int, desc: str = "", enabled: bool = True, interval: float = 0.25,
                  stream=None, width: int = 24):
         self.total, self.desc, self.enabled, self.interval, self.width = total, desc, enabled, interval, width
         self.stream = stream if stream is not None else sys.stderr
+        self.live = enabled and _is_terminal(self.stream)     # draw the bar (a terminal only)
         self.count, self.images, self.start, self.last_draw = 0, 0, time.perf_counter(), 0.0
         self.fields: dict = {}
+        self.drawn = 0                # characters of the bar now on the line; 0 = none
+        self.closed = False
 
     def update(self, steps: int = 1, images: int = 0, **fields) -> None:
         self.count += steps
         self.images += images
         self.fields.update(fields)
         now = time.perf_counter()
-        if self.enabled and (now - self.last_draw >= self.interval or self.count >= self.total):
+        if self.live and (now - self.last_draw >= self.interval or self.count >= self.total):
             self.last_draw = now
             self._draw(now)
 
@@ -148,16 +163,27 @@ class ProgressBar:
         bar = "#" * int(frac * self.width) + "." * (self.width - int(frac * self.width))
         eta = elapsed / self.count * (self.total - self.count) if self.count else 0.0
         extra = " ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in self.fields.items())
-        line = (f"\r{self.desc} [{bar}] {self.count}/{self.total} {self.images / elapsed:,.0f} img/s "
-                f"ETA {_format_seconds(eta)} {extra}")
-        self.stream.write(line[:200].ljust(80))
+        line = (f"{self.desc} [{bar}] {self.count}/{self.total} {self.images / elapsed:,.0f} img/s "
+                f"ETA {_format_seconds(eta)} {extra}")[:200].ljust(max(80, self.drawn))
+        self.stream.write("\r" + line)
+        self.stream.flush()
+        self.drawn = len(line)
+
+    def finish(self, text: str) -> None:
+        """End the bar with the lasting line `text` (on a terminal it overwrites the bar)."""
+        if not self.enabled or self.closed:
+            return
+        self.closed = True
+        self.stream.write(("\r" + text.ljust(self.drawn) if self.drawn else text) + "\n")
         self.stream.flush()
 
     def close(self) -> None:
-        if self.enabled:
+        """End the bar where it stands (a stop or an error in the middle of the epoch)."""
+        if self.live and not self.closed:
             self._draw(time.perf_counter())
             self.stream.write("\n")
             self.stream.flush()
+        self.closed = True
 
 
 def _format_seconds(seconds: float) -> str:
@@ -302,6 +328,7 @@ class Trainer:
         self.best_acc = -1.0
         self.last_checkpoint: Optional[Path] = None
         self._stop_signal: Optional[int] = None
+        self._progress_start: Optional[tuple[float, int]] = None   # (time, epoch) this process began training
 
     # ------------------------------------------------------------------ data order
     def epoch_permutation(self, epoch: int) -> torch.Tensor:
@@ -394,35 +421,40 @@ class Trainer:
         epoch = self.epoch
         bar = ProgressBar(self.steps_per_epoch, f"epoch {epoch + 1}/{cfg.epochs}", self.progress)
         bar.count = self.batch_in_epoch
+        if self._progress_start is None:
+            self._progress_start = (time.perf_counter(), epoch)
         sums = self.epoch_sums
         t0 = time.perf_counter()
-        for batch_index, xb, yb in self._train_batches(epoch, self.batch_in_epoch):
-            loss, logits = self.train_step(xb, yb)
-            self.global_step += 1
-            self.batch_in_epoch = batch_index + 1
-            if loss is None:
-                self._bad_step(batch_index)
-            else:
-                sums["loss"] += float(loss) * len(yb)
-                sums["correct"] += int((logits.argmax(1) == yb).sum())
-                sums["seen"] += len(yb)
-            now = time.perf_counter()
-            sums["seconds"] += now - t0
-            t0 = now
-            bar.update(1, len(yb), loss=float(loss) if loss is not None else float("nan"),
-                       lr=self.schedule.lr(self.global_step - 1))
-            if self.dist.enabled:
-                self._stop_signal = distributed.agree_stop_signal(self._stop_signal, self.dist, self.device)
-            if self._stop_signal is not None:
-                bar.close()
-                self._interrupt()
-            if cfg.checkpoint_every_steps and self.global_step % cfg.checkpoint_every_steps == 0 \
-                    and self.batch_in_epoch < self.steps_per_epoch:
-                self._checkpoint({})
-        bar.close()
-        sums = distributed.reduce_epoch_sums(sums, self.dist, self.device)
-        train_seconds = sums["seconds"]
-        test = self._evaluate_test()
+        try:
+            for batch_index, xb, yb in self._train_batches(epoch, self.batch_in_epoch):
+                loss, logits = self.train_step(xb, yb)
+                self.global_step += 1
+                self.batch_in_epoch = batch_index + 1
+                if loss is None:
+                    self._bad_step(batch_index)
+                else:
+                    sums["loss"] += float(loss) * len(yb)
+                    sums["correct"] += int((logits.argmax(1) == yb).sum())
+                    sums["seen"] += len(yb)
+                now = time.perf_counter()
+                sums["seconds"] += now - t0
+                t0 = now
+                bar.update(1, len(yb), loss=float(loss) if loss is not None else float("nan"),
+                           lr=self.schedule.lr(self.global_step - 1))
+                if self.dist.enabled:
+                    self._stop_signal = distributed.agree_stop_signal(self._stop_signal, self.dist, self.device)
+                if self._stop_signal is not None:
+                    bar.close()
+                    self._interrupt()
+                if cfg.checkpoint_every_steps and self.global_step % cfg.checkpoint_every_steps == 0 \
+                        and self.batch_in_epoch < self.steps_per_epoch:
+                    self._checkpoint({})
+            sums = distributed.reduce_epoch_sums(sums, self.dist, self.device)
+            train_seconds = sums["seconds"]
+            test = self._evaluate_test()
+        except BaseException:
+            bar.close()              # the error's message starts on a line of its own
+            raise
         self.epoch += 1
         self.batch_in_epoch = 0
         self.seconds += train_seconds
@@ -436,9 +468,20 @@ class Trainer:
             with open(self.out_dir / "metrics.jsonl", "a") as fh:
                 fh.write(json.dumps(row) + "\n")
         self.last_row = row
+        bar.finish(self._epoch_line(row))
         due = cfg.checkpoint_every and (self.epoch % cfg.checkpoint_every == 0)
         if due or self.epoch == cfg.epochs:
             self._checkpoint({"test_acc": test["acc"], "test_loss": test["loss"]})
+
+    def _epoch_line(self, row: dict) -> str:
+        """The lasting progress line of a finished epoch (a log gets one such line per epoch)."""
+        started, first_epoch = self._progress_start
+        elapsed = time.perf_counter() - started
+        left = (self.config.epochs - self.epoch) * elapsed / max(1, self.epoch - first_epoch)
+        return (f"epoch {self.epoch}/{self.config.epochs}: train loss {row['train_loss']:.4f}, "
+                f"train acc {100 * row['train_acc']:.2f}%, test acc {100 * row['test_acc']:.2f}%, "
+                f"{row['images_per_s']:,.0f} img/s, elapsed {_format_seconds(elapsed)}"
+                + (f", ETA {_format_seconds(left)}" if self.epoch < self.config.epochs else ""))
 
     def _evaluate_test(self) -> dict:
         if self.dist.enabled:   # each rank evaluates its share of the test set, then the sums are merged
