@@ -98,10 +98,71 @@ def test_missing_or_mismatched_backbone_keys_raise(base, tmp_path):
     mismatch = r"shape mismatches \(conv1\.weight: file \(64, 3, 7, 7\) vs model \(64, 1, 7, 7\)"
     with pytest.raises(ValueError, match=mismatch):
         attnlab.create_model("resnet18", num_classes=5, in_chans=1, pretrained=str(path))
+    # A tensor the model lacks is refused by default; pretrained_strict=False loads the rest and reports it.
     extra = tmp_path / "extra.pth"
     torch.save(state | {"aux.weight": torch.ones(2)}, extra)
-    model = attnlab.create_model("resnet18", num_classes=5, pretrained=str(extra))
+    with pytest.raises(ValueError, match=r"has 1 tensors that resnet18 lacks, in 1 module\(s\) \(aux\).*pretrained_strict=False"):
+        attnlab.create_model("resnet18", num_classes=5, pretrained=str(extra))
+    model = attnlab.create_model("resnet18", num_classes=5, pretrained=str(extra), pretrained_strict=False)
     assert model.pretrained_report["unexpected"] == ["aux.weight"]
+
+
+@pytest.mark.parametrize("deeper,model_name", [("resnet32", "resnet20"), ("resnet34", "resnet18")])
+def test_weights_of_a_deeper_model_of_the_family_are_refused(tmp_path, deeper, model_name):
+    # Every stage of the shallower model matches by name and shape; only the extra blocks are left over.
+    torch.manual_seed(0)
+    path = tmp_path / f"{deeper}.safetensors"
+    save_file({k: v.contiguous() for k, v in attnlab.create_model(deeper).state_dict().items()}, str(path))
+    with pytest.raises(ValueError, match=rf"has \d+ tensors that {model_name} lacks, in \d+ module\(s\) \(layer1\.\d\.bn1, "):
+        attnlab.create_model(model_name, pretrained=str(path))
+    model = attnlab.create_model(model_name, pretrained=str(path), pretrained_strict=False)
+    report = model.pretrained_report
+    assert report["unexpected"] and all(k.split(".")[1] not in ("0", "1") for k in report["unexpected"])
+    assert len(report["loaded"]) == len(model.state_dict())
+    with pytest.raises(TypeError, match="pretrained_strict must be True or False"):
+        attnlab.create_model(model_name, pretrained=str(path), pretrained_strict="no")
+
+
+def test_strict_keeps_attention_keys_new_and_the_file_head_reportable(base, tmp_path):
+    # Attention the file lacks stays new (strict is about the file's extra tensors); a file's head
+    # of another layout (ImageNet VGG into the small-input VGG) or a model without a classifier
+    # still loads, the head being reported.
+    _, path, _ = base
+    model = attnlab.create_model("resnet18", num_classes=5, attention="se", pretrained=str(path))
+    assert model.pretrained_report["new"] and model.pretrained_report["unexpected"] == []
+    headless = attnlab.create_model("resnet18", num_classes=0, pretrained=str(path))
+    assert headless.pretrained_report["unexpected"] == ["head.fc.bias", "head.fc.weight"]
+    vgg = tmp_path / "vgg11_bn.pth"
+    torch.save(attnlab.create_model("vgg11_bn").state_dict(), vgg)
+    report = attnlab.create_model("vgg11_bn_cifar", pretrained=str(vgg)).pretrained_report
+    assert report["classifier_reset"] == ["head.fc.weight", "head.fc.bias"]
+    assert {k.rsplit(".", 1)[0] for k in report["unexpected"]} == {"head.classifier.0", "head.classifier.3",
+                                                                   "head.classifier.6"}
+    # An attnlab run with attention into a plain model: the attention tensors are extra.
+    attended = tmp_path / "se.pth"
+    torch.save(attnlab.create_model("resnet20", attention="se").state_dict(), attended)
+    with pytest.raises(ValueError, match="tensors that resnet20 lacks, .*attention"):
+        attnlab.create_model("resnet20", pretrained=str(attended))
+
+
+@pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
+def test_empty_or_truncated_weight_files_are_one_value_error(base, tmp_path, suffix):
+    trained, _, _ = base
+    whole = tmp_path / f"whole{suffix}"
+    if suffix == ".pth":
+        torch.save(trained.state_dict(), whole)
+    else:
+        save_file({k: v.contiguous() for k, v in trained.state_dict().items()}, str(whole))
+    blob = whole.read_bytes()
+    for name, data in [("empty", b""), ("half", blob[:len(blob) // 2]), ("tail cut", blob[:-16]),
+                       ("header only", blob[:64])]:
+        path = tmp_path / f"{name}{suffix}"
+        path.write_bytes(data)
+        with pytest.raises(ValueError) as err:
+            attnlab.create_model("resnet18", num_classes=5, pretrained=str(path))
+        message = str(err.value)
+        assert str(path) in message and "\n" not in message, (name, message)
+        assert ("empty" in message) if not data else ("truncated" in message or "not a readable" in message), message
 
 
 class NotAWeight:

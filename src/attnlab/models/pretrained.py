@@ -16,7 +16,13 @@ Not a paper module. `load_pretrained(model, path)` (what `create_model(..., pret
    anywhere else raises a ValueError naming the keys. Exception: a classifier whose shape differs
    (other num_classes) or that the file lacks (e.g. ImageNet VGG weights into the small-input VGG,
    whose head is another layer) is left at its initialisation and reported (`classifier_reset`),
-   the usual fine-tuning case. Keys of the file that the model lacks are reported as `unexpected`.
+   the usual fine-tuning case. Keys of the file that the model lacks (`unexpected`) are refused
+   by default (`strict=True`, `create_model(..., pretrained_strict=True)`): they are what the
+   weights of a deeper model of the same family leave over (resnet34 into resnet18: every stage
+   matches, the extra blocks do not), which would otherwise load without a word. The file's own
+   classifier head is the exception (keys under the model's head, e.g. `head.`): a head of
+   another shape or another layer layout is the fine-tuning case above and is only reported.
+   `strict=False` (`pretrained_strict=False`) loads what fits and reports the rest in `unexpected`.
 4. identity initialisation of the new attention modules (`identity_init=True`), so that the network
    computes what the pretrained one computed:
    * modules that already map x to x at initialisation (GC with its zero-initialised last conv,
@@ -98,11 +104,16 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         except (SafetensorError, OSError) as err:
             raise ValueError(f"pretrained file {str(path)!r} is not a readable safetensors file ({err})") from None
     elif suffix in _TORCH_SUFFIXES:
+        if path.is_file() and path.stat().st_size == 0:
+            raise ValueError(f"pretrained file {str(path)!r} is empty (0 bytes); expected a torch.save file")
         try:
             state = torch.load(str(path), map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as err:
             raise ValueError(f"pretrained file {str(path)!r} refused: it holds more than tensors and plain "
                              f"containers, and only weights_only loading is allowed ({err})") from None
+        except (EOFError, RuntimeError, OSError, ValueError) as err:   # truncated zip / pickle stream, a folder
+            reason = " ".join(str(err).split()).split(". ")[0][:160] or type(err).__name__
+            raise ValueError(f"pretrained file {str(path)!r} is truncated or not a torch.save file ({reason})") from None
     else:
         raise ValueError(f"pretrained file {str(path)!r}: unknown format {suffix!r}; expected "
                          f"{', '.join(_TORCH_SUFFIXES)}, .safetensors or an attnlab checkpoint folder")
@@ -166,9 +177,18 @@ def _match_count(own: dict, state: dict) -> tuple[int, int]:
 
 def detect_source(model: nn.Module, state_dict: dict) -> str:
     """The source whose renaming matches most of the model's key names, then shapes (a classifier of
-    another size still counts by name); ties go to attnlab, then torchvision, then timm."""
+    another size still counts by name), then leaves the fewest file keys outside the model and its
+    head (a model without a classifier still recognises the file's head); remaining ties go to
+    attnlab, then torchvision, then timm."""
     own = model.state_dict()
-    scores = {s: _match_count(own, model.remap_pretrained(dict(state_dict), s)) for s in SOURCES}
+    head = _head_prefix(model)
+
+    def score(source):
+        state = model.remap_pretrained(dict(state_dict), source)
+        extra = sum(1 for k in state if k not in own and not (head and k.startswith(head)))
+        return (*_match_count(own, state), -extra)
+
+    scores = {s: score(s) for s in SOURCES}
     best = max(SOURCES, key=lambda s: scores[s])  # max keeps the first of equal scores
     if scores[best][0] == 0:
         raise ValueError(f"no key of the pretrained file matches {type(model).__name__} "
@@ -187,14 +207,19 @@ def _attention_prefixes(model: nn.Module) -> dict[str, AttentionModule]:
 
 # ------------------------------------------------------------------------------------------ loading
 def load_pretrained(model: nn.Module, path: str | os.PathLike, source: Optional[str] = None,
-                    identity_init: bool = True) -> dict:
+                    identity_init: bool = True, strict: bool = True) -> dict:
     """Load `path` into `model` (see the module docstring); returns the report dict:
     source, path, loaded, new (attention keys left at init), unexpected, classifier_reset,
-    identity_init ({'exact': [module names], 'approximate': [module names]})."""
+    identity_init ({'exact': [module names], 'approximate': [module names]}).
+
+    `strict=True` refuses a file with tensors the model lacks outside its classifier head
+    (ValueError naming how many and the first of them); `strict=False` ignores them."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"load_pretrained: model must be an nn.Module, got {type(model).__name__}")
     if source is not None and source not in SOURCES:
         raise ValueError(f"load_pretrained: source must be one of {SOURCES} or None, got {source!r}")
+    if not isinstance(strict, bool):
+        raise TypeError(f"load_pretrained: strict (pretrained_strict) must be True or False, got {strict!r}")
     raw = read_state_dict(path)
     source = source or detect_source(model, raw)
     state = model.remap_pretrained(dict(raw), source)
@@ -227,6 +252,15 @@ def load_pretrained(model: nn.Module, path: str | os.PathLike, source: Optional[
             parts.append(f"{len(missing)} keys missing from the file ({', '.join(missing[:8])})")
         raise ValueError(f"pretrained {str(path)!r} (read as {source}) does not fit {label}: " + ", ".join(parts)
                          + ". Only attention-module keys may be absent; check the architecture and its arguments.")
+    head = _head_prefix(model)
+    extra = [k for k in state if k not in own and not (head and k.startswith(head))]   # the head: see step 3
+    if strict and extra:
+        modules = list(dict.fromkeys(k.rsplit(".", 1)[0] for k in sorted(extra)))
+        raise ValueError(f"pretrained {str(path)!r} (read as {source}) has {len(extra)} tensors that {label} lacks, "
+                         f"in {len(modules)} module(s) ({', '.join(modules[:4])}{', ...' if len(modules) > 4 else ''})"
+                         ": weights of a deeper or "
+                         "another model? Check the model name; pass pretrained_strict=False (load_pretrained: "
+                         "strict=False) to load what fits and ignore them")
     model.load_state_dict(to_load, strict=False)
     report = dict(source=source, path=str(path), loaded=sorted(to_load), new=new,
                   unexpected=sorted(k for k in state if k not in own), classifier_reset=classifier_reset,
@@ -239,6 +273,19 @@ def load_pretrained(model: nn.Module, path: str | os.PathLike, source: Optional[
             warnings.warn(f"{label}: these new attention modules cannot start as an exact identity (their gate "
                           f"is a constant < 1 instead): {report['identity_init']['approximate']}", stacklevel=2)
     return report
+
+
+def _head_prefix(model: nn.Module) -> Optional[str]:
+    """The name prefix of the module that holds `model`'s classifier ('head.' for attnlab
+    backbones), or of the classifier itself when it sits at the top; None without one."""
+    get = getattr(model, "get_classifier", None)
+    fc = get() if callable(get) else None
+    if fc is None:
+        return None
+    for name, module in model.named_modules():
+        if module is fc and name:
+            return (name.rsplit(".", 1)[0] if "." in name else name) + "."
+    return None
 
 
 def _classifier_keys(model: nn.Module) -> set[str]:

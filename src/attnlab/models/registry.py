@@ -52,6 +52,7 @@ def create_model(
     num_classes: int | None = None,
     in_chans: int | None = None,
     pretrained: str | None = None,
+    pretrained_strict: bool = True,
     attention: str | None = None,
     attention_kwargs: dict | None = None,
     attention_stages=None,
@@ -63,10 +64,19 @@ def create_model(
 
     spatial_transformer: True or a dict of SpatialTransformer settings puts a spatial transformer
     in front of the built (and, with `pretrained=`, loaded) model (models.stn_cnn).
+
+    pretrained: a local weight file (.pth / .pt / .bin read weights-only, .safetensors) or an
+    attnlab run / checkpoint folder (models.pretrained). pretrained_strict (default True): a file
+    holding tensors the model lacks (outside its classifier head), such as the weights of a deeper
+    model of the same family, is refused with a ValueError; False loads what fits and lists the
+    rest in `model.pretrained_report["unexpected"]`. Attention modules that the file lacks are new
+    either way (left at their identity initialisation).
     """
     if spatial_transformer is not None and not isinstance(spatial_transformer, (bool, dict)):
         raise TypeError(f"spatial_transformer must be None, a bool or a dict of SpatialTransformer "
                         f"settings, got {type(spatial_transformer).__name__}")
+    if not isinstance(pretrained_strict, bool):
+        raise TypeError(f"pretrained_strict must be True or False, got {pretrained_strict!r}")
     builder = _MODELS[resolve_model_name(name)]
     given = dict(num_classes=num_classes, in_chans=in_chans, attention=attention,
                  attention_kwargs=attention_kwargs, attention_stages=attention_stages,
@@ -77,7 +87,7 @@ def create_model(
     if pretrained is not None:
         from .pretrained import load_pretrained
 
-        model.pretrained_report = load_pretrained(model, pretrained)
+        model.pretrained_report = load_pretrained(model, pretrained, strict=pretrained_strict)
     if spatial_transformer is True or isinstance(spatial_transformer, dict):
         from .stn_cnn import with_spatial_transformer
 
