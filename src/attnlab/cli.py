@@ -41,6 +41,11 @@ def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
+def _progress_line(text: str) -> None:
+    """Where the library's progress lines go (the commands own the output): one line on stderr."""
+    print(text, file=sys.stderr, flush=True)
+
+
 # ---------------------------------------------------------------------------- validators
 def _check_model(name: str) -> str:
     from .models.registry import list_models, resolve_model_name
@@ -377,7 +382,7 @@ def cmd_compare(args) -> int:
     try:  # under torchrun run_compare spreads the runs over the ranks; rank 0 writes the report
         folder = compare_mod.run_compare(preset=args.preset, models=models, attentions=attentions, seeds=args.seeds,
                                          epochs=args.epochs, dataset=dataset, data_dir=args.data_dir,
-                                         out_root=args.out, progress=not args.no_progress)
+                                         out_root=args.out, progress=False if args.no_progress else _progress_line)
         is_main = current_context().is_main
     finally:
         shutdown_distributed()

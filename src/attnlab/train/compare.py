@@ -45,7 +45,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import yaml
 
@@ -289,10 +289,52 @@ def _new_run_dir(out_root, label: str) -> Path:
     raise RuntimeError(f"could not make a new run folder under {root}")
 
 
-def _say(progress: bool, text: str) -> None:
-    if progress:
-        sys.stderr.write(text + "\n")
-        sys.stderr.flush()
+def _stderr_line(text: str) -> None:
+    sys.stderr.write(text + "\n")
+    sys.stderr.flush()
+
+
+def _reporter(progress) -> Optional[Callable[[str], None]]:
+    """The function that receives each progress line: `progress` itself when it is callable,
+    a line on stderr for True, None (silence) for False."""
+    if callable(progress):
+        return progress
+    return _stderr_line if progress else None
+
+
+def _say(progress, text: str) -> None:
+    report = _reporter(progress)
+    if report is not None:
+        report(text)
+
+
+def _duration(seconds: float) -> str:
+    """42 s, 3 min 05 s, 1 h 02 min: the length of a phase as a reader wants it."""
+    seconds = int(round(max(0.0, seconds)))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+
+
+class _Phase:
+    """Progress of one phase of `total` items: a line when it starts, then one per item with the
+    elapsed time and the phase's ETA (from the mean time per item so far) and what comes after."""
+
+    def __init__(self, progress, name: str, total: int, what: str, then: str = ""):
+        self.progress, self.name, self.total, self.then = progress, name, total, then
+        self.done, self.start = 0, time.time()
+        _say(progress, f"{what} ...")
+
+    def step(self, text: str) -> None:
+        self.done += 1
+        elapsed = time.time() - self.start
+        left = elapsed / self.done * (self.total - self.done)
+        eta = f"ETA {self.name} {_duration(left)}" if self.done < self.total else f"{self.name} done"
+        then = f", then {self.then}" if self.then else ""
+        _say(self.progress, f"{self.name} [{self.done}/{self.total}] {text} "
+                            f"(elapsed {_duration(elapsed)}, {eta}{then})")
 
 
 def _check_seeds(seeds) -> list[int]:
@@ -392,7 +434,7 @@ def plan_compare(preset: Optional[str] = None, models=None, attentions=None, see
 
 
 def run_compare(preset: Optional[str] = None, models=None, attentions=None, seeds=None, epochs=None, dataset=None,
-                data_dir=None, out_root="runs", progress: bool = True, workers: Optional[int] = None,
+                data_dir=None, out_root="runs", progress=True, workers: Optional[int] = None,
                 explain: Optional[bool] = None) -> Path:
     """Train every variant over every seed, measure costs, explain, report; return the new run folder.
 
@@ -400,6 +442,9 @@ def run_compare(preset: Optional[str] = None, models=None, attentions=None, seed
     `epochs`, `dataset`, `data_dir` override it (without a preset, the quick preset's recipe and
     data are the base; a model other than the preset's drops the preset's model_kwargs). `workers`: parallel training processes (default: one per CPU core, 1 on CUDA);
     `explain`: make the explanation figures (default: the preset's `explain`, else True).
+    `progress`: True = one line per run and per phase on stderr (in-process runs also show the
+    Trainer's own epoch lines), False = silence, or a function that receives each line (the
+    Trainer's lines still go to stderr unless False).
     """
     from ..data.datasets import dataset_info
     from ..measure.cost import measure_costs
@@ -419,7 +464,7 @@ def run_compare(preset: Optional[str] = None, models=None, attentions=None, seed
                                            timeout_minutes=SPREAD_TIMEOUT_MINUTES)
     if context.enabled:
         workers = 1
-        progress = progress and context.is_main
+        progress = progress if context.is_main else False
     run_dir = context.broadcast_object(_new_run_dir(out_root, plan["preset"]) if context.is_main else None)
     plan["started"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     plan["workers"] = workers
@@ -428,18 +473,20 @@ def run_compare(preset: Optional[str] = None, models=None, attentions=None, seed
         (run_dir / "compare.json").write_text(json.dumps(plan, indent=2))
     _say(progress, f"compare {plan['preset']}: {len(plan['variants'])} variants x {len(plan['seeds'])} seeds = "
                    f"{len(jobs)} runs on {plan['dataset']} {tuple(plan['input_shape'])}, {workers} worker(s) -> {run_dir}")
+    n_variants = len(plan["variants"])
+    after_training = f"cost{' and explanations' if plan['explain'] else ''} of {n_variants} variants"
 
     def out_dir(v, s):
         return run_dir / "runs" / v["name"] / f"seed{s}"
 
-    done = 0
     t_train = time.time()
+    mine = list(distributed.spread_jobs(jobs, context)) if workers == 1 else jobs
+    training = _Phase(progress, "training", len(mine), f"training {len(mine)} runs", then=after_training)
     if workers == 1:
-        for v, s in distributed.spread_jobs(jobs, context):
-            result = _run_one(_train_config(plan, v, s), out_dir(v, s), progress)
-            done += 1
-            _say(progress, f"[{done}/{len(jobs)}] {v['name']} seed {s}: test acc {100 * result['test_acc']:.2f}% "
-                           f"({result['seconds']:.1f} s)")
+        for v, s in mine:
+            result = _run_one(_train_config(plan, v, s), out_dir(v, s), bool(progress))
+            training.step(f"{v['name']} seed {s}: test acc {100 * result['test_acc']:.2f}% "
+                          f"in {result['seconds']:.1f} s")
     else:
         import multiprocessing
 
@@ -450,11 +497,8 @@ def run_compare(preset: Optional[str] = None, models=None, attentions=None, seed
             for fut in as_completed(futures):
                 v, s = futures[fut]
                 result = fut.result()
-                done += 1
-                elapsed = time.time() - t_train
-                eta = elapsed / done * (len(jobs) - done)
-                _say(progress, f"[{done}/{len(jobs)}] {v['name']} seed {s}: test acc {100 * result['test_acc']:.2f}% "
-                               f"({result['seconds']:.1f} s train; elapsed {elapsed:.0f} s, ETA {eta:.0f} s)")
+                training.step(f"{v['name']} seed {s}: test acc {100 * result['test_acc']:.2f}% "
+                              f"in {result['seconds']:.1f} s")
     if context.enabled:
         _gather_spread_runs(context, jobs, [out_dir(v, s) for v, s in jobs])
         if not context.is_main:
@@ -472,6 +516,9 @@ def run_compare(preset: Optional[str] = None, models=None, attentions=None, seed
                    if k in plan["cost"]}
     base = next(v for v in plan["variants"] if v["name"] == plan["baseline"])
     can_widen = isinstance(base["model_kwargs"].get("width"), int)
+    costing = _Phase(progress, "cost", n_variants,
+                     f"measuring cost of {n_variants} variants (params, FLOPs, latency)",
+                     then=f"explanations of {n_variants} variants" if plan["explain"] else "")
     for v in plan["variants"]:
         model = _build(v, info)
         costs[v["name"]] = measure_costs(model, shape, channels_last=trains_channels_last(plan), **cost_kwargs)
@@ -479,8 +526,8 @@ def run_compare(preset: Optional[str] = None, models=None, attentions=None, seed
             width, params = match_width(base, costs[v["name"]]["params"], info)
             costs[v["name"]]["matched_width"] = width / base["model_kwargs"]["width"]
             costs[v["name"]]["matched_width_params"] = params
-        _say(progress, f"cost {v['name']}: {costs[v['name']]['params']} params, {costs[v['name']]['flops'] / 1e6:.2f} MFLOPs, "
-                       f"{1e3 * costs[v['name']]['latency_b1_s']:.2f} ms at batch 1")
+        costing.step(f"{v['name']}: {costs[v['name']]['params']} params, {costs[v['name']]['flops'] / 1e6:.2f} MFLOPs, "
+                     f"{1e3 * costs[v['name']]['latency_b1_s']:.2f} ms at batch 1")
     (run_dir / "costs.json").write_text(json.dumps(costs, indent=2))
     cost_seconds = time.time() - t_cost
 
@@ -489,14 +536,18 @@ def run_compare(preset: Optional[str] = None, models=None, attentions=None, seed
     if plan["explain"]:
         from ..explain import explain_checkpoint
 
+        explaining = _Phase(progress, "explain", n_variants,
+                            f"explaining {n_variants} variants (seed {plan['seeds'][0]}'s run of each)")
         for v in plan["variants"]:
             seed = plan["seeds"][0]
             try:
-                explain_checkpoint(out_dir(v, seed), run_dir / "explain" / v["name"], dataset=plan["dataset"],
-                                   data_dir=plan.get("data_dir"))
+                figures = explain_checkpoint(out_dir(v, seed), run_dir / "explain" / v["name"],
+                                             dataset=plan["dataset"], data_dir=plan.get("data_dir"))
             except Exception as exc:  # named in compare.json and the report, never silently dropped
                 notes.append(f"explanations of {v['name']} failed: {type(exc).__name__}: {exc}")
-                _say(progress, notes[-1])
+                explaining.step(notes[-1])
+            else:
+                explaining.step(f"{v['name']}: {len(list(figures))} file(s)")
         _say(progress, f"explanations written under {run_dir / 'explain'}")
     explain_seconds = time.time() - t_explain
 
@@ -505,6 +556,7 @@ def run_compare(preset: Optional[str] = None, models=None, attentions=None, seed
                          "explain": round(explain_seconds, 1)}, notes=plan.get("notes", []) + notes)
     (run_dir / "compare.json").write_text(json.dumps(plan, indent=2))
     t_report = time.time()
+    _say(progress, "writing the report ...")
     report = build_report(run_dir, explain=False, measure=False)
     plan["seconds"]["report"] = round(time.time() - t_report, 1)
     plan["seconds"]["total"] = round(time.time() - started, 1)
