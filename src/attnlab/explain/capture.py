@@ -24,11 +24,20 @@ observed shape) instead of the computed value.
 Values are stored per forward call and concatenated along the batch dimension when read; calls
 whose non-batch shapes differ (another input size) cannot be concatenated: `rec.chunks(path, name)`
 returns them call by call. The recorded value is the one the module computed, before any override.
+
+A capture belongs to the thread that entered it: several threads may capture the same model at
+once, and each recording holds only the forward passes its own thread ran. While any capture is
+active the module's `recorder` is one router shared by all threads, which hands each observed
+tensor to the innermost capture of the calling thread (one dictionary lookup); a thread with no
+capture of its own records nothing (forward passes that torch runs in helper threads, such as
+`nn.DataParallel` replicas, are not recorded either). `override_gates` is not per thread: it
+changes what the model computes for every caller.
 """
 from __future__ import annotations
 
 import fnmatch
 import numbers
+import threading
 from contextlib import contextmanager
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Optional
@@ -191,6 +200,61 @@ class _Recorder:
         self.recording._add(self.path, name, value)
 
 
+class _ThreadRouter:
+    """The `module.recorder` while any capture watches the module: routes each observed tensor to
+    the innermost capture entered by the calling thread; other threads call the recorder that
+    was set before any capture (`outside`, usually None) instead."""
+
+    __slots__ = ("stacks", "outside")
+
+    def __init__(self, outside):
+        self.stacks: dict[int, list[_Recorder]] = {}     # thread ident -> its captures, innermost last
+        self.outside = outside
+
+    @torch.compiler.disable(reason="which capture records depends on the calling thread, at run time")
+    def _current(self):
+        stack = self.stacks.get(threading.get_ident())
+        return stack[-1] if stack else self.outside
+
+    @property
+    def query_points(self):
+        return getattr(self._current(), "query_points", None)
+
+    def __call__(self, module: AttentionModule, name: str, value: torch.Tensor) -> None:
+        recorder = self._current()
+        if recorder is not None:
+            recorder(module, name, value)
+
+
+_ROUTING = threading.Lock()   # attaching / detaching routers and stacks; recording itself takes no lock
+
+
+def _attach(watched: Mapping[str, AttentionModule], recorders: Mapping[str, _Recorder], thread: int) -> None:
+    with _ROUTING:
+        for path, module in watched.items():
+            router = module.recorder
+            if not isinstance(router, _ThreadRouter):
+                router = module.recorder = _ThreadRouter(router)
+            router.stacks.setdefault(thread, []).append(recorders[path])
+
+
+def _detach(watched: Mapping[str, AttentionModule], recorders: Mapping[str, _Recorder], thread: int) -> None:
+    with _ROUTING:
+        for path, module in watched.items():
+            router = module.recorder
+            if not isinstance(router, _ThreadRouter):
+                continue                                  # replaced inside the block by its caller
+            stack = router.stacks.get(thread, [])
+            for i in range(len(stack) - 1, -1, -1):
+                if stack[i] is recorders[path]:
+                    del stack[i]
+                    break
+            if not stack:
+                router.stacks.pop(thread, None)
+            if not router.stacks:
+                module.recorder = router.outside
+
+
 def _select(found: dict[str, AttentionModule], modules) -> dict[str, AttentionModule]:
     if modules is None:
         return found
@@ -220,19 +284,20 @@ def capture(model: nn.Module, query_points=None, modules=None) -> Iterator[Recor
         modules: an fnmatch pattern or list of patterns over module paths (e.g. "layer4.*");
             only the matching modules are watched. A pattern that matches nothing is an error.
 
-    Yields a `Recording`. On exit the previous recorders (None outside any capture) are restored.
+    Yields a `Recording` of the forward passes run by this thread inside the block (other
+    threads may capture the same model at the same time, each into its own recording). On exit
+    the previous recorders (None outside any capture) are restored.
     """
     points = _check_query_points(query_points)
     watched = _select(_attention_modules(model), modules)
     recording = Recording({p: type(m).__name__ for p, m in watched.items()}, points)
-    previous = {p: m.recorder for p, m in watched.items()}
+    recorders = {path: _Recorder(recording, path) for path in watched}
+    thread = threading.get_ident()
+    _attach(watched, recorders, thread)
     try:
-        for path, module in watched.items():
-            module.recorder = _Recorder(recording, path)
         yield recording
     finally:
-        for path, module in watched.items():
-            module.recorder = previous[path]
+        _detach(watched, recorders, thread)
 
 
 @contextmanager
