@@ -178,3 +178,44 @@ def test_real_resnet20_end_to_end_tiny():
     assert [r["attention"] for r in rows] == ["none", "se"]
     assert rows[1]["params"] > rows[0]["params"] and rows[0]["image_size"] == "8x8"
     assert rows[1]["overhead_train_median"] is not None
+
+
+def _table(md: str) -> tuple[list[str], list[list[str]], list[str]]:
+    """(headers, rows of cells, the lines after the table) of format_markdown's text."""
+    lines = md.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("| "))
+    end = next(i for i in range(start, len(lines) + 1) if i == len(lines) or not lines[i].startswith("|"))
+    split = [[c.strip() for c in line.strip("|").split("|")] for line in lines[start:end]]
+    return split[0], split[2:], lines[end:]
+
+
+def test_table_shows_no_empty_column_and_explains_every_header(tiny_bench):
+    rows = bench.run_bench(**tiny_bench, command="bench-test")
+    with_reference = bench.format_markdown(rows)
+    headers, cells, after = _table(with_reference)
+    assert any(h.startswith("speed vs reference") for h in headers)
+    for j, header in enumerate(headers):                     # every column shown holds a value somewhere
+        assert any(row[j] for row in cells), header
+    for unit in ("params (M)", "(img/s)", "(MB)", "GFLOP / image"):
+        assert any(unit in h for h in headers), unit
+    assert "training, batch 2 (img/s)" in headers and "inference, batch 1 (img/s)" in headers
+    assert "(best)" not in headers and "train / matmul" not in headers           # the old cryptic headers
+    legend = " ".join(line for line in after if line.strip())
+    for term in ("**img/s**", "**speed vs reference**", "**attention overhead**", "**peak memory**",
+                 "**% of fp32 matmul**", "**GFLOP**"):
+        assert term in legend, term
+    # the same rows without the reference twin: its ratio columns are empty, so they go, legend too
+    headers, cells, after = _table(bench.format_markdown(rows[:2]))
+    assert not any(h.startswith("speed vs reference") for h in headers)
+    assert "speed vs reference" not in " ".join(after)
+    # a describing column with one value in every row is said once above the table
+    assert "precision" not in headers and "Every row: " in with_reference and "precision fp32" in with_reference
+
+
+def test_progress_gets_a_line_per_model(tiny_bench):
+    lines = []
+    bench.run_bench(**tiny_bench, progress=lines.append)
+    assert len(lines) == 2 and lines[0].startswith("bench: 1 model(s) on cpu")
+    assert lines[1].startswith("bench [1/1] tiny: 3 candidate(s) timed in ") and lines[1].endswith("done)")
+    with pytest.raises(TypeError, match="progress"):
+        bench.run_bench(**tiny_bench, progress="yes")

@@ -360,7 +360,7 @@ def run_bench(models: Optional[Sequence[str]] = None, attentions: Optional[Seque
               precisions: Optional[Sequence[str]] = None, compile: Optional[bool] = None,
               modes: Sequence[str] = MODES, measure_memory: bool = True, measure_flops: bool = True,
               matmul_size: int = 2048, warmup: int = 2, min_sample_s: float = 0.25, seed: int = 0,
-              command: Optional[str] = None) -> list[dict]:
+              command: Optional[str] = None, progress: Optional[Callable[[str], None]] = None) -> list[dict]:
     """Measure attnlab's models next to their timm / torchvision twins; one row per candidate.
 
     Args:
@@ -389,6 +389,8 @@ def run_bench(models: Optional[Sequence[str]] = None, attentions: Optional[Seque
         min_sample_s: each timed sample runs enough iterations to last about this long.
         seed: seeds the inputs and the model initialisation.
         command: the command line to record in the results (default: sys.argv).
+        progress: a function that receives one line when the run starts and one per model as it
+            finishes (its time and the ETA of the rest); None = silent.
 
     Returns:
         A list of dicts, one per (model, attention, implementation, variant); see `COLUMNS`.
@@ -416,8 +418,14 @@ def run_bench(models: Optional[Sequence[str]] = None, attentions: Optional[Seque
     batches = {"train": train_batch, "infer_bs1": small_batch, "infer_large": large_batch}
     compiled_variants = (False, True) if compile else (False,)
 
+    if progress is not None and not callable(progress):
+        raise TypeError(f"run_bench: progress must be a function of one line (str) or None, got {progress!r}")
+    say = progress or (lambda line: None)
+    say(f"bench: {len(models)} model(s) on {device}, {repeats} interleaved repeat(s) each; one line per model")
+    started = time.perf_counter()
     rows: list[dict] = []
-    for model_name in models:
+    for model_index, model_name in enumerate(models, 1):
+        model_started = time.perf_counter()
         atts = attentions if attentions is not None else _default_attentions(model_name)
         torch.manual_seed(seed)
         candidates = _build_group(model_name, atts, reference, reference_builders)
@@ -462,6 +470,11 @@ def run_bench(models: Optional[Sequence[str]] = None, attentions: Optional[Seque
                 for cands in by_format.values():
                     for c in cands:
                         c.times, c.iters, c.peak_bytes = {}, {}, {}
+        elapsed = time.perf_counter() - started
+        left = elapsed / model_index * (len(models) - model_index)
+        say(f"bench [{model_index}/{len(models)}] {model_name}: {len(candidates)} candidate(s) timed in "
+            f"{time.perf_counter() - model_started:.0f} s (elapsed {elapsed:.0f} s"
+            + (f", ETA {left:.0f} s)" if model_index < len(models) else ", done)"))
     if out_dir is not None:
         write_results(rows, out_dir, command=command)
     return rows
@@ -621,40 +634,84 @@ def machine_info(device: str | torch.device = "cpu") -> dict:
     return info
 
 
-MARKDOWN_COLUMNS = (
-    ("label", "model", "{}"), ("memory_format", "format", "{}"), ("precision", "prec", "{}"),
-    ("compiled", "compiled", "{}"), ("params", "params (M)", "{:.2f}"),
-    ("gflops_fwd_per_image", "GFLOP fwd/img", "{:.3f}"),
-    ("train_img_s", "train img/s", "{:.1f}"), ("infer_bs1_img_s", "infer bs-small img/s", "{:.1f}"),
-    ("infer_large_img_s", "infer bs-large img/s", "{:.1f}"), ("train_peak_mb", "train peak MB", "{:.0f}"),
-    ("infer_large_peak_mb", "infer peak MB", "{:.0f}"),
-    ("ratio_train", "ratio train min/med/max", None), ("ratio_infer_bs1", "ratio bs-small", None),
-    ("ratio_infer_large", "ratio bs-large", None), ("overhead_train", "overhead train min/med/max", None),
-    ("train_frac_matmul", "train / matmul", "{:.0%}"), ("train_frac_matmul_best", "(best)", "{:.0%}"),
-    ("speedup_vs_contiguous_train", "train vs contiguous", "{:.2f}x"),
-    ("speedup_vs_contiguous_infer_large", "bs-large vs contiguous", "{:.2f}x"),
-)
-
-
-def _fmt_cell(row: dict, key: str, fmt: Optional[str]) -> str:
-    if fmt is None:
+def _spread(key: str, percent: bool) -> Callable[[dict], str]:
+    """A cell 'min / median / max (best b)' of the `<key>_min/_median/_max/_best` columns."""
+    def cell(row: dict) -> str:
         vals = [row.get(f"{key}_{s}") for s in ("min", "median", "max")]
         if vals[1] is None:
             return ""
-        pct = key.startswith("overhead")
+        fmt = "{:+.1%}" if percent else "{:.2f}"
         best = row.get(f"{key}_best")
-        text = " / ".join(f"{v:+.1%}" if pct else f"{v:.2f}" for v in vals)
-        return text + ("" if best is None else f" (best {best:+.1%})" if pct else f" (best {best:.2f})")
-    v = row.get(key)
-    if v is None:
+        return " / ".join(fmt.format(v) for v in vals) + ("" if best is None else f" (best {fmt.format(best)})")
+    return cell
+
+
+def _value(key: str, fmt: str, scale: float = 1.0) -> Callable[[dict], str]:
+    def cell(row: dict) -> str:
+        v = row.get(key)
+        return "" if v is None else fmt.format(v * scale if scale != 1.0 else v)
+    return cell
+
+
+def _matmul_fraction(row: dict) -> str:
+    median, best = row.get("train_frac_matmul"), row.get("train_frac_matmul_best")
+    if median is None:
         return ""
-    if key == "params":
-        v = v / 1e6
-    return fmt.format(v)
+    return f"{median:.0%}" + ("" if best is None else f" (best {best:.0%})")
+
+
+def _markdown_columns(rows: list[dict]) -> list[tuple[str, Callable[[dict], str], str]]:
+    """(header, cell of a row, legend sentence or "") of every column the table can show; the
+    batch sizes in the headers are those of the rows (all rows of one run share them). The first
+    five describe the row; the others are measurements."""
+    small = {r.get("small_batch") for r in rows}
+    large = {r.get("large_batch") for r in rows}
+    train = {r.get("train_batch") for r in rows}
+    bs1 = f"batch {small.pop()}" if len(small) == 1 else "small batch"
+    big = f"batch {large.pop()}" if len(large) == 1 else "large batch"
+    step = f"batch {train.pop()}" if len(train) == 1 else "training batch"
+    return [
+        ("image (H x W)", _value("image_size", "{}"), ""),
+        ("model", _value("label", "{}"), "**model**: implementation:name, +attention when it has a mechanism."),
+        ("memory format", _value("memory_format", "{}"), ""),
+        ("precision", _value("precision", "{}"), ""),
+        ("torch.compile", lambda row: "" if row.get("compiled") is None else "yes" if row["compiled"] else "no", ""),
+        ("params (M)", _value("params", "{:.2f}", 1e-6), ""),
+        ("forward GFLOP / image", _value("gflops_fwd_per_image", "{:.3f}"),
+         "**GFLOP**: convolutions and matrix products counted by `torch.utils.flop_counter`, a multiply-add "
+         "as 2 FLOPs (papers' GFLOPs are usually multiply-adds, half of this)."),
+        (f"training, {step} (img/s)", _value("train_img_s", "{:.1f}"),
+         "**img/s**: images per second, the median over the repeats; a training step is forward, "
+         "cross-entropy, backward and an SGD step."),
+        (f"inference, {bs1} (img/s)", _value("infer_bs1_img_s", "{:.1f}"), ""),
+        (f"inference, {big} (img/s)", _value("infer_large_img_s", "{:.1f}"), ""),
+        ("training peak memory (MB)", _value("train_peak_mb", "{:.0f}"),
+         "**peak memory**: the most tensor memory one step needs, weights, optimizer state and inputs "
+         "included (a lower bound on the CPU: allocator padding is not seen)."),
+        (f"inference peak memory, {big} (MB)", _value("infer_large_peak_mb", "{:.0f}"), ""),
+        ("speed vs reference, training: min / median / max (x)", _spread("ratio_train", False),
+         "**speed vs reference**: attnlab's throughput / the reference twin's, per repeat (above 1: attnlab "
+         "is faster); *best* compares the fastest repeat of each, the least disturbed on a shared machine."),
+        (f"speed vs reference, inference {bs1} (x)", _spread("ratio_infer_bs1", False), ""),
+        (f"speed vs reference, inference {big} (x)", _spread("ratio_infer_large", False), ""),
+        ("attention overhead, training step time: min / median / max", _spread("overhead_train", True),
+         "**attention overhead**: step time with the attention mechanism / without it - 1, per repeat "
+         "(*best*: of the fastest repeats)."),
+        ("training FLOP/s as % of fp32 matmul: median (best)", _matmul_fraction,
+         "**% of fp32 matmul**: the training step's FLOP/s as a fraction of a large square fp32 matrix "
+         "product's, timed in the same interleaving (the machine's practical limit)."),
+        ("speed-up over contiguous, training (x)", _value("speedup_vs_contiguous_train", "{:.2f}x"),
+         "**speed-up over contiguous**: the contiguous copy's time / this memory format's, per repeat, median."),
+        (f"speed-up over contiguous, inference {big} (x)",
+         _value("speedup_vs_contiguous_infer_large", "{:.2f}x"), ""),
+    ]
 
 
 def format_markdown(rows: list[dict], info: Optional[dict] = None, command: Optional[str] = None) -> str:
-    """The rows as a Markdown table, headed by the machine, the versions and the command."""
+    """The rows as a Markdown table, headed by the machine, the versions and the command.
+
+    A column that is empty in every row (the reference ratios without reference twins, for
+    example) is left out; a legend under the table defines each column that is shown."""
     lines = []
     if command:
         lines += [f"Command: `{command}`", ""]
@@ -664,16 +721,24 @@ def format_markdown(rows: list[dict], info: Optional[dict] = None, command: Opti
         r0 = rows[0]
         mm = [r["matmul_gflop_s"] for r in rows if r.get("matmul_gflop_s")]
         lines += [f"Device {r0['device']}; train batch {r0['train_batch']}, inference batches "
-                  f"{r0['small_batch']} and {r0['large_batch']}; {r0['repeats']} interleaved repeats. "
-                  + (f"fp32 matmul: median {statistics.median(mm):.1f} GFLOP/s over the groups. " if mm else "")
-                  + "Ratios are attnlab / reference throughput (above 1 = attnlab faster); overhead is "
-                  "step time with attention / without - 1.", ""]
-    header = ["image"] + [title for _, title, _ in MARKDOWN_COLUMNS]
-    lines.append("| " + " | ".join(header) + " |")
-    lines.append("|" + "---|" * len(header))
-    for row in rows:
-        cells = [str(row.get("image_size", ""))] + [_fmt_cell(row, k, f) for k, _, f in MARKDOWN_COLUMNS]
-        lines.append("| " + " | ".join(cells) + " |")
+                  f"{r0['small_batch']} and {r0['large_batch']}; {r0['repeats']} interleaved repeats"
+                  + (f"; fp32 matmul: median {statistics.median(mm):.1f} GFLOP/s over the groups" if mm else "")
+                  + ".", ""]
+    columns = _markdown_columns(rows)
+    cells = [[cell(row) for _, cell, _ in columns] for row in rows]
+    shown = [i for i in range(len(columns)) if not rows or any(r[i] for r in cells)]
+    # a describing column with one value in every row is said once above the table instead
+    same = [i for i in shown[:5] if columns[i][0] != "model" and len({r[i] for r in cells}) == 1 and cells]
+    if same:
+        lines += ["Every row: " + ", ".join(f"{columns[i][0]} {cells[0][i]}" for i in same) + ".", ""]
+        shown = [i for i in shown if i not in same]
+    lines.append("| " + " | ".join(columns[i][0] for i in shown) + " |")
+    lines.append("|" + "---|" * len(shown))
+    for row_cells in cells:
+        lines.append("| " + " | ".join(row_cells[i] for i in shown) + " |")
+    legend = [columns[i][2] for i in shown if columns[i][2]]
+    if legend:
+        lines += ["", " ".join(legend)]
     return "\n".join(lines) + "\n"
 
 

@@ -450,6 +450,8 @@ def run_compare(preset: Optional[str] = None, models=None, attentions=None, seed
     from ..measure.cost import measure_costs
     from ..report import build_report
 
+    if not (isinstance(progress, bool) or callable(progress)):
+        raise TypeError(f"run_compare: progress must be True, False or a function of one line (str), got {progress!r}")
     started = time.time()
     plan = plan_compare(preset, models, attentions, seeds, epochs, dataset, data_dir)
     if explain is not None:
