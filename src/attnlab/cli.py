@@ -420,7 +420,7 @@ def cmd_bench(args) -> int:
     command = "attnlab " + " ".join(args.argv)
     rows = run_bench(models=models, attentions=attentions, batch_sizes=tuple(args.batch_sizes),
                      image_size=args.image_size, repeats=args.repeats, device=args.device,
-                     reference=args.reference, command=command)
+                     reference=args.reference, command=command, progress=_progress_line)
     if args.out:
         for path in write_results(rows, args.out, command=command):
             print(path)
