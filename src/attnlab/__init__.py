@@ -7,7 +7,8 @@
 """
 from .attention import create_attention, list_attention
 from .explain.capture import capture
-from .models import create_model, list_models
+from .models import Placement, create_model, list_models
 
 __version__ = "0.1.0"
-__all__ = ["create_attention", "list_attention", "create_model", "list_models", "capture", "__version__"]
+__all__ = ["create_attention", "list_attention", "create_model", "list_models", "Placement", "capture",
+           "__version__"]

@@ -11,6 +11,9 @@ Not a mechanism of its own. Each module in this package subclasses `AttentionMod
   or its mean over the data) through `gate_override`, without another copy of the model;
 * a residual block can ask for `scale_add(x, shortcut)` = module(x) + shortcut, which the gating
   modules (SE, ECA, CBAM) compute in one pass with `torch.addcmul` (see `_gating.py`).
+
+`init_conv_weights` is the one convolution initialiser of attnlab (the backbones' and the
+soft-mask branch's): it leaves nested attention modules to their own initialisation.
 """
 from __future__ import annotations
 
@@ -78,3 +81,20 @@ class AttentionModule(nn.Module):
         hooks = nn.modules.module
         return bool(self.recorder is not None or self.gate_override is not None or self._forward_hooks
                     or self._forward_pre_hooks or hooks._global_forward_hooks or hooks._global_forward_pre_hooks)
+
+
+def init_conv_weights(module: nn.Module) -> None:
+    """He (fan-out) init for the convolutions below `module`, BatchNorm / GroupNorm weight 1 and
+    bias 0, as torchvision does; attention modules below it are skipped, so that their own
+    initialisation (zero-init gates, identity STN) stays."""
+    for child in module.children():
+        if isinstance(child, AttentionModule):
+            continue
+        if isinstance(child, nn.Conv2d):
+            nn.init.kaiming_normal_(child.weight, mode="fan_out", nonlinearity="relu")
+            if child.bias is not None:
+                nn.init.zeros_(child.bias)
+        elif isinstance(child, (nn.BatchNorm2d, nn.GroupNorm)):
+            nn.init.ones_(child.weight)
+            nn.init.zeros_(child.bias)
+        init_conv_weights(child)

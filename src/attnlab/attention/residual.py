@@ -61,7 +61,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import AttentionModule
+from .base import AttentionModule, init_conv_weights
 
 MASK_ACTIVATIONS = ("mixed", "spatial", "channel")
 
@@ -73,22 +73,17 @@ def _check_int(owner: str, name: str, value, minimum: int = 1) -> None:
 
 def residual_unit(channels: int, unit_attention=None, stage: int = 1) -> nn.Module:
     """One pre-activation bottleneck unit channels -> channels (models.resnet.PreActBottleneck,
-    shared with the ResNet family). `unit_attention` is an AttentionSpec (models.layers) or None."""
+    shared with the ResNet family). `unit_attention` is a Placement (models.layers) or None."""
     # Imported here: the models package imports this module, so a top-level import would be circular.
-    from ..models.layers import AttentionSpec
     from ..models.resnet import PreActBottleneck
 
-    spec = unit_attention if unit_attention is not None else AttentionSpec("residual_attention")
-    return PreActBottleneck(channels, channels // PreActBottleneck.expansion, attention=spec, stage=stage)
+    return PreActBottleneck(channels, channels // PreActBottleneck.expansion, attention=unit_attention, stage=stage)
 
 
 def init_residual_attention_weights(module: nn.Module) -> None:
     """He (fan-out) init for convolutions, BN weight 1 / bias 0, below `module`; nested attention
-    modules (a unit's SE, say) keep their own initialisation. The backbones' initialiser, imported
-    here because models/ imports this package."""
-    from ..models.layers import init_backbone_weights
-
-    init_backbone_weights(module)
+    modules (a unit's SE, say) keep their own initialisation."""
+    init_conv_weights(module)
 
 
 def max_downsamplings(height: int, width: int) -> int:
@@ -165,7 +160,7 @@ class SoftMaskBranch(AttentionModule):
 class ResidualAttentionModule(AttentionModule):
     """Attention module H = (1 + M) * T with p pre/post units, t trunk units, r mask units.
 
-    unit_attention: optional AttentionSpec (models.layers) that puts another attention (SE, CBAM,
+    unit_attention: optional Placement (models.layers) that puts another attention (SE, CBAM,
     ...) into every trunk-path residual unit (the p pre, t trunk and p post units; not the mask
     branch) at the spec's position, as stage `stage`. models/ran.py passes its placement spec here.
     """

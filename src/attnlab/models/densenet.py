@@ -36,13 +36,13 @@ Deviations:
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Optional, Sequence
+from typing import Sequence
 
 import torch
 from torch import nn
 
-from .layers import (PLAIN_POSITIONS, AttentionSpec, Backbone, ClassifierHead, ConvNormAct, attend,
-                     check_classes_chans, init_backbone_weights, rename_state_dict_keys)
+from .layers import (PLAIN_POSITIONS, Backbone, ClassifierHead, ConvNormAct, Placement, attend, init_conv_weights,
+                     rename_state_dict_keys)
 from .registry import register_model
 
 FAMILY = "DenseNet"
@@ -76,7 +76,7 @@ class DenseBlock(nn.ModuleDict):
     concatenation of the block input and all new maps (in_chs + num_layers * k channels)."""
 
     def __init__(self, num_layers: int, in_chs: int, growth_rate: int, bn_size: int, drop_rate: float,
-                 spec: AttentionSpec, stage: int):
+                 spec: Placement, stage: int):
         super().__init__()
         for i in range(num_layers):
             layer = DenseLayer(in_chs + i * growth_rate, growth_rate, bn_size, drop_rate,
@@ -118,11 +118,8 @@ class DenseNet(Backbone):
 
     def __init__(self, block_config: Sequence[int], growth_rate: int = 32, num_init_features: int = 64,
                  bn_size: int = 4, compression: float = 0.5, small_input: bool = False,
-                 drop_rate: float = 0.0, num_classes: int = 1000, in_chans: int = 3,
-                 attention: Optional[str] = None, attention_kwargs: Optional[dict] = None,
-                 attention_stages=None, attention_position: Optional[str] = None):
+                 drop_rate: float = 0.0, num_classes: int = 1000, in_chans: int = 3, attention=None):
         super().__init__()
-        check_classes_chans(FAMILY, num_classes, in_chans)
         if not block_config or any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in block_config):
             raise ValueError(f"{FAMILY}: block_config must be positive layer counts, got {block_config!r}")
         for name, value in (("growth_rate", growth_rate), ("num_init_features", num_init_features),
@@ -133,9 +130,7 @@ class DenseNet(Backbone):
             raise ValueError(f"{FAMILY}: compression must be in (0, 1], got {compression!r}")
         if not 0 <= drop_rate < 1:
             raise ValueError(f"{FAMILY}: drop_rate must be in [0, 1), got {drop_rate!r}")
-        spec = AttentionSpec.build(FAMILY, len(block_config), PLAIN_POSITIONS, attention, attention_kwargs,
-                                   attention_stages, attention_position)
-        self.in_chans, self.num_classes, self.attention_spec = in_chans, num_classes, spec
+        spec = self._setup(num_classes, in_chans, attention, len(block_config), PLAIN_POSITIONS)
 
         if small_input:
             stem = OrderedDict(stem=nn.Conv2d(in_chans, num_init_features, 3, padding=1, bias=False))
@@ -158,7 +153,7 @@ class DenseNet(Backbone):
         self.features.add_module("final_relu", nn.ReLU(inplace=True))
         self.num_features = chs
         self.head = ClassifierHead(chs, num_classes)
-        init_backbone_weights(self)
+        init_conv_weights(self)
         if isinstance(self.head.fc, nn.Linear):
             nn.init.zeros_(self.head.fc.bias)
 

@@ -40,14 +40,14 @@ Deviations:
 from __future__ import annotations
 
 import functools
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import (PLAIN_POSITIONS, AttentionSpec, Backbone, ClassifierHead, ConvNormAct, attend,
-                     check_classes_chans, init_backbone_weights, rename_state_dict_keys)
+from .layers import (PLAIN_POSITIONS, Backbone, ClassifierHead, ConvNormAct, Placement, attend, init_conv_weights,
+                     rename_state_dict_keys)
 from .registry import register_model
 
 # torchvision's BasicConv2d: conv (no bias) - BN (eps 0.001) - ReLU.
@@ -71,7 +71,7 @@ class ConcatBranches(nn.Module):
 
     out_chs: int
 
-    def add_attention_slot(self, spec: AttentionSpec, stage: int) -> None:
+    def add_attention_slot(self, spec: Placement, stage: int) -> None:
         self.attn = spec.make(self.out_chs, stage)
 
     def branches(self, x: torch.Tensor) -> list[torch.Tensor]:
@@ -87,7 +87,7 @@ class InceptionV1Block(ConcatBranches):
     """Fig. 2(b): 1x1 | 1x1 -> 3x3 | 1x1 -> 5x5 | max pool 3x3/1 -> 1x1 (pool projection)."""
 
     def __init__(self, in_chs: int, ch1x1: int, ch3x3red: int, ch3x3: int, ch5x5red: int, ch5x5: int,
-                 pool_proj: int, spec: AttentionSpec, stage: int, five_by_five_kernel: int = 5):
+                 pool_proj: int, spec: Placement, stage: int, five_by_five_kernel: int = 5):
         super().__init__()
         self.branch1 = InceptionConv(in_chs, ch1x1, 1)
         self.branch2 = nn.Sequential(InceptionConv(in_chs, ch3x3red, 1), InceptionConv(ch3x3red, ch3x3, 3))
@@ -136,16 +136,12 @@ class GoogLeNet(Backbone):
 
     def __init__(self, num_classes: int = 1000, in_chans: int = 3, aux_logits: bool = False,
                  torchvision_compat: bool = False, small_input: bool = False, drop_rate: float = 0.2,
-                 attention: Optional[str] = None, attention_kwargs: Optional[dict] = None,
-                 attention_stages=None, attention_position: Optional[str] = None):
+                 attention=None):
         super().__init__()
         family = self.family
-        check_classes_chans(family, num_classes, in_chans)
+        spec = self._setup(num_classes, in_chans, attention, 3, PLAIN_POSITIONS)
         if aux_logits and small_input:
             raise ValueError(f"{family}: aux_logits=True is only offered at ImageNet size (small_input=False)")
-        spec = AttentionSpec.build(family, 3, PLAIN_POSITIONS, attention, attention_kwargs,
-                                   attention_stages, attention_position)
-        self.in_chans, self.num_classes, self.attention_spec = in_chans, num_classes, spec
         self.aux_logits = aux_logits
         if small_input:
             self.conv1 = InceptionConv(in_chans, 64, 3)
@@ -174,7 +170,7 @@ class GoogLeNet(Backbone):
             self.aux2 = GoogLeNetAux(self.inception4d.out_chs, num_classes, adaptive_pool=torchvision_compat)
         self.num_features = chs
         self.head = ClassifierHead(chs, num_classes, drop_rate=drop_rate)
-        init_backbone_weights(self)
+        init_conv_weights(self)
 
     def _features(self, x: torch.Tensor, with_aux: bool):
         x = self.maxpool1(self.conv1(x))
@@ -217,7 +213,7 @@ class GoogLeNet(Backbone):
 class InceptionA(ConcatBranches):
     """35x35 module (Fig. 5): 1x1 | 1x1 -> 5x5 | 1x1 -> 3x3 -> 3x3 | avg pool -> 1x1."""
 
-    def __init__(self, in_chs: int, pool_features: int, spec: AttentionSpec, stage: int):
+    def __init__(self, in_chs: int, pool_features: int, spec: Placement, stage: int):
         super().__init__()
         self.branch1x1 = InceptionConv(in_chs, 64, 1)
         self.branch5x5_1 = InceptionConv(in_chs, 48, 1)
@@ -238,7 +234,7 @@ class InceptionA(ConcatBranches):
 class InceptionB(ConcatBranches):
     """35 -> 17 grid reduction (Fig. 10): 3x3/2 | 1x1 -> 3x3 -> 3x3/2 | max pool 3x3/2."""
 
-    def __init__(self, in_chs: int, spec: AttentionSpec, stage: int):
+    def __init__(self, in_chs: int, spec: Placement, stage: int):
         super().__init__()
         self.branch3x3 = InceptionConv(in_chs, 384, 3, stride=2, padding=0)
         self.branch3x3dbl_1 = InceptionConv(in_chs, 64, 1)
@@ -256,7 +252,7 @@ class InceptionC(ConcatBranches):
     """17x17 module (Fig. 6, n=7): 1x1 | 1x1 -> 1x7 -> 7x1 | 1x1 -> 7x1 -> 1x7 -> 7x1 -> 1x7 |
     avg pool -> 1x1."""
 
-    def __init__(self, in_chs: int, channels_7x7: int, spec: AttentionSpec, stage: int):
+    def __init__(self, in_chs: int, channels_7x7: int, spec: Placement, stage: int):
         super().__init__()
         c7 = channels_7x7
         self.branch1x1 = InceptionConv(in_chs, 192, 1)
@@ -283,7 +279,7 @@ class InceptionC(ConcatBranches):
 class InceptionD(ConcatBranches):
     """17 -> 8 grid reduction: 1x1 -> 3x3/2 | 1x1 -> 1x7 -> 7x1 -> 3x3/2 | max pool 3x3/2."""
 
-    def __init__(self, in_chs: int, spec: AttentionSpec, stage: int):
+    def __init__(self, in_chs: int, spec: Placement, stage: int):
         super().__init__()
         self.branch3x3_1 = InceptionConv(in_chs, 192, 1)
         self.branch3x3_2 = InceptionConv(192, 320, 3, stride=2, padding=0)
@@ -304,7 +300,7 @@ class InceptionD(ConcatBranches):
 class InceptionE(ConcatBranches):
     """8x8 module (Fig. 7): 1x1 | 1x1 -> (1x3 || 3x1) | 1x1 -> 3x3 -> (1x3 || 3x1) | avg pool -> 1x1."""
 
-    def __init__(self, in_chs: int, spec: AttentionSpec, stage: int):
+    def __init__(self, in_chs: int, spec: Placement, stage: int):
         super().__init__()
         self.branch1x1 = InceptionConv(in_chs, 320, 1)
         self.branch3x3_1 = InceptionConv(in_chs, 384, 1)
@@ -347,18 +343,13 @@ class InceptionV3(Backbone):
     family = "InceptionV3"
 
     def __init__(self, num_classes: int = 1000, in_chans: int = 3, aux_logits: bool = False,
-                 small_input: bool = False, drop_rate: float = 0.5, attention: Optional[str] = None,
-                 attention_kwargs: Optional[dict] = None, attention_stages=None,
-                 attention_position: Optional[str] = None):
+                 small_input: bool = False, drop_rate: float = 0.5, attention=None):
         super().__init__()
         family = self.family
-        check_classes_chans(family, num_classes, in_chans)
+        spec = self._setup(num_classes, in_chans, attention, 3, PLAIN_POSITIONS)
         if aux_logits and small_input:
             raise ValueError(f"{family}: aux_logits=True needs 17x17 maps (299 px inputs); "
                              "it is not offered with small_input=True")
-        spec = AttentionSpec.build(family, 3, PLAIN_POSITIONS, attention, attention_kwargs,
-                                   attention_stages, attention_position)
-        self.in_chans, self.num_classes, self.attention_spec = in_chans, num_classes, spec
         self.aux_logits = aux_logits
         # The stem: valid 3x3 convs and two 3x3/2 max pools at 299 px; stride 1, padding 1 and no
         # pools for small inputs.
@@ -389,7 +380,7 @@ class InceptionV3(Backbone):
         # 75 px: Mixed_7a's valid 3x3/2 conv needs a 3x3 map; the aux head needs the 17x17 grid
         # of a 299 px input, but it only runs in training mode.
         self.min_size = 7 if small_input else 75
-        init_backbone_weights(self)
+        init_conv_weights(self)
 
     def _features(self, x: torch.Tensor, with_aux: bool):
         x = self.Conv2d_2b_3x3(self.Conv2d_2a_3x3(self.Conv2d_1a_3x3(x)))

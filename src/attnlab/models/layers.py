@@ -1,29 +1,37 @@
 """Pieces every backbone family shares: conv-norm-act, the classifier head, the model base
-class and the attention slot (the one placement spec of attnlab).
+class and the placement spec (`Placement`, the one description of where attention goes).
 
-Placement spec (the same words for every family):
+Placement spec (the same words for every family), one `Placement` object, also accepted as a
+name or a dict wherever a model is built:
 
-* ``attention``: a registered attention name (``attnlab.list_attention()``) or None.
-* ``attention_kwargs``: its settings, e.g. ``{"reduction": 8}``.
-* ``attention_stages``: which stages get it, numbered from 1 in forward order
+* ``name``: a registered attention name (``attnlab.list_attention()``) or None.
+* ``kwargs``: its settings, e.g. ``{"reduction": 8}``.
+* ``stages``: which stages get it, numbered from 1 in forward order
   (ResNet: 1 = conv2_x/res2 ... 4 = conv5_x/res5); None = every stage.
-* ``attention_position``: where inside a block. Residual blocks accept the SE paper's four
+* ``position``: where inside a block. Residual blocks accept the SE paper's four
   positions: ``standard`` (on the residual branch after its last norm, before the addition),
   ``pre`` (on the block input, before the residual branch), ``post`` (after the addition and its
   activation) and ``identity`` (on the shortcut, in parallel). Families without a residual
   branch accept ``post`` only: after each block / dense layer / cell.
+
+`create_model` also takes the shorthand keywords attention_kwargs=, attention_stages= and
+attention_position= next to ``attention=`` and folds them into the object. A family constructor
+takes the object as its one ``attention=`` argument and binds it once, in `Backbone._setup`.
 """
 from __future__ import annotations
 
+import numbers
 import re
 from collections import OrderedDict
-from dataclasses import dataclass, field
-from typing import Iterable, Optional, Sequence
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Optional, Sequence
 
 import torch
 from torch import nn
 
 from ..attention import create_attention, resolve_attention_name
+from ..attention.base import init_conv_weights  # noqa: F401  (the families initialise through layers)
 
 RESIDUAL_POSITIONS = ("standard", "pre", "post", "identity")
 PLAIN_POSITIONS = ("post",)
@@ -61,36 +69,123 @@ class SeparableConv2d(nn.Sequential):
             pointwise=nn.Conv2d(in_chs, out_chs, 1, bias=False)))
 
 
-@dataclass
-class AttentionSpec:
-    """A validated placement spec; `make(channels, stage)` gives the module for one slot."""
+PLACEMENT_FIELDS = ("name", "kwargs", "stages", "position")
 
-    family: str
+
+@dataclass(frozen=True)
+class Placement:
+    """Where attention goes in a backbone: which mechanism, its settings, which stages, where in a
+    block. One object for every family; `Placement.coerce` also takes a name or a dict.
+
+        Placement("cbam", {"reduction": 8}, stages=(3, 4), position="identity")
+        Placement.coerce("se")
+        Placement.coerce({"name": "cbam", "kwargs": {"reduction": 8}, "stages": [3, 4]})
+
+    Fields (each checked at construction; None = not given, the family's default):
+
+    * ``name``: a registered attention name (``attnlab.list_attention()``, aliases resolved) or
+      None for no attention.
+    * ``kwargs``: the mechanism's settings, e.g. ``{"reduction": 8}`` (keys are strings).
+    * ``stages``: which stages get it, numbered from 1 in forward order, as a tuple (an int is
+      one stage); None = every stage.
+    * ``position``: where inside a block; None = the family's first accepted position.
+
+    The family checks what depends on it when it binds the placement (`bind`: the stage numbers
+    that exist, the positions it offers). The object is immutable; treat `kwargs` as read-only.
+    """
+
     name: Optional[str] = None
     kwargs: dict = field(default_factory=dict)
     stages: Optional[tuple[int, ...]] = None
-    position: str = "standard"
+    position: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        name = None if self.name is None else resolve_attention_name(self.name)
+        kwargs = {} if self.kwargs is None else self.kwargs
+        if not isinstance(kwargs, Mapping) or not all(isinstance(k, str) for k in kwargs):
+            raise TypeError(f"attention_kwargs must be a dict of settings with str keys, got "
+                            f"{type(kwargs).__name__} {kwargs!r}")
+        stages = self.stages
+        if stages is not None:
+            if isinstance(stages, (str, bytes)) or not isinstance(stages, (numbers.Integral, Iterable)):
+                raise TypeError(f"attention_stages must be a stage number or a sequence of them, got "
+                                f"{type(stages).__name__} {stages!r}")
+            stages = (stages,) if isinstance(stages, numbers.Integral) else tuple(stages)
+            bad = [s for s in stages if isinstance(s, bool) or not isinstance(s, numbers.Integral)]
+            if bad:
+                raise TypeError(f"attention_stages must hold stage numbers (ints), got {bad[0]!r} in "
+                                f"{self.stages!r}")
+            stages = tuple(int(s) for s in stages)
+        if self.position is not None and not isinstance(self.position, str):
+            raise TypeError(f"attention_position must be a str, got {type(self.position).__name__} "
+                            f"{self.position!r}")
+        object.__setattr__(self, "name", name)
+        object.__setattr__(self, "kwargs", dict(kwargs))
+        object.__setattr__(self, "stages", stages)
 
     @classmethod
-    def build(cls, family: str, num_stages: int, positions: Sequence[str] = RESIDUAL_POSITIONS,
-              attention: Optional[str] = None, attention_kwargs: Optional[dict] = None,
-              attention_stages: Optional[Iterable[int] | int] = None,
-              attention_position: Optional[str] = None) -> "AttentionSpec":
-        name = resolve_attention_name(attention) if attention is not None else None
-        if attention_kwargs is not None and not isinstance(attention_kwargs, dict):
-            raise TypeError(f"{family}: attention_kwargs must be a dict, got {type(attention_kwargs).__name__}")
-        position = attention_position if attention_position is not None else positions[0]
+    def coerce(cls, value=None, *, kwargs: Optional[Mapping] = None, stages=None,
+               position: Optional[str] = None) -> "Placement":
+        """A Placement from None, a name, a dict with keys among name / kwargs / stages / position,
+        or a Placement (returned as is). `kwargs`, `stages` and `position` are the shorthand of
+        `create_model`'s attention_kwargs= / attention_stages= / attention_position=: they fill
+        what `value` leaves unset; a field given both ways with different values is refused."""
+        if value is None or isinstance(value, str):
+            base = cls(value)
+        elif isinstance(value, cls):
+            base = value
+        elif isinstance(value, Mapping):
+            unknown = sorted(map(str, set(value) - set(PLACEMENT_FIELDS)))
+            if unknown:
+                raise ValueError(f"attention placement: unknown key(s) {', '.join(map(repr, unknown))}; "
+                                 f"accepted: {', '.join(PLACEMENT_FIELDS)}")
+            base = cls(**value)
+        else:
+            raise TypeError(f"attention must be None, an attention name, a dict or a Placement, got "
+                            f"{type(value).__name__} {value!r}")
+        loose = cls(kwargs=kwargs, stages=stages, position=position)
+        conflicts = [f for f in PLACEMENT_FIELDS[1:]
+                     if base._given(f) and loose._given(f) and getattr(base, f) != getattr(loose, f)]
+        if conflicts:
+            f = conflicts[0]
+            raise ValueError(f"attention_{f} given twice: {getattr(loose, f)!r} as attention_{f}= and "
+                             f"{getattr(base, f)!r} in attention=; give it once")
+        fill = {f: getattr(loose, f) for f in PLACEMENT_FIELDS[1:] if loose._given(f)}
+        return base.with_defaults(**fill) if fill else base
+
+    def _given(self, name: str) -> bool:
+        value = getattr(self, name)
+        return value is not None and value != {}
+
+    @property
+    def is_empty(self) -> bool:
+        """Nothing given: no mechanism and no setting (the family's defaults throughout)."""
+        return not any(self._given(f) for f in PLACEMENT_FIELDS)
+
+    def with_defaults(self, **defaults) -> "Placement":
+        """A copy whose unset fields take `defaults` (a paper-name builder's choices, e.g.
+        ``name="gc", stages=(2, 3, 4)``); fields already given are kept."""
+        unknown = sorted(set(defaults) - set(PLACEMENT_FIELDS))
+        if unknown:
+            raise TypeError(f"Placement.with_defaults: unknown field(s) {', '.join(unknown)}")
+        return replace(self, **{f: v for f, v in defaults.items() if not self._given(f)})
+
+    def bind(self, family: str, num_stages: int, positions: Sequence[str]) -> "Placement":
+        """This placement checked against a family with `num_stages` stages that offers
+        `positions` (the first is the default); the copy has its position filled in."""
+        position = self.position if self.position is not None else positions[0]
         if position not in positions:
             raise ValueError(f"{family}: attention_position {position!r} is not supported; "
                              f"accepted: {', '.join(positions)}")
-        stages = None
-        if attention_stages is not None:
-            stages = (attention_stages,) if isinstance(attention_stages, int) else tuple(attention_stages)
-            bad = [s for s in stages if isinstance(s, bool) or not isinstance(s, int) or not 1 <= s <= num_stages]
-            if bad or not stages:
-                raise ValueError(f"{family}: attention_stages {attention_stages!r} invalid; "
-                                 f"accepted: stage numbers 1..{num_stages}")
-        return cls(family, name, dict(attention_kwargs or {}), stages, position)
+        if self.stages is not None and (not self.stages or any(not 1 <= s <= num_stages for s in self.stages)):
+            raise ValueError(f"{family}: attention_stages {self.stages!r} invalid; "
+                             f"accepted: stage numbers 1..{num_stages}")
+        return replace(self, position=position)
+
+    def as_dict(self) -> dict:
+        """The placement as plain data (`coerce` reads it back): for configs and JSON."""
+        return {"name": self.name, "kwargs": dict(self.kwargs),
+                "stages": None if self.stages is None else list(self.stages), "position": self.position}
 
     def enabled(self, stage: int) -> bool:
         return self.name is not None and (self.stages is None or stage in self.stages)
@@ -103,7 +198,7 @@ class AttentionSpec:
 
 
 def attend(attn: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """attn(x) for a slot filled by `AttentionSpec.make`; an empty slot (nn.Identity) returns x
+    """attn(x) for a slot filled by `Placement.make`; an empty slot (nn.Identity) returns x
     without the module call, whose few microseconds show in small networks at batch 1."""
     return x if type(attn) is nn.Identity else attn(x)
 
@@ -136,13 +231,26 @@ def check_classes_chans(family: str, num_classes, in_chans) -> None:
 class Backbone(nn.Module):
     """Base of every attnlab model (timm's interface).
 
-    Subclasses set `self.head` (a ClassifierHead or compatible), `self.num_features`,
-    `self.in_chans`, `self.input_size` (native (C, H, W)) and `self.min_size` (smallest H and W
-    the network accepts), and implement `forward_features`.
+    A subclass calls `self._setup(num_classes, in_chans, attention, num_stages, positions)` in its
+    constructor (which keeps `num_classes`, `in_chans` and the bound `placement`), sets `self.head`
+    (a ClassifierHead or compatible), `self.num_features`, `self.input_size` (native (C, H, W))
+    and `self.min_size` (smallest H and W the network accepts), and implements `forward_features`.
     """
 
     family = "model"
     min_size = 1
+
+    def _setup(self, num_classes: int, in_chans: int, attention, num_stages: int,
+               positions: Sequence[str]) -> Placement:
+        """The constructor work every family shares: check and keep `num_classes` and `in_chans`,
+        and bind the placement spec `attention` (a Placement, a name, a dict or None) to this
+        family's `num_stages` stages and `positions` (the first is the default). Returns the bound
+        placement, also kept as `self.placement`. Call it after `nn.Module.__init__` and after
+        setting `self.family` when the family name is chosen per instance."""
+        check_classes_chans(self.family, num_classes, in_chans)
+        placement = Placement.coerce(attention).bind(self.family, num_stages, positions)
+        self.num_classes, self.in_chans, self.placement = num_classes, in_chans, placement
+        return placement
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -174,24 +282,6 @@ class Backbone(nn.Module):
         if x.dim() != 4 or x.shape[1] != self.in_chans or min(x.shape[2], x.shape[3]) < self.min_size:
             raise ValueError(f"{self.family}: expected input (N, {self.in_chans}, H, W) with H, W >= "
                              f"{self.min_size} (native {tuple(self.input_size)}), got {tuple(x.shape)}")
-
-
-def init_backbone_weights(module: nn.Module) -> None:
-    """He (fan-out) init for convolutions, BN weight 1 / bias 0, as torchvision does; attention
-    modules are skipped, so that their own initialisation (zero-init gates, identity STN) stays."""
-    from ..attention.base import AttentionModule
-
-    for child in module.children():
-        if isinstance(child, AttentionModule):
-            continue
-        if isinstance(child, nn.Conv2d):
-            nn.init.kaiming_normal_(child.weight, mode="fan_out", nonlinearity="relu")
-            if child.bias is not None:
-                nn.init.zeros_(child.bias)
-        elif isinstance(child, (nn.BatchNorm2d, nn.GroupNorm)):
-            nn.init.ones_(child.weight)
-            nn.init.zeros_(child.bias)
-        init_backbone_weights(child)
 
 
 def rename_state_dict_keys(state_dict: dict, rules) -> dict:

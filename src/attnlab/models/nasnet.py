@@ -47,8 +47,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import (PLAIN_POSITIONS, AttentionSpec, Backbone, ClassifierHead, ConvNormAct, attend,
-                     SeparableConv2d, check_classes_chans, init_backbone_weights)
+from .layers import (PLAIN_POSITIONS, Backbone, ClassifierHead, ConvNormAct, SeparableConv2d, attend,
+                     init_conv_weights)
 from .registry import register_model
 
 
@@ -201,20 +201,16 @@ class NASNetA(Backbone):
 
     def __init__(self, cells_per_stack: int = 4, filters: int = 44, stem_filters: int = 32,
                  small_input: bool = False, drop_rate: float = 0.5, num_classes: int = 1000, in_chans: int = 3,
-                 attention: Optional[str] = None, attention_kwargs: Optional[dict] = None,
-                 attention_stages=None, attention_position: Optional[str] = None):
+                 attention=None):
         super().__init__()
         family = self.family
-        check_classes_chans(family, num_classes, in_chans)
+        spec = self._setup(num_classes, in_chans, attention, 3, PLAIN_POSITIONS)
         for name, value in (("cells_per_stack", cells_per_stack), ("filters", filters),
                             ("stem_filters", stem_filters)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{family}: {name} must be a positive int, got {value!r}")
         if filters % 4:
             raise ValueError(f"{family}: filters must be divisible by 4 (stem cells use filters/4), got {filters}")
-        spec = AttentionSpec.build(family, 3, PLAIN_POSITIONS, attention, attention_kwargs,
-                                   attention_stages, attention_position)
-        self.in_chans, self.num_classes, self.attention_spec = in_chans, num_classes, spec
         if small_input:
             self.stem = ConvNormAct(in_chans, stem_filters, 3, act=None)
             self.input_size, self.min_size = (in_chans, 32, 32), 1
@@ -244,7 +240,7 @@ class NASNetA(Backbone):
         self.final_act = nn.ReLU()
         self.num_features = outputs[-1][0]
         self.head = ClassifierHead(self.num_features, num_classes, drop_rate=drop_rate)
-        init_backbone_weights(self)
+        init_conv_weights(self)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         prev, x = None, self.stem(x)

@@ -50,8 +50,7 @@ import torch
 from torch import nn
 
 from ..attention.residual import ResidualAttentionModule
-from .layers import RESIDUAL_POSITIONS, AttentionSpec, Backbone, ClassifierHead, ConvNormAct, check_classes_chans
-from .layers import init_backbone_weights
+from .layers import RESIDUAL_POSITIONS, Backbone, ClassifierHead, ConvNormAct, init_conv_weights
 from .registry import register_model
 from .resnet import PreActBottleneck, conv1x1
 
@@ -74,11 +73,9 @@ class ResidualAttentionNet(Backbone):
                  mask_depths: Sequence[int] = MASK_DEPTHS, p: int = 1, t: int = 2, r: int = 1,
                  naive: bool = False, mask_activation: str = "mixed", small_input: bool = False,
                  stem_width: Optional[int] = None, final_units: int = 3, num_classes: int = 1000,
-                 in_chans: int = 3, drop_rate: float = 0.0, attention: Optional[str] = None,
-                 attention_kwargs: Optional[dict] = None, attention_stages=None,
-                 attention_position: Optional[str] = None):
+                 in_chans: int = 3, drop_rate: float = 0.0, attention=None):
         super().__init__()
-        check_classes_chans(self.family, num_classes, in_chans)
+        spec = self._setup(num_classes, in_chans, attention, 4, RESIDUAL_POSITIONS)
         stage_modules, widths, mask_depths = tuple(stage_modules), tuple(widths), tuple(mask_depths)
         if len(stage_modules) != 3 or any(isinstance(m, bool) or not isinstance(m, int) or m < 0
                                           for m in stage_modules):
@@ -90,9 +87,6 @@ class ResidualAttentionNet(Backbone):
             raise ValueError(f"{self.family}: mask_depths must be three ints, got {mask_depths!r}")
         if isinstance(final_units, bool) or not isinstance(final_units, int) or final_units < 1:
             raise ValueError(f"{self.family}: final_units must be an int >= 1, got {final_units!r}")
-        spec = AttentionSpec.build(self.family, 4, RESIDUAL_POSITIONS, attention, attention_kwargs,
-                                   attention_stages, attention_position)
-        self.num_classes, self.in_chans = num_classes, in_chans
         self.input_size = (in_chans, 32, 32) if small_input else (in_chans, 224, 224)
         stem_width = stem_width or (16 if small_input else 64)
         if small_input:  # pre-activation CIFAR stem: the first unit starts with BN-ReLU
@@ -124,7 +118,7 @@ class ResidualAttentionNet(Backbone):
         self.final_act = nn.Sequential(nn.BatchNorm2d(widths[3]), nn.ReLU(inplace=True))
         self.num_features = widths[3]
         self.head = ClassifierHead(widths[3], num_classes, drop_rate)
-        init_backbone_weights(self)
+        init_conv_weights(self)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.final_act(self.stages(self.stem(x)))

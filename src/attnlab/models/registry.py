@@ -6,8 +6,9 @@ A family file registers one builder function per named variant:
     def resnet50(**kwargs):
         return _resnet(Bottleneck, (3, 4, 6, 3), **kwargs)
 
-`create_model` forwards the placement spec (attention, attention_kwargs, attention_stages,
-attention_position) and any family-specific keyword to the builder, then loads `pretrained=`
+`create_model` folds the placement spec (`attention=`: a name, a dict or a `layers.Placement`,
+plus the shorthand attention_kwargs= / attention_stages= / attention_position=) into one
+Placement, forwards it and any family-specific keyword to the builder, then loads `pretrained=`
 weights (a local torchvision / timm / attnlab file) when given.
 """
 from __future__ import annotations
@@ -17,6 +18,8 @@ import fnmatch
 from typing import Callable
 
 from torch import nn
+
+from .layers import Placement
 
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
 
@@ -53,7 +56,7 @@ def create_model(
     in_chans: int | None = None,
     pretrained: str | None = None,
     pretrained_strict: bool = True,
-    attention: str | None = None,
+    attention: str | dict | Placement | None = None,
     attention_kwargs: dict | None = None,
     attention_stages=None,
     attention_position: str | None = None,
@@ -61,6 +64,13 @@ def create_model(
     **kwargs,
 ) -> nn.Module:
     """Build a registered model; arguments left as None keep the builder's defaults.
+
+    attention: the placement spec: an attention name, a dict with keys among name / kwargs /
+    stages / position, or a Placement. attention_kwargs=, attention_stages= and
+    attention_position= are shorthand for its kwargs, stages and position; they fill what
+    `attention` leaves unset, and a field given both ways with different values is refused
+    (ValueError). Paper-name models (se_resnet50, gc_resnet50, ...) fill what is still unset with
+    the paper's choices.
 
     spatial_transformer: True or a dict of SpatialTransformer settings puts a spatial transformer
     in front of the built (and, with `pretrained=`, loaded) model (models.stn_cnn).
@@ -78,9 +88,9 @@ def create_model(
     if not isinstance(pretrained_strict, bool):
         raise TypeError(f"pretrained_strict must be True or False, got {pretrained_strict!r}")
     builder = _MODELS[resolve_model_name(name)]
-    given = dict(num_classes=num_classes, in_chans=in_chans, attention=attention,
-                 attention_kwargs=attention_kwargs, attention_stages=attention_stages,
-                 attention_position=attention_position)
+    placement = Placement.coerce(attention, kwargs=attention_kwargs, stages=attention_stages,
+                                 position=attention_position)
+    given = dict(num_classes=num_classes, in_chans=in_chans, attention=None if placement.is_empty else placement)
     kwargs.update({k: v for k, v in given.items() if v is not None})
     model = builder(**kwargs)
     model.model_name = resolve_model_name(name)

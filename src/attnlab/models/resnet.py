@@ -20,7 +20,7 @@ Module names equal torchvision's (conv1, bn1, layer1..layer4, blockwise conv1/bn
 so a torchvision or timm state dict loads directly; only the classifier differs (`fc` there,
 `head.fc` here: see `remap_pretrained`).
 
-Attention (the placement spec of `layers.AttentionSpec`): one slot per residual block, at one of the
+Attention (the placement spec, `layers.Placement`): one slot per residual block, at one of the
 SE paper's positions (Hu et al., TPAMI 2019, Fig. 5 and Table 14):
   standard  on the residual branch after its last norm, before the addition (SE/CBAM/ECA/timm);
   pre       on the block input before the residual branch (the shortcut takes the unmodified input);
@@ -49,7 +49,7 @@ Deviations, each a switch where it matters:
 * Pre-activation nets: the stem is a convolution (+ max-pool on ImageNet) without BN-ReLU and the
   network ends with BN-ReLU (as the pre-activation paper's CIFAR code and timm's ResNetV2); a
   projection shortcut takes the pre-activated input (the paper's code does so for the first block
-  of a stage) and has no norm. With `attention_position="pre"` that pre-activated input has passed
+  of a stage) and has no norm. With the position `pre` that pre-activated input has passed
   the attention module.
 * `zero_init_last` (default False, torchvision's default): zero the scale of the last BN of each
   residual branch; in pre-activation blocks (no BN there) the last convolution's weight is zeroed.
@@ -64,9 +64,7 @@ from torch import nn
 
 from ..attention import create_attention
 from ..attention.base import AttentionModule
-from .layers import (
-    RESIDUAL_POSITIONS, AttentionSpec, Backbone, ClassifierHead, attend, check_classes_chans, init_backbone_weights,
-)
+from .layers import RESIDUAL_POSITIONS, Backbone, ClassifierHead, Placement, attend, init_conv_weights
 from .registry import register_model
 
 
@@ -104,10 +102,13 @@ class ResidualBlock(nn.Module):
     preact = False
 
     def _init_slots(self, in_chs: int, out_chs: int, downsample: Optional[nn.Module],
-                    attention: AttentionSpec, stage: int) -> None:
+                    attention: Optional[Placement], stage: int) -> None:
+        """The shortcut and the attention slot; `attention` is a (bound) Placement or None (no
+        attention); an unbound placement's position defaults to `standard`."""
+        attention = attention if attention is not None else Placement()
         self.downsample = downsample
-        self.attention_position = attention.position
-        self.attention = attention.make(in_chs if attention.position == "pre" else out_chs, stage)
+        self.attention_position = attention.position or RESIDUAL_POSITIONS[0]
+        self.attention = attention.make(in_chs if self.attention_position == "pre" else out_chs, stage)
         self.act = nn.Identity() if self.preact else nn.ReLU(inplace=True)
 
     def branch(self, x: torch.Tensor) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
@@ -144,7 +145,7 @@ class BasicBlock(ResidualBlock):
 
     def __init__(self, in_chs: int, planes: int, stride: int = 1, downsample: Optional[nn.Module] = None,
                  groups: int = 1, base_width: int = 64, block_dropout: float = 0.0,
-                 attention: AttentionSpec = AttentionSpec("resnet"), stage: int = 1):
+                 attention: Optional[Placement] = None, stage: int = 1):
         super().__init__()
         if groups != 1 or base_width != 64:
             raise ValueError(f"BasicBlock supports groups=1 and base_width=64 only, got {groups}, {base_width}")
@@ -176,7 +177,7 @@ class Bottleneck(ResidualBlock):
 
     def __init__(self, in_chs: int, planes: int, stride: int = 1, downsample: Optional[nn.Module] = None,
                  groups: int = 1, base_width: int = 64, block_dropout: float = 0.0,
-                 attention: AttentionSpec = AttentionSpec("resnet"), stage: int = 1):
+                 attention: Optional[Placement] = None, stage: int = 1):
         super().__init__()
         width = int(planes * (base_width / 64.0)) * groups
         out_chs = planes * self.expansion
@@ -207,7 +208,7 @@ class PreActBasicBlock(ResidualBlock):
 
     def __init__(self, in_chs: int, planes: int, stride: int = 1, downsample: Optional[nn.Module] = None,
                  groups: int = 1, base_width: int = 64, block_dropout: float = 0.0,
-                 attention: AttentionSpec = AttentionSpec("preact_resnet"), stage: int = 1):
+                 attention: Optional[Placement] = None, stage: int = 1):
         super().__init__()
         if groups != 1 or base_width != 64:
             raise ValueError(f"PreActBasicBlock supports groups=1 and base_width=64 only, got {groups}, {base_width}")
@@ -236,7 +237,7 @@ class PreActBottleneck(ResidualBlock):
 
     def __init__(self, in_chs: int, planes: int, stride: int = 1, downsample: Optional[nn.Module] = None,
                  groups: int = 1, base_width: int = 64, block_dropout: float = 0.0,
-                 attention: AttentionSpec = AttentionSpec("preact_resnet"), stage: int = 1):
+                 attention: Optional[Placement] = None, stage: int = 1):
         super().__init__()
         width = int(planes * (base_width / 64.0)) * groups
         out_chs = planes * self.expansion
@@ -273,7 +274,7 @@ class ResNet(Backbone):
         shortcut: "B" (1x1 projection when the shape changes) or "A" (zero padding, no parameters).
         block_dropout: dropout between the block's convolutions (WRN); drop_rate: before the classifier.
         zero_init_last: zero the last norm scale (or last conv in pre-activation blocks) of each branch.
-        attention, attention_kwargs, attention_stages, attention_position: the placement spec.
+        attention: the placement spec (a layers.Placement, an attention name, a dict or None).
         nonlocal_stages, nonlocal_every, nonlocal_kwargs: non-local blocks between residual blocks.
         small_input: replace an "imagenet" stem by the "small" one (28-32 px inputs).
     """
@@ -282,13 +283,11 @@ class ResNet(Backbone):
                  num_classes: int = 1000, in_chans: int = 3, stem: str = "imagenet", stem_width: int = 64,
                  groups: int = 1, base_width: int = 64, shortcut: str = "B", block_dropout: float = 0.0,
                  drop_rate: float = 0.0, zero_init_last: bool = False, small_input: bool = False,
-                 attention: Optional[str] = None, attention_kwargs: Optional[dict] = None,
-                 attention_stages=None, attention_position: Optional[str] = None,
-                 nonlocal_stages=None, nonlocal_every: int = 1, nonlocal_kwargs: Optional[dict] = None,
+                 attention=None, nonlocal_stages=None, nonlocal_every: int = 1, nonlocal_kwargs: Optional[dict] = None,
                  family: str = "resnet"):
         super().__init__()
         self.family = family
-        check_classes_chans(family, num_classes, in_chans)
+        spec = self._setup(num_classes, in_chans, attention, len(layers), RESIDUAL_POSITIONS)
         if len(layers) != len(planes) or not all(isinstance(n, int) and n >= 1 for n in layers):
             raise ValueError(f"{family}: layers must be positive ints, one per stage of planes {tuple(planes)}, "
                              f"got {tuple(layers)}")
@@ -302,13 +301,10 @@ class ResNet(Backbone):
             if not 0.0 <= p < 1.0:
                 raise ValueError(f"{family}: {name} must be in [0, 1), got {p!r}")
         num_stages = len(layers)
-        spec = AttentionSpec.build(family, num_stages, RESIDUAL_POSITIONS, attention, attention_kwargs,
-                                   attention_stages, attention_position)
         nl_stages = self._check_nonlocal(family, num_stages, nonlocal_stages, nonlocal_every, nonlocal_kwargs)
         if small_input:
             stem = "small"
 
-        self.num_classes, self.in_chans = num_classes, in_chans
         self.input_size = (in_chans, 224, 224) if stem == "imagenet" else (in_chans, 32, 32)
         # Stem. Pre-activation nets leave BN-ReLU to the first block.
         kernel, stride = (7, 2) if stem == "imagenet" else (3, 1)
@@ -342,7 +338,7 @@ class ResNet(Backbone):
         self.num_features = in_chs
         self.head = ClassifierHead(in_chs, num_classes, drop_rate)
 
-        init_backbone_weights(self)
+        init_conv_weights(self)
         if zero_init_last:
             for m in self.modules():
                 if isinstance(m, ResidualBlock):
@@ -581,9 +577,9 @@ def resnext29_8x64d(**kwargs):
 
 # --------------------------------------------------------------------- attention variants by paper name
 def _with(attention: str, builder, kwargs: dict, **defaults):
-    kwargs.setdefault("attention", attention)
-    for key, value in defaults.items():
-        kwargs.setdefault(key, value)
+    """`builder` with the paper's placement: `attention` and `defaults` (Placement fields) fill
+    what the caller's own placement leaves unset."""
+    kwargs["attention"] = Placement.coerce(kwargs.get("attention")).with_defaults(name=attention, **defaults)
     return builder(**kwargs)
 
 
@@ -670,7 +666,7 @@ def eca_resnet101(**kwargs):
 @register_model
 def gc_resnet50(**kwargs):
     """GC blocks after the last 1x1 conv's BN of every block in c3-c5 (stages 2-4), GCNet paper."""
-    return _with("gc", resnet50, kwargs, attention_stages=(2, 3, 4))
+    return _with("gc", resnet50, kwargs, stages=(2, 3, 4))
 
 
 @register_model

@@ -32,14 +32,14 @@ Deviations:
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Sequence
 
 import torch
 from torch import nn
 
 from ..attention.base import is_channels_last
-from .layers import (PLAIN_POSITIONS, AttentionSpec, Backbone, ClassifierHead, ConvNormAct, attend,
-                     check_classes_chans, init_backbone_weights, rename_state_dict_keys)
+from .layers import (PLAIN_POSITIONS, Backbone, ClassifierHead, ConvNormAct, attend, init_conv_weights,
+                     rename_state_dict_keys)
 from .registry import register_model
 
 
@@ -151,11 +151,10 @@ class ShuffleNetV1(_ShuffleNet):
 
     def __init__(self, groups: int, stage_channels: Sequence[int], stage_repeats: Sequence[int] = (4, 8, 4),
                  stem_chs: int = 24, small_input: bool = False, num_classes: int = 1000, in_chans: int = 3,
-                 attention: Optional[str] = None, attention_kwargs: Optional[dict] = None,
-                 attention_stages=None, attention_position: Optional[str] = None):
+                 attention=None):
         super().__init__()
         family = self.family
-        check_classes_chans(family, num_classes, in_chans)
+        spec = self._setup(num_classes, in_chans, attention, 3, PLAIN_POSITIONS)
         _check_positive(family, "groups", groups)
         if len(stage_channels) != 3 or len(stage_repeats) != 3:
             raise ValueError(f"{family}: need 3 stage widths and 3 repeat counts, got "
@@ -164,9 +163,6 @@ class ShuffleNetV1(_ShuffleNet):
             if chs % 4 or (chs // 4) % groups:
                 raise ValueError(f"{family}: stage width {chs} needs a bottleneck (width/4) divisible by "
                                  f"groups={groups}")
-        spec = AttentionSpec.build(family, 3, PLAIN_POSITIONS, attention, attention_kwargs,
-                                   attention_stages, attention_position)
-        self.in_chans, self.num_classes, self.attention_spec = in_chans, num_classes, spec
         self._build_stem(in_chans, stem_chs, small_input)
         chs = stem_chs
         for stage, (out_chs, repeats) in enumerate(zip(stage_channels, stage_repeats), start=1):
@@ -180,7 +176,7 @@ class ShuffleNetV1(_ShuffleNet):
         self.conv5 = nn.Identity()
         self.num_features = chs
         self.head = ClassifierHead(chs, num_classes)
-        init_backbone_weights(self)
+        init_conv_weights(self)
 
 
 class ShuffleNetV2(_ShuffleNet):
@@ -190,19 +186,15 @@ class ShuffleNetV2(_ShuffleNet):
 
     def __init__(self, stage_channels: Sequence[int], stage_repeats: Sequence[int] = (4, 8, 4),
                  stem_chs: int = 24, small_input: bool = False, num_classes: int = 1000, in_chans: int = 3,
-                 attention: Optional[str] = None, attention_kwargs: Optional[dict] = None,
-                 attention_stages=None, attention_position: Optional[str] = None):
+                 attention=None):
         super().__init__()
         family = self.family
-        check_classes_chans(family, num_classes, in_chans)
+        spec = self._setup(num_classes, in_chans, attention, 3, PLAIN_POSITIONS)
         if len(stage_channels) != 4 or len(stage_repeats) != 3:
             raise ValueError(f"{family}: need 4 widths (stage2-4, conv5) and 3 repeat counts, got "
                              f"{stage_channels!r} and {stage_repeats!r}")
         if any(chs % 2 for chs in stage_channels[:3]):
             raise ValueError(f"{family}: stage widths must be even (channel split), got {stage_channels!r}")
-        spec = AttentionSpec.build(family, 3, PLAIN_POSITIONS, attention, attention_kwargs,
-                                   attention_stages, attention_position)
-        self.in_chans, self.num_classes, self.attention_spec = in_chans, num_classes, spec
         self._build_stem(in_chans, stem_chs, small_input)
         chs = stem_chs
         for stage, (out_chs, repeats) in enumerate(zip(stage_channels[:3], stage_repeats), start=1):
@@ -213,7 +205,7 @@ class ShuffleNetV2(_ShuffleNet):
         self.conv5 = ConvNormAct(chs, stage_channels[3], 1)
         self.num_features = stage_channels[3]
         self.head = ClassifierHead(stage_channels[3], num_classes)
-        init_backbone_weights(self)
+        init_conv_weights(self)
 
     def remap_pretrained(self, state_dict: dict, source: str) -> dict:
         """torchvision's stem, conv5 and classifier keys (conv1.0, conv5.1, fc) renamed to this

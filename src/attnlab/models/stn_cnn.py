@@ -38,7 +38,7 @@ import torch
 from torch import nn
 
 from ..attention.stn import SpatialTransformer
-from .layers import PLAIN_POSITIONS, AttentionSpec, Backbone, ClassifierHead, check_classes_chans
+from .layers import PLAIN_POSITIONS, Backbone, ClassifierHead
 from .registry import register_model
 
 ST_CNN_LOCALISATION = dict(loc_channels=(20, 20), loc_hidden=50, loc_kernel_size=5)
@@ -47,24 +47,20 @@ ST_CNN_LOCALISATION = dict(loc_channels=(20, 20), loc_hidden=50, loc_kernel_size
 class MnistCNN(Backbone):
     """conv9x9(32)-ReLU-pool2-conv7x7(32)-ReLU-pool2 -> global average pool -> linear.
 
-    Placement spec: `attention_position="post"` only, after each conv block (stages 1 and 2).
+    Placement spec: position `post` only, after each conv block (stages 1 and 2).
     """
 
     family = "cnn_mnist"
     min_size = 22
 
     def __init__(self, num_classes: int = 10, in_chans: int = 1, widths=(32, 32), kernel_sizes=(9, 7),
-                 drop_rate: float = 0.0, attention: Optional[str] = None, attention_kwargs: Optional[dict] = None,
-                 attention_stages=None, attention_position: Optional[str] = None):
+                 drop_rate: float = 0.0, attention=None):
         super().__init__()
-        check_classes_chans(self.family, num_classes, in_chans)
+        spec = self._setup(num_classes, in_chans, attention, 2, PLAIN_POSITIONS)
         widths, kernel_sizes = tuple(widths), tuple(kernel_sizes)
         if len(widths) != 2 or len(kernel_sizes) != 2:
             raise ValueError(f"{self.family}: widths and kernel_sizes must have two entries, "
                              f"got {widths!r} and {kernel_sizes!r}")
-        spec = AttentionSpec.build(self.family, 2, PLAIN_POSITIONS, attention, attention_kwargs,
-                                   attention_stages, attention_position)
-        self.num_classes, self.in_chans = num_classes, in_chans
         self.input_size = (in_chans, 28, 28)
         # Smallest size: each block needs (size - k + 1) >= 2 before its 2x2 pool.
         size = 1
@@ -106,6 +102,11 @@ class SpatiallyTransformed(Backbone):
     @property
     def num_classes(self) -> int:
         return self.model.num_classes
+
+    @property
+    def placement(self):
+        """The wrapped model's bound placement spec (layers.Placement)."""
+        return self.model.placement
 
     def localisation_parameters(self) -> Iterable[nn.Parameter]:
         """The parameters that predict theta (for a separate learning rate)."""

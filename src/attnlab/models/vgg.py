@@ -24,12 +24,12 @@ Variants and deviations:
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Optional, Sequence
+from typing import Sequence
 
 import torch
 from torch import nn
 
-from .layers import PLAIN_POSITIONS, AttentionSpec, Backbone, ClassifierHead, check_classes_chans, init_backbone_weights
+from .layers import PLAIN_POSITIONS, Backbone, ClassifierHead, Placement, init_conv_weights
 from .registry import register_model
 
 # Table 1 of the paper: output channels of each 3x3 conv, "M" = 2x2/2 max-pool.
@@ -73,18 +73,14 @@ class VGG(Backbone):
     family = "vgg"
 
     def __init__(self, depth: int = 16, num_classes: int = 1000, in_chans: int = 3, small_input: bool = False,
-                 drop_rate: float = 0.5, attention: Optional[str] = None, attention_kwargs: Optional[dict] = None,
-                 attention_stages=None, attention_position: Optional[str] = None, attention_per_conv: bool = False):
+                 drop_rate: float = 0.5, attention=None, attention_per_conv: bool = False):
         super().__init__()
-        check_classes_chans(self.family, num_classes, in_chans)
         if depth not in VGG_CONFIGS:
             raise ValueError(f"{self.family}: depth must be one of {sorted(VGG_CONFIGS)}, got {depth!r}")
         if not 0.0 <= drop_rate < 1.0:
             raise ValueError(f"{self.family}: drop_rate must be in [0, 1), got {drop_rate!r}")
         config = VGG_CONFIGS[depth]
-        spec = AttentionSpec.build(self.family, config.count("M"), PLAIN_POSITIONS, attention, attention_kwargs,
-                                   attention_stages, attention_position)
-        self.num_classes, self.in_chans = num_classes, in_chans
+        spec = self._setup(num_classes, in_chans, attention, config.count("M"), PLAIN_POSITIONS)
         self.input_size = (in_chans, 32, 32) if small_input else (in_chans, 224, 224)
         self.min_size = 17 if small_input else 32
         self.features = self._make_features(config, in_chans, spec, attention_per_conv, ceil_mode=small_input)
@@ -93,14 +89,14 @@ class VGG(Backbone):
             self.head = ClassifierHead(512, num_classes, drop_rate=0.0)
         else:
             self.head = VGGHead(512, num_classes, drop_rate=drop_rate)
-        init_backbone_weights(self)
+        init_conv_weights(self)
         for m in self.head.modules():
             if isinstance(m, nn.Linear):  # torchvision: N(0, 0.01), zero bias
                 nn.init.normal_(m.weight, 0, 0.01)
                 nn.init.zeros_(m.bias)
 
     @staticmethod
-    def _make_features(config: Sequence, in_chs: int, spec: AttentionSpec, per_conv: bool,
+    def _make_features(config: Sequence, in_chs: int, spec: Placement, per_conv: bool,
                        ceil_mode: bool) -> nn.Sequential:
         layers, index, stage = OrderedDict(), 0, 1
         for i, item in enumerate(config):

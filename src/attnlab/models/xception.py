@@ -33,13 +33,12 @@ from __future__ import annotations
 
 import re
 from collections import OrderedDict
-from typing import Optional
 
 import torch
 from torch import nn
 
-from .layers import (RESIDUAL_POSITIONS, AttentionSpec, Backbone, ClassifierHead, ConvNormAct, attend,
-                     SeparableConv2d, check_classes_chans, init_backbone_weights, rename_state_dict_keys)
+from .layers import (RESIDUAL_POSITIONS, Backbone, ClassifierHead, ConvNormAct, Placement, SeparableConv2d, attend,
+                     init_conv_weights, rename_state_dict_keys)
 from .registry import register_model
 
 
@@ -57,7 +56,7 @@ class XceptionBlock(nn.Module):
     """
 
     def __init__(self, in_chs: int, out_chs: int, reps: int, stride: int, start_with_relu: bool,
-                 grow_first: bool, spec: AttentionSpec, stage: int):
+                 grow_first: bool, spec: Placement, stage: int):
         super().__init__()
         widths = [in_chs] + [out_chs] * reps if grow_first else [in_chs] * reps + [out_chs]
         units = [separable_unit(widths[i], widths[i + 1], leading_relu=start_with_relu or i > 0, inplace=i > 0)
@@ -88,14 +87,9 @@ class Xception(Backbone):
     family = "Xception"
 
     def __init__(self, num_classes: int = 1000, in_chans: int = 3, small_input: bool = False,
-                 drop_rate: float = 0.0, attention: Optional[str] = None, attention_kwargs: Optional[dict] = None,
-                 attention_stages=None, attention_position: Optional[str] = None):
+                 drop_rate: float = 0.0, attention=None):
         super().__init__()
-        family = self.family
-        check_classes_chans(family, num_classes, in_chans)
-        spec = AttentionSpec.build(family, 3, RESIDUAL_POSITIONS, attention, attention_kwargs,
-                                   attention_stages, attention_position)
-        self.in_chans, self.num_classes, self.attention_spec = in_chans, num_classes, spec
+        spec = self._setup(num_classes, in_chans, attention, 3, RESIDUAL_POSITIONS)
         pad = 1 if small_input else 0
         self.conv1 = ConvNormAct(in_chans, 32, 3, stride=1 if small_input else 2, padding=pad)
         self.conv2 = ConvNormAct(32, 64, 3, padding=pad)
@@ -115,7 +109,7 @@ class Xception(Backbone):
         self.head = ClassifierHead(2048, num_classes, drop_rate=drop_rate)
         self.input_size = (in_chans, 32, 32) if small_input else (in_chans, 299, 299)
         self.min_size = 1 if small_input else 7  # two valid 3x3 convs, the first with stride 2
-        init_backbone_weights(self)
+        init_conv_weights(self)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv2(self.conv1(x))
