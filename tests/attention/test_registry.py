@@ -10,7 +10,7 @@ from attnlab.attention import AttentionModule, create_attention, list_attention,
 
 C = 32
 SIZES = [(1, 1), (7, 5), (8, 8)]
-EXPECTED_NAMES = ["cbam", "eca", "gc", "mhsa", "non_local", "qkv", "residual_attention", "se", "stn"]
+EXPECTED_NAMES = ["cbam", "eca", "gc", "mhsa", "non_local", "qkv", "se", "stn"]
 
 
 

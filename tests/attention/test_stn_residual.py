@@ -1,13 +1,19 @@
-"""Spatial transformer (Jaderberg et al. 2015) and residual attention (Wang et al. 2017) modules."""
+"""Spatial transformer (Jaderberg et al. 2015) and the soft-mask branch of residual attention
+(Wang et al. 2017; the attention module that applies the mask: tests/models/test_ran_stn.py)."""
 import math
 
 import pytest
 import torch
+from torch import nn
 
-from attnlab.attention import create_attention
-from attnlab.attention.residual import ResidualAttentionModule, SoftMaskBranch, max_downsamplings
+from attnlab.attention.soft_mask import SoftMaskBranch, max_downsamplings
 from attnlab.attention.stn import SpatialTransformer, identity_theta
-from attnlab.models.resnet import PreActBottleneck
+
+
+def conv_unit(channels: int) -> nn.Module:
+    """A shape-keeping residual-unit stand-in for the soft-mask branch (models/ran.py passes the
+    pre-activation bottleneck)."""
+    return nn.Sequential(nn.BatchNorm2d(channels), nn.ReLU(), nn.Conv2d(channels, channels, 3, padding=1))
 
 
 
@@ -131,79 +137,55 @@ def test_stn_bad_input_and_arguments():
         stn.grid(torch.zeros(2, 3), (4, 4))
 
 
-# ------------------------------------------------------------------------------ residual attention
+# ------------------------------------------------------------------------------ soft-mask branch
 @pytest.mark.parametrize("size", [(16, 16), (1, 1), (3, 17), (1, 9)])
-def test_residual_attention_shapes_any_size(size):
-    module = create_attention("residual_attention", 8)
+def test_soft_mask_is_a_bounded_map_of_the_input_shape_at_any_size(size):
+    branch = SoftMaskBranch(8, depth=3, unit=conv_unit)
     x = torch.randn(2, 8, *size)
-    assert module(x).shape == x.shape
-
-
-def test_attention_residual_learning_and_naive_attention():
-    torch.manual_seed(0)
-    module = ResidualAttentionModule(16, p=0, t=1, mask_depth=2).eval()
-    x = torch.randn(2, 16, 8, 6)
-    trunk, mask = module.trunk(x), module.mask_branch(x)
+    mask = branch(x)
     assert mask.shape == x.shape and mask.min() >= 0 and mask.max() <= 1
-    assert torch.allclose(module(x), (1 + mask) * trunk, atol=1e-6)
-    module.naive = True
-    assert torch.allclose(module(x), mask * trunk, atol=1e-6)
-    module.naive = False
-    module.gate_override = {"mask": 0.0}   # M = 0: attention removed, H = T
-    assert torch.allclose(module(x), trunk, atol=1e-6)
-
-
-def test_mask_is_observed_with_its_shape():
-    module = ResidualAttentionModule(8)
-    seen = {}
-    module.recorder = lambda m, name, value: seen.setdefault(name, value)
-    module(torch.randn(2, 8, 10, 7))
-    assert module.observables == ("mask",) and seen["mask"].shape == (2, 8, 10, 7)
-
-
-def test_residual_attention_gradients_reach_every_parameter():
-    torch.manual_seed(0)
-    module = ResidualAttentionModule(8, mask_depth=3)
-    x = torch.randn(2, 8, 16, 16)
-    (module(x) * torch.randn_like(x)).sum().backward()
-    missing = [n for n, p in module.named_parameters() if p.grad is None or p.grad.abs().sum() == 0]
-    assert missing == []
 
 
 def test_downsamplings_are_limited_by_the_map_size():
-    branch = SoftMaskBranch(8, depth=3)
+    branch = SoftMaskBranch(8, depth=3, unit=conv_unit)
     assert [branch.levels_for(h, w) for h, w in [(1, 1), (2, 2), (1, 3), (56, 56), (3, 17)]] == [0, 1, 2, 3, 3]
     assert max_downsamplings(7, 7) == 3
 
 
-@pytest.mark.parametrize("p,t,r,depth", [(1, 2, 1, 3), (2, 4, 3, 2), (0, 1, 2, 1)])
-def test_unit_counts_follow_p_t_r(p, t, r, depth):
-    module = ResidualAttentionModule(8, p=p, t=t, r=r, mask_depth=depth)
-    trunk_units = sum(isinstance(m, PreActBottleneck) for part in (module.pre, module.trunk, module.post)
-                      for m in part.modules())
-    mask_units = sum(isinstance(m, PreActBottleneck) for m in module.mask_branch.modules())
-    assert trunk_units == 2 * p + t
-    assert mask_units == 2 * r * depth + depth - 1   # r down + r up per level, one unit per skip
+@pytest.mark.parametrize("r,depth", [(1, 3), (3, 2), (2, 1), (1, 0)])
+def test_the_branch_builds_its_units_with_the_given_factory(r, depth):
+    built = []
+
+    def unit(channels):
+        built.append(channels)
+        return conv_unit(channels)
+
+    branch = SoftMaskBranch(8, depth=depth, r=r, unit=unit)
+    assert built == [8] * (2 * r * depth + max(depth - 1, 0))   # r down + r up per level, one unit per skip
+    convs = [m for m in branch.modules() if isinstance(m, nn.Conv2d)]
+    assert len(convs) == len(built) + 2   # the units' and the two 1x1 convs of the head
 
 
 def test_mask_activation_variants_stay_shaped():
     x = torch.randn(2, 8, 6, 6)
-    spatial = SoftMaskBranch(8, depth=1, mask_activation="spatial")(x)
+    spatial = SoftMaskBranch(8, depth=1, mask_activation="spatial", unit=conv_unit)(x)
     standardised = torch.logit(spatial.double())   # per channel: mean 0, std 1 over the positions
     assert spatial.shape == x.shape
     assert torch.allclose(standardised.mean(dim=(2, 3)), torch.zeros(2, 8, dtype=torch.float64), atol=1e-4)
     assert torch.allclose(standardised.std(dim=(2, 3), unbiased=False), torch.ones(2, 8, dtype=torch.float64),
                           atol=1e-3)
-    channel = SoftMaskBranch(8, depth=1, mask_activation="channel")(x)
+    channel = SoftMaskBranch(8, depth=1, mask_activation="channel", unit=conv_unit)(x)
     assert torch.allclose(channel.norm(dim=1), torch.ones(2, 6, 6), atol=1e-5)
 
 
-def test_residual_attention_bad_arguments():
-    with pytest.raises(ValueError, match="divisible by 4"):
-        ResidualAttentionModule(6)
-    with pytest.raises(ValueError, match=r"ResidualAttentionModule.*\(N, 8, H, W\)"):
-        ResidualAttentionModule(8)(torch.randn(2, 4, 8, 8))
+def test_soft_mask_bad_arguments():
     with pytest.raises(ValueError, match="mask_activation"):
-        SoftMaskBranch(8, mask_activation="softmax")
-    with pytest.raises(TypeError, match="naive"):
-        ResidualAttentionModule(8, naive="yes")
+        SoftMaskBranch(8, mask_activation="softmax", unit=conv_unit)
+    with pytest.raises(ValueError, match=r"SoftMaskBranch: depth must be an int >= 0, got -1"):
+        SoftMaskBranch(8, depth=-1, unit=conv_unit)
+    with pytest.raises(TypeError, match=r"SoftMaskBranch: unit must be a callable.*got str 'bottleneck'"):
+        SoftMaskBranch(8, unit="bottleneck")
+    with pytest.raises(TypeError, match="unit"):
+        SoftMaskBranch(8)   # the unit is the caller's: no backbone block is built in here
+    with pytest.raises(ValueError, match=r"SoftMaskBranch.*\(N, 8, H, W\)"):
+        SoftMaskBranch(8, unit=conv_unit)(torch.randn(2, 4, 8, 8))

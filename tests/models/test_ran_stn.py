@@ -4,8 +4,9 @@ import torch
 
 import attnlab
 from attnlab.attention.non_local import NonLocalBlock
-from attnlab.attention.residual import ResidualAttentionModule, SoftMaskBranch
+from attnlab.attention.soft_mask import SoftMaskBranch
 from attnlab.attention.stn import SpatialTransformer
+from attnlab.models.ran import ResidualAttentionModule
 from attnlab.models.resnet import PreActBottleneck
 from attnlab.models.stn_cnn import with_spatial_transformer
 
@@ -131,6 +132,75 @@ def test_ran_bad_arguments():
         attnlab.create_model("attention56_cifar", stage_modules=(1, 1))
     with pytest.raises(ValueError, match="num_classes"):
         attnlab.create_model("attention56_cifar", num_classes=-1)
+
+
+# ------------------------------------------------------------------- the attention module H = (1 + M) T
+@pytest.mark.parametrize("size", [(16, 16), (1, 1), (3, 17), (1, 9)])
+def test_residual_attention_module_shapes_any_size(size):
+    module = ResidualAttentionModule(8)
+    x = torch.randn(2, 8, *size)
+    assert module(x).shape == x.shape
+
+
+def test_attention_residual_learning_and_naive_attention():
+    torch.manual_seed(0)
+    module = ResidualAttentionModule(16, p=0, t=1, mask_depth=2).eval()
+    x = torch.randn(2, 16, 8, 6)
+    trunk, mask = module.trunk(x), module.mask_branch(x)
+    assert mask.shape == x.shape and mask.min() >= 0 and mask.max() <= 1
+    assert torch.allclose(module(x), (1 + mask) * trunk, atol=1e-6)
+    module.naive = True
+    assert torch.allclose(module(x), mask * trunk, atol=1e-6)
+    module.naive = False
+    module.gate_override = {"mask": 0.0}   # M = 0: attention removed, H = T
+    assert torch.allclose(module(x), trunk, atol=1e-6)
+
+
+def test_mask_is_observed_with_its_shape():
+    module = ResidualAttentionModule(8)
+    seen = {}
+    module.recorder = lambda m, name, value: seen.setdefault(name, value)
+    module(torch.randn(2, 8, 10, 7))
+    assert module.observables == ("mask",) and seen["mask"].shape == (2, 8, 10, 7)
+
+
+def test_residual_attention_gradients_reach_every_parameter():
+    torch.manual_seed(0)
+    module = ResidualAttentionModule(8, mask_depth=3)
+    x = torch.randn(2, 8, 16, 16)
+    (module(x) * torch.randn_like(x)).sum().backward()
+    missing = [n for n, p in module.named_parameters() if p.grad is None or p.grad.abs().sum() == 0]
+    assert missing == []
+
+
+@pytest.mark.parametrize("p,t,r,depth", [(1, 2, 1, 3), (2, 4, 3, 2), (0, 1, 2, 1)])
+def test_unit_counts_follow_p_t_r(p, t, r, depth):
+    module = ResidualAttentionModule(8, p=p, t=t, r=r, mask_depth=depth)
+    trunk_units = sum(isinstance(m, PreActBottleneck) for part in (module.pre, module.trunk, module.post)
+                      for m in part.modules())
+    mask_units = sum(isinstance(m, PreActBottleneck) for m in module.mask_branch.modules())
+    assert trunk_units == 2 * p + t
+    assert mask_units == 2 * r * depth + depth - 1   # r down + r up per level, one unit per skip
+
+
+def test_residual_attention_bad_arguments():
+    with pytest.raises(ValueError, match="divisible by 4"):
+        ResidualAttentionModule(6)
+    with pytest.raises(ValueError, match=r"ResidualAttentionModule.*\(N, 8, H, W\)"):
+        ResidualAttentionModule(8)(torch.randn(2, 4, 8, 8))
+    with pytest.raises(ValueError, match="mask_activation"):
+        ResidualAttentionModule(8, mask_activation="softmax")
+    with pytest.raises(TypeError, match="naive"):
+        ResidualAttentionModule(8, naive="yes")
+    with pytest.raises(ValueError, match=r"ResidualAttentionModule: p must be an int >= 0, got -1"):
+        ResidualAttentionModule(8, p=-1)
+
+
+def test_the_multi_unit_module_is_no_plug_in_attention():
+    # It is built from the family's residual units, so it lives with its family, not in the registry.
+    assert "residual_attention" not in attnlab.list_attention()
+    with pytest.raises(ValueError, match="unknown attention 'residual_attention'"):
+        attnlab.create_attention("residual_attention", 8)
 
 
 # ------------------------------------------------------------------------------------ ST-CNN / STN

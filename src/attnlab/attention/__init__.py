@@ -3,7 +3,10 @@
     create_attention("se", 256, reduction=8)  ->  SqueezeExcite(256, reduction=8)
     list_attention()                           ->  ["cbam", "eca", ...]
 
-Every module maps (N, C, H, W) -> (N, C, H, W) and takes the channel count first.
+Every module maps (N, C, H, W) -> (N, C, H, W) and takes the channel count first. The registry
+holds plug-in mechanisms only: the residual attention network's multi-unit attention module lives
+with its family (models/ran.py); this package keeps its soft-mask branch (soft_mask.py). The
+package imports nothing of attnlab outside itself.
 """
 from __future__ import annotations
 
@@ -18,8 +21,8 @@ from .gc import GlobalContextBlock
 from .mhsa import MultiHeadSelfAttention2d
 from .non_local import NonLocalBlock
 from .qkv import QKVAttention
-from .residual import ResidualAttentionModule, SoftMaskBranch
 from .se import SqueezeExcite
+from .soft_mask import SoftMaskBranch
 from .stn import SpatialTransformer
 
 _REGISTRY: dict[str, type[nn.Module]] = {
@@ -31,9 +34,8 @@ _REGISTRY: dict[str, type[nn.Module]] = {
     "mhsa": MultiHeadSelfAttention2d,
     "qkv": QKVAttention,
     "stn": SpatialTransformer,
-    "residual_attention": ResidualAttentionModule,
 }
-_ALIASES = {"nl": "non_local", "nonlocal": "non_local", "ra": "residual_attention", "bot": "mhsa"}
+_ALIASES = {"nl": "non_local", "nonlocal": "non_local", "bot": "mhsa"}
 
 
 def list_attention() -> list[str]:
@@ -64,5 +66,5 @@ __all__ = [
     "AttentionModule", "create_attention", "list_attention", "resolve_attention_name",
     "SqueezeExcite", "EfficientChannelAttention", "eca_kernel_size", "CBAM", "ChannelAttention",
     "SpatialAttention", "GlobalContextBlock", "NonLocalBlock", "MultiHeadSelfAttention2d",
-    "QKVAttention", "SpatialTransformer", "ResidualAttentionModule", "SoftMaskBranch",
+    "QKVAttention", "SpatialTransformer", "SoftMaskBranch",
 ]

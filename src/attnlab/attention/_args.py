@@ -16,6 +16,13 @@ def check_positive_int(owner: str, name: str, value) -> int:
     return int(value)
 
 
+def check_int(owner: str, name: str, value, minimum: int = 1) -> int:
+    """`value` as an int >= `minimum`, else a ValueError naming `owner` and `name`."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ValueError(f"{owner}: {name} must be an int >= {minimum}, got {value!r}")
+    return int(value)
+
+
 def check_positive_number(owner: str, name: str, value) -> float:
     """`value` as a finite number > 0, else a ValueError naming `owner` and `name`."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < value < float("inf"):

@@ -1,5 +1,24 @@
 """Residual Attention Network (Wang et al., CVPR 2017, arXiv:1704.06904): stacked attention modules
-H = (1 + M) * T (attention/residual.py) between pre-activation bottleneck units.
+H = (1 + M) * T between pre-activation bottleneck units; the module and the network in this file,
+the soft-mask branch M in attention/soft_mask.py.
+
+Attention module (paper eq. 3, "attention residual learning"):
+
+    H_{i,c}(x) = (1 + M_{i,c}(x)) * T_{i,c}(x)
+
+T is the trunk branch (t residual units), M in [0, 1] the soft mask of the same shape (mixed
+attention: one value per channel and position). ``naive=True`` gives the paper's "naive attention
+learning" baseline H = M * T (eq. 1). The module is
+
+    x -> p residual units -> { trunk: t units ;  mask: SoftMaskBranch(r units per level) } -> H
+      -> p residual units
+
+The residual unit is the pre-activation bottleneck of He et al. 2016 ("Identity Mappings in Deep
+Residual Networks"), which the paper names as its basic unit: BN-ReLU-conv1x1, BN-ReLU-conv3x3,
+BN-ReLU-conv1x1 with 4x expansion (channels must be divisible by 4). It is the ResNet family's
+block, models.resnet.PreActBottleneck, shared (not copied); the soft-mask branch receives it as
+its unit. Explainability: the module records 'mask' (N, C, H, W), the soft mask M. With attention
+residual learning M = 0 gives H = T (attention removed); with ``naive=True`` M = 1 does.
 
 ImageNet (paper Table 2, official Caffe prototxts of fwang91/residual-attention-network):
 7x7/2 conv 64 -> 3x3/2 max-pool -> unit 256 -> stage 1 at 56x56 (mask pooled 3 times) -> unit 512
@@ -49,14 +68,66 @@ from typing import Optional, Sequence
 import torch
 from torch import nn
 
-from ..attention.residual import ResidualAttentionModule
-from .layers import RESIDUAL_POSITIONS, Backbone, ClassifierHead, ConvNormAct, init_conv_weights
+from ..attention._args import check_int
+from ..attention.base import AttentionModule
+from ..attention.soft_mask import SoftMaskBranch
+from .layers import RESIDUAL_POSITIONS, Backbone, ClassifierHead, ConvNormAct, Placement, init_conv_weights
 from .registry import register_model
 from .resnet import PreActBottleneck, conv1x1
 
 IMAGENET_WIDTHS = (256, 512, 1024, 2048)
 CIFAR_WIDTHS = (64, 128, 256, 256)
 MASK_DEPTHS = (3, 2, 1)
+
+
+def residual_unit(channels: int, unit_attention: Optional[Placement] = None, stage: int = 1) -> nn.Module:
+    """One pre-activation bottleneck unit channels -> channels (the ResNet family's block), with
+    `unit_attention` (a bound Placement, or None for none) in it as stage `stage`."""
+    return PreActBottleneck(channels, channels // PreActBottleneck.expansion, attention=unit_attention, stage=stage)
+
+
+class ResidualAttentionModule(AttentionModule):
+    """Attention module H = (1 + M) * T with p pre/post units, t trunk units, r mask units.
+
+    unit_attention: optional Placement that puts another attention (SE, CBAM, ...) into every
+    trunk-path residual unit (the p pre, t trunk and p post units; not the mask branch) at the
+    placement's position, as stage `stage`. ResidualAttentionNet passes its placement spec here.
+    """
+
+    observables = ("mask",)
+
+    def __init__(self, channels: int, p: int = 1, t: int = 2, r: int = 1, naive: bool = False,
+                 mask_depth: int = 3, mask_activation: str = "mixed", unit_attention: Optional[Placement] = None,
+                 stage: int = 1):
+        super().__init__(channels)
+        if channels % 4:
+            raise ValueError(f"ResidualAttentionModule: channels must be divisible by 4 (bottleneck units with 4x "
+                             f"expansion), got {channels}")
+        check_int("ResidualAttentionModule", "p", p, 0)
+        check_int("ResidualAttentionModule", "t", t)
+        check_int("ResidualAttentionModule", "r", r)
+        if not isinstance(naive, bool):
+            raise TypeError(f"ResidualAttentionModule: naive must be a bool, got {naive!r}")
+        self.p, self.t, self.r, self.naive = p, t, r, naive
+
+        def units(n: int) -> nn.Sequential:
+            return nn.Sequential(*[residual_unit(channels, unit_attention, stage) for _ in range(n)])
+
+        self.pre = units(p)
+        self.trunk = units(t)
+        self.mask_branch = SoftMaskBranch(channels, depth=mask_depth, r=r, mask_activation=mask_activation,
+                                          unit=residual_unit)
+        self.post = units(p)
+        for part in (self.pre, self.trunk, self.post):
+            init_conv_weights(part)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.check_input(x)
+        x = self.pre(x)
+        trunk = self.trunk(x)
+        mask = self.observe("mask", self.mask_branch(x))
+        out = trunk * mask if self.naive else trunk * (1 + mask)
+        return self.post(out)
 
 
 class ResidualAttentionNet(Backbone):

@@ -1,0 +1,130 @@
+"""The soft-mask branch of the residual attention network (Wang et al. 2017).
+
+Paper: F. Wang, M. Jiang, C. Qian, S. Yang, C. Li, H. Zhang, X. Wang, X. Tang, "Residual Attention
+Network for Image Classification", CVPR 2017 (arXiv:1704.06904). Official code: the Caffe
+prototxts of github.com/fwang91/residual-attention-network (Attention-56/92 deploy files).
+
+The branch computes the soft mask M in [0, 1] (one value per channel and position, the paper's
+mixed attention) that the network's attention module applies to its trunk, H = (1 + M) * T
+(paper eq. 3). That module, its trunk and the network live with their family in models/ran.py;
+this file holds only the mask, which takes the residual unit it repeats as an argument (`unit`:
+channels -> a module mapping (N, C, H, W) to the same shape), so that it depends on no backbone.
+
+Layout (paper section 3.2 and Fig. 2; the layer order is read off the official prototxt):
+bottom-up, ``depth`` times {3x3/2 max pooling, r residual units}; top-down, at every level {r
+residual units, bilinear up-sampling to the size of the level above, + skip}; each skip
+connection carries one residual unit applied to the bottom-up feature of that level (there is
+none at the input level); then BN-ReLU-conv1x1, BN-ReLU-conv1x1 and a sigmoid. The lowest level
+therefore holds 2r units (r on the way down, r on the way up), as in the official network. The
+paper's unit is the pre-activation bottleneck of He et al. 2016, which models/ran.py passes in.
+
+Where this code deviates, and why:
+
+* Any input size: the number of down-samplings actually done is min(depth, ceil(log2(max(H, W)))),
+  so a 1x1 map is not pooled at all (the mask is then the two 1x1 convs applied to the input) and
+  a 1 x W map is pooled along W only. The paper fixes the number of poolings per stage for 224
+  inputs (3 / 2 / 1 in stages 1 / 2 / 3, lowest resolution 7x7). Units of levels that a small map
+  does not reach are skipped for that call.
+* Max pooling is kernel 3, stride 2, padding 1 (floor mode); Caffe's pooling in the official
+  files is kernel 3, stride 2, no padding, ceil mode. Both halve even sizes identically (56 -> 28).
+* Up-sampling uses F.interpolate(mode="bilinear", align_corners=False) to the exact size of the
+  skip feature; Caffe's Interp layer aligns the corner pixels. Same role, sub-pixel difference.
+* Popular PyTorch re-implementations also add the trunk output and the bottom-up feature to the
+  up-sampled mask; the official prototxt passes those blobs to Interp only as size references.
+  We follow the paper and the official file: no such additions.
+* The mask's 1x1 convolutions have no bias, as in the official file (the first is followed by BN).
+* The official Attention-92 file ends the mask of its last stage-3 module with TanH instead of a
+  sigmoid; the paper and every other module use the sigmoid, and so do we.
+* Mask activation: the paper's default mixed attention (sigmoid per channel and position).
+  ``mask_activation="spatial"`` gives the paper's spatial-attention ablation (eq. f3: sigmoid of
+  the logits standardised per channel over the positions, (x - mean_c) / std_c; std_c is floored
+  at 1e-5 so a 1x1 map gives 0.5), "channel" its channel-attention ablation (eq. f2: L2
+  normalisation over the channels at each position; not bounded to [0, 1] like a sigmoid).
+
+The branch records nothing itself (`observables` is empty): the attention module that applies
+the mask observes it as 'mask'.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ._args import check_int
+from .base import AttentionModule, init_conv_weights
+
+MASK_ACTIVATIONS = ("mixed", "spatial", "channel")
+
+
+def max_downsamplings(height: int, width: int) -> int:
+    """How many 3x3/2 max-poolings shrink a (height, width) map before it is 1x1."""
+    return math.ceil(math.log2(max(height, width))) if max(height, width) > 1 else 0
+
+
+class SoftMaskBranch(AttentionModule):
+    """Bottom-up / top-down soft mask: (N, C, H, W) -> M in [0, 1] of the same shape.
+
+    unit: builds one residual unit for `channels` channels (called as unit(channels)); the unit
+    must keep the shape (N, C, H, W). depth: number of max-pool down-samplings (the paper uses 3,
+    2, 1 in stages 1, 2, 3 at 224 px); fewer are done when the map is too small. r: residual
+    units between adjacent poolings. Every convolution and norm, the units' included, gets
+    `init_conv_weights` (attention modules nested in a unit keep their own initialisation).
+    """
+
+    observables = ()
+
+    def __init__(self, channels: int, depth: int = 3, r: int = 1, mask_activation: str = "mixed", *,
+                 unit: Callable[[int], nn.Module]):
+        super().__init__(channels)
+        check_int("SoftMaskBranch", "depth", depth, 0)
+        check_int("SoftMaskBranch", "r", r)
+        if not callable(unit):
+            raise TypeError(f"SoftMaskBranch: unit must be a callable that builds a residual unit from a "
+                            f"channel count, got {type(unit).__name__} {unit!r}")
+        if mask_activation not in MASK_ACTIVATIONS:
+            raise ValueError(f"SoftMaskBranch: mask_activation {mask_activation!r} is not one of "
+                             f"{', '.join(MASK_ACTIVATIONS)}")
+        self.depth, self.r, self.mask_activation = depth, r, mask_activation
+
+        def units(n: int) -> nn.Sequential:
+            return nn.Sequential(*[unit(channels) for _ in range(n)])
+
+        self.pool = nn.MaxPool2d(3, stride=2, padding=1)
+        self.down = nn.ModuleList(units(r) for _ in range(depth))   # level i+1, after pooling i+1
+        self.up = nn.ModuleList(units(r) for _ in range(depth))     # level i+1, before up-sampling
+        self.skip = nn.ModuleList(units(1) for _ in range(max(depth - 1, 0)))  # levels 1 .. depth-1
+        self.head = nn.Sequential(
+            nn.BatchNorm2d(channels), nn.ReLU(inplace=True), nn.Conv2d(channels, channels, 1, bias=False),
+            nn.BatchNorm2d(channels), nn.ReLU(inplace=True), nn.Conv2d(channels, channels, 1, bias=False),
+        )
+        init_conv_weights(self)
+
+    def levels_for(self, height: int, width: int) -> int:
+        """Down-samplings done for a (height, width) input: min(depth, what the size allows)."""
+        return min(self.depth, max_downsamplings(height, width))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.check_input(x)
+        levels = self.levels_for(x.shape[2], x.shape[3])
+        features = []
+        h = x
+        for i in range(levels):
+            h = self.down[i](self.pool(h))
+            features.append(h)
+        for i in reversed(range(levels)):
+            h = self.up[i](h)
+            above = features[i - 1] if i > 0 else x
+            h = F.interpolate(h, size=above.shape[-2:], mode="bilinear", align_corners=False)
+            if i > 0:
+                h = h + self.skip[i - 1](above)
+        logits = self.head(h)
+        if self.mask_activation == "mixed":
+            return torch.sigmoid(logits)
+        if self.mask_activation == "spatial":
+            mean = logits.mean(dim=(2, 3), keepdim=True)
+            std = logits.std(dim=(2, 3), keepdim=True, unbiased=False).clamp_min(1e-5)
+            return torch.sigmoid((logits - mean) / std)
+        return F.normalize(logits, p=2, dim=1)
