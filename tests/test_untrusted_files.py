@@ -2,7 +2,8 @@
 would create a marker file go through every loading path (create_model(pretrained=),
 read_state_dict, load_checkpoint, load_trained, `attnlab eval/explain --checkpoint`,
 `attnlab train --resume`, the CIFAR loader); each is refused with a ValueError / TypeError (or
-exit status 2 from the CLI) and the marker never appears."""
+exit status 2 from the CLI) and the marker never appears. A checkpoint record that names a tensor
+file outside its own folder is refused by every loading path before that file is opened."""
 from __future__ import annotations
 
 import contextlib
@@ -104,3 +105,79 @@ def test_cifar_loader_refuses_code_in_batches(tmp_path, marker):
     with pytest.raises(ValueError, match="refusing to load global builtins.exec"):
         load_dataset("cifar10", data_dir=tmp_path)
     assert not marker.exists()
+
+
+# ---------------------------------------------------------------------------- paths a checkpoint names
+def _forge(json_path, tensors_file) -> None:
+    """Point the record at `tensors_file` and fix its hash (it has no key: anyone can)."""
+    import hashlib
+    import json
+
+    from attnlab.train import checkpoint as ck
+
+    record = json.loads(json_path.read_text())
+    record.pop("record_sha256")
+    record["tensors_file"] = tensors_file
+    record["record_sha256"] = hashlib.sha256(ck._canonical(record)).hexdigest()
+    json_path.write_text(json.dumps(record))
+
+
+@pytest.fixture
+def escaping_runs(tmp_path):
+    """Runs whose newest record names a tensor file outside its folder: a complete, hash-valid
+    .safetensors beside the run (which the loader used to take), an absolute path, /etc/passwd."""
+    import random
+    import shutil
+
+    import numpy as np
+
+    from attnlab.train import TrainConfig
+    from attnlab.train.checkpoint import save_checkpoint
+
+    model = create_model("resnet_cifar", depth=8, width=4, num_classes=10, in_chans=1)
+    config = TrainConfig(model="resnet_cifar", model_kwargs={"depth": 8, "width": 4}, dataset="digits", epochs=1,
+                         batch_size=256, channels_last=False).to_dict()
+    state = {"epoch": 1, "batch_in_epoch": 0, "step": 5, "bad_steps": 0, "seconds": 1.0, "best_acc": 0.5,
+             "steps_per_epoch": 5, "epoch_sums": {"loss": 0.0, "correct": 0, "seen": 0, "seconds": 0.0},
+             "optimizer": {"state": {}, "param_groups": [{"lr": 0.1, "params": [0]}]},
+             "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
+                     "augment": torch.Generator().get_state()}, "config": config, "metrics": {},
+             "data": {"num_classes": 10, "in_chans": 1, "mean": [0.3], "std": [0.4], "image_size": [8, 8]}}
+    runs = {}
+    for label in ("relative", "absolute", "passwd"):
+        run = tmp_path / label
+        path = save_checkpoint(run / "checkpoints", 5, state, model.state_dict())
+        outside = tmp_path / f"{label}-outside.safetensors"
+        shutil.copy(path.with_suffix(".safetensors"), outside)
+        name = {"relative": f"../../{outside.name}", "absolute": str(outside), "passwd": "/etc/passwd"}[label]
+        _forge(path, name)
+        runs[label] = (run, path, outside)
+    return runs
+
+
+def test_no_loading_path_follows_a_record_out_of_its_folder(escaping_runs, tmp_path, monkeypatch, capsys):
+    from attnlab.train import checkpoint as ck
+
+    opened = []
+    real = ck.read_regular_file
+    monkeypatch.setattr(ck, "read_regular_file", lambda p: (opened.append(str(p)), real(p))[1])
+    for label, (run, path, outside) in escaping_runs.items():
+        attempts = [(lambda: load_checkpoint(run)), (lambda: load_trained(run)),
+                    (lambda: create_model("resnet_cifar", depth=8, width=4, num_classes=10, in_chans=1,
+                                          pretrained=str(run))),
+                    (lambda: read_state_dict(path.with_suffix(".safetensors")))]
+        for attempt in attempts:
+            opened.clear()
+            with pytest.raises(ValueError, match="field record.tensors_file must be the name of a .safetensors file"):
+                attempt()
+            assert opened == [str(path)], (label, opened)     # the record only, never the file it names
+        for argv in (["eval", "--checkpoint", str(run)],
+                     ["explain", "--checkpoint", str(run), "--out", str(tmp_path / "figs")],
+                     ["train", "--model", "resnet_cifar", "--model-kwargs", '{"depth": 8, "width": 4}', "--dataset",
+                      "digits", "--epochs", "1", "--batch-size", "256", "--out", str(run), "--resume",
+                      "--no-progress"]):
+            opened.clear()
+            assert main(argv) == 2, argv
+            err = capsys.readouterr().err
+            assert err.count("\n") == 1 and "record.tensors_file" in err and "Traceback" not in err, err
+            assert all(p == str(path) for p in opened), (argv, opened)

@@ -9,7 +9,9 @@
 
 Not a paper module. Every command validates all its arguments before any work starts; a bad
 value gives one line on stderr naming it and the accepted values, exit status 2, no traceback.
-A run stopped by Ctrl-C / SIGTERM exits with 130 after saying how to resume.
+A run stopped by Ctrl-C / SIGTERM exits with 130 after saying how to resume. A run that cannot go
+on (non-finite loss, a file of the run folder that cannot be written: disk full) exits with 1
+after one line naming the cause; what it wrote before (earlier checkpoints) is intact.
 """
 from __future__ import annotations
 
@@ -260,7 +262,9 @@ def _train_config(args):
 
 def cmd_train(args) -> int:
     from .data.datasets import DatasetError
-    from .train.checkpoint import CheckpointError, list_checkpoints
+    from .train.checkpoint import CheckpointError, RunWriteError, list_checkpoints
+    from .train.distributed import launched_by_torchrun
+    from .train.run_folder import lock_run_folder
     from .train.trainer import NonFiniteLossError, TrainingInterrupted, train
 
     config = _train_config(args)
@@ -270,6 +274,11 @@ def cmd_train(args) -> int:
         resolve_device(config.device)
     except (ValueError, RuntimeError) as err:
         raise UsageError(f"--device: {_one_line(err)}") from None
+    if Path(args.out).is_dir() and not launched_by_torchrun():   # another run writing there: say so first
+        try:
+            lock_run_folder(args.out).release()
+        except CheckpointError as err:
+            raise UsageError(_one_line(err)) from None
     out = _check_writable_dir(args.out)
     if not args.resume and list_checkpoints(out):
         raise UsageError(f"--out {args.out!r} already holds a run's checkpoints; add --resume to continue it "
@@ -293,7 +302,7 @@ def cmd_train(args) -> int:
         print(f"attnlab train: {_one_line(str(err).split('; resume with:')[0])}; resume with: "
               f"{_resume_command(args)}", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except NonFiniteLossError as err:
+    except (NonFiniteLossError, RunWriteError) as err:
         print(f"attnlab train: error: {_one_line(err)}", file=sys.stderr)
         return 1
     finally:
@@ -322,7 +331,7 @@ def cmd_eval(args) -> int:
         raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
     dataset = _check_dataset(args.dataset) if args.dataset else None
     try:
-        ckpt = load_checkpoint(args.checkpoint)
+        ckpt = load_checkpoint(args.checkpoint, needs="run")
     except CheckpointError as err:
         raise UsageError(_one_line(err)) from None
     data_state = ckpt.state.get("data", {})
@@ -433,7 +442,7 @@ def cmd_explain(args) -> int:
     from .train.checkpoint import CheckpointError, load_checkpoint
 
     try:  # verify the hash before any work (a damaged or foreign file gets one line, exit 2)
-        load_checkpoint(args.checkpoint)
+        load_checkpoint(args.checkpoint, needs="run")
     except CheckpointError as err:
         raise UsageError(_one_line(err)) from None
     dataset = _check_dataset(args.dataset) if args.dataset else None

@@ -13,13 +13,14 @@ against 0.42 s a step, interleaved; benchmarks/RESULTS.md has the same), `zero_g
 only - never bfloat16 on CPU, where it is ~100x slower than float32 - and optional torch.compile.
 
 Writes into `out_dir`: config.yaml, metrics.jsonl (one JSON line per epoch), final.json, and
-checkpoints/ (see train.checkpoint). Resume restores weights, optimizer, every RNG stream and
-the data-order position (epoch and batch), so in deterministic mode on CPU a resumed run ends
-with the same weights as an uninterrupted one. SIGINT / SIGTERM finish the step, write a
-checkpoint and raise `TrainingInterrupted` with the command to resume. A non-finite loss skips
-the step while `max_bad_steps` allows, then stops with `NonFiniteLossError` naming the step, the
-batch and the last good checkpoint. A checkpoint is never written with non-finite weights or
-BatchNorm statistics (these can overflow while the training loss still looks finite): that also
+checkpoints/ (see train.checkpoint), holding the folder's lock while it does (train.run_folder: one
+writer per run folder; a second one is refused naming the holder). Resume restores weights,
+optimizer, every RNG stream and the data-order position (epoch and batch), so in deterministic mode
+on CPU a resumed run ends with the same weights as an uninterrupted one. SIGINT / SIGTERM finish the
+step, write a checkpoint and raise `TrainingInterrupted` with the command to resume. A non-finite
+loss skips the step while `max_bad_steps` allows, then stops with `NonFiniteLossError` naming the
+step, the batch and the last good checkpoint. A checkpoint is never written with non-finite weights
+or BatchNorm statistics (these can overflow while the training loss still looks finite): that also
 stops with `NonFiniteLossError`, so the last checkpoint on disk is always a usable one.
 
 Under torchrun the same Trainer runs data-parallel (DistributedDataParallel, see
@@ -52,8 +53,10 @@ from torch import nn
 
 from ..data.augment import BatchAugment, normalise
 from ..data.datasets import DatasetSplits, load_dataset
-from .checkpoint import (CHECKPOINT_SUBDIR, CheckpointError, best_checkpoint, list_checkpoints,
-                         load_checkpoint, resolve_checkpoint, rotate_checkpoints, save_checkpoint)
+from .checkpoint import (CHECKPOINT_SUBDIR, CheckpointError, atomic_write, best_checkpoint, list_checkpoints,
+                         load_checkpoint, remove_stale_temporaries, resolve_checkpoint, rotate_checkpoints,
+                         save_checkpoint, write_failed)
+from .run_folder import RunFolderInUse, lock_run_folder, read_metrics
 from . import distributed
 from .config import RESUMABLE_CHANGES, TrainConfig
 from .optim import LRSchedule, build_optimizer
@@ -380,7 +383,50 @@ class Trainer:
     # ------------------------------------------------------------------ fit
     def fit(self, resume: bool = False) -> dict:
         """Train for `config.epochs` epochs (continuing from the newest checkpoint with
-        `resume=True`) and return final.json's content."""
+        `resume=True`) and return final.json's content.
+
+        The process that writes `out_dir` holds its lock (train.run_folder) from the start to the
+        end of `fit`: a second writer gets `RunFolderInUse` naming the holder, before it writes
+        anything. Temporary files left by a writer killed mid-write are removed at the start. A
+        file that cannot be written (disk full) raises `RunWriteError` (an OSError) naming the
+        folder; the checkpoints written before stay intact."""
+        lock, refused = None, None
+        if self.writes:
+            try:
+                self.out_dir.mkdir(parents=True, exist_ok=True)
+                lock = lock_run_folder(self.out_dir)
+            except OSError as err:
+                refused = write_failed("the run folder", self.out_dir.parent, err)
+            except CheckpointError as err:
+                refused = err
+        if self.dist.enabled:   # under torchrun rank 0 locks; every rank stops if it could not
+            message = self.dist.broadcast_object(str(refused) if refused is not None else None)
+            if message is not None and refused is None:
+                refused = RunFolderInUse(message)
+        if refused is not None:
+            raise refused
+        try:
+            if lock is not None:
+                remove_stale_temporaries(self.out_dir)
+                remove_stale_temporaries(self.out_dir / CHECKPOINT_SUBDIR)
+            return self._fit(resume)
+        finally:
+            if lock is not None:
+                lock.release()
+
+    def _write_run_file(self, name: str, text: str, append: bool = False) -> None:
+        """Write (atomically) or append to a file of the run folder; RunWriteError if that fails."""
+        path = self.out_dir / name
+        try:
+            if append:
+                with open(path, "a") as fh:
+                    fh.write(text)
+            else:
+                atomic_write(path, text.encode())
+        except OSError as err:
+            raise write_failed(name, self.out_dir, err) from err
+
+    def _fit(self, resume: bool) -> dict:
         cfg = self.config
         if self.out_dir is not None:
             self.out_dir.mkdir(parents=True, exist_ok=True)
@@ -391,7 +437,7 @@ class Trainer:
                     raise CheckpointError(f"{self.out_dir} already holds checkpoints of a run; pass resume=True "
                                           "(--resume) to continue it, or choose a new output folder")
                 if self.writes:
-                    (self.out_dir / "metrics.jsonl").write_text("")
+                    self._write_run_file("metrics.jsonl", "")
             if self.writes:
                 self._write_config()
         elif resume:
@@ -465,8 +511,7 @@ class Trainer:
         self.epoch_sums = {"loss": 0.0, "correct": 0, "seen": 0, "seconds": 0.0}
         self.best_acc = max(self.best_acc, test["acc"])
         if self.writes:
-            with open(self.out_dir / "metrics.jsonl", "a") as fh:
-                fh.write(json.dumps(row) + "\n")
+            self._write_run_file("metrics.jsonl", json.dumps(row) + "\n", append=True)
         self.last_row = row
         bar.finish(self._epoch_line(row))
         due = cfg.checkpoint_every and (self.epoch % cfg.checkpoint_every == 0)
@@ -533,14 +578,14 @@ class Trainer:
             "checkpoint": str(self.last_checkpoint) if self.last_checkpoint else None,
         }
         if self.writes:
-            (self.out_dir / "final.json").write_text(json.dumps(result, indent=2) + "\n")
+            self._write_run_file("final.json", json.dumps(result, indent=2) + "\n")
         return result
 
     # ------------------------------------------------------------------ checkpoints
     def _write_config(self) -> None:
         import yaml
 
-        (self.out_dir / "config.yaml").write_text(yaml.safe_dump(self.config.to_dict(), sort_keys=False))
+        self._write_run_file("config.yaml", yaml.safe_dump(self.config.to_dict(), sort_keys=False))
 
     def state(self, metrics: dict) -> dict:
         """Everything but the model weights that a resume needs (tensors go to safetensors)."""
@@ -595,17 +640,40 @@ class Trainer:
         found = list_checkpoints(self.out_dir)
         if not found:
             raise CheckpointError(f"nothing to resume: no checkpoint in {self.out_dir / CHECKPOINT_SUBDIR}")
-        ckpt = load_checkpoint(found[-1], expect_config=self.config.to_dict(), ignore_fields=RESUMABLE_CHANGES)
+        metrics_path = self.out_dir / "metrics.jsonl"
+        records = read_metrics(metrics_path)   # a line cut short by a kill is dropped; other damage is refused
+        ckpt = load_checkpoint(found[-1], expect_config=self.config.to_dict(), ignore_fields=RESUMABLE_CHANGES,
+                               needs="resume")
         state = ckpt.state
         distributed.check_resume_world_size(state.get("world_size"), self.dist, ckpt.path)
         if state["steps_per_epoch"] != self.steps_per_epoch:
             raise CheckpointError(f"checkpoint {ckpt.path} has {state['steps_per_epoch']} steps per epoch, this run "
                                   f"{self.steps_per_epoch}: the dataset changed; resume with the same data")
-        self.model.load_state_dict(current_keys(self.model, ckpt.model_state()))
-        self.optimizer.load_state_dict(state["optimizer"])
+        _restore(ckpt, "model tensors", lambda: self.model.load_state_dict(current_keys(self.model, ckpt.model_state())))
+        _restore(ckpt, "state.optimizer", lambda: self.optimizer.load_state_dict(state["optimizer"]))
         if self.scaler is not None and state.get("scaler"):
-            self.scaler.load_state_dict(state["scaler"])
-        rng = state["rng"]
+            _restore(ckpt, "state.scaler", lambda: self.scaler.load_state_dict(state["scaler"]))
+        _restore(ckpt, "state.rng", lambda: self._restore_rng(state["rng"]))
+        self.epoch, self.batch_in_epoch, self.global_step = state["epoch"], state["batch_in_epoch"], state["step"]
+        self.bad_steps, self.seconds, self.best_acc = state["bad_steps"], state["seconds"], state["best_acc"]
+        self.epoch_sums = dict(state["epoch_sums"])   # the world's sums: kept by rank 0 alone
+        if not self.dist.is_main:
+            self.epoch_sums = {"loss": 0.0, "correct": 0, "seen": 0, "seconds": 0.0}
+        self.last_checkpoint = ckpt.path
+        # Drop metric lines written after this checkpoint (they will be written again).
+        for record in records:
+            if isinstance(record.get("epoch", 0), bool) or not isinstance(record.get("epoch", 0), int):
+                raise CheckpointError(f"metrics log {metrics_path}: a record's epoch is {record.get('epoch')!r}, "
+                                      "expected an integer")
+        if metrics_path.exists():
+            self.dist.barrier()   # every rank reads the file before rank 0 rewrites it
+            kept = [record for record in records if record.get("epoch", 0) <= self.epoch]
+            if self.writes:
+                self._write_run_file("metrics.jsonl", "".join(json.dumps(record) + "\n" for record in kept))
+            if kept:
+                self.last_row = kept[-1]
+
+    def _restore_rng(self, rng: dict) -> None:
         torch.set_rng_state(rng["torch"])
         np.random.set_state(rng["numpy"])
         random.setstate(rng["python"])
@@ -616,22 +684,6 @@ class Trainer:
             own = rng["per_rank"][self.dist.rank]
             torch.set_rng_state(own["torch"])
             self.augment_generator.set_state(own["augment"].to(self.augment_generator.get_state().device))
-        self.epoch, self.batch_in_epoch, self.global_step = state["epoch"], state["batch_in_epoch"], state["step"]
-        self.bad_steps, self.seconds, self.best_acc = state["bad_steps"], state["seconds"], state["best_acc"]
-        self.epoch_sums = dict(state["epoch_sums"])   # the world's sums: kept by rank 0 alone
-        if not self.dist.is_main:
-            self.epoch_sums = {"loss": 0.0, "correct": 0, "seen": 0, "seconds": 0.0}
-        self.last_checkpoint = ckpt.path
-        # Drop metric lines written after this checkpoint (they will be written again).
-        metrics_path = self.out_dir / "metrics.jsonl"
-        if metrics_path.exists():
-            self.dist.barrier()   # every rank reads the file before rank 0 rewrites it
-            kept = [line for line in metrics_path.read_text().splitlines()
-                    if line.strip() and json.loads(line).get("epoch", 0) <= self.epoch]
-            if self.writes:
-                metrics_path.write_text("".join(line + "\n" for line in kept))
-            if kept:
-                self.last_row = json.loads(kept[-1])
 
     # ------------------------------------------------------------------ signals
     def _install_signal_handlers(self):
@@ -668,6 +720,16 @@ def train(config: TrainConfig | dict, out_dir: Optional[str | os.PathLike] = Non
     return Trainer(config, out_dir, progress).fit(resume=resume)
 
 
+def _restore(ckpt, field: str, apply) -> None:
+    """Run `apply` (put one part of checkpoint `ckpt` back); a part that does not fit (a forged or
+    hand-edited record) raises CheckpointError naming the file and the field."""
+    try:
+        apply()
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError, RuntimeError) as err:
+        reason = " ".join(str(err).split())[:300]
+        raise CheckpointError(f"checkpoint {ckpt.path}: field {field} cannot be restored ({reason})") from None
+
+
 def current_keys(model: nn.Module, model_state: dict) -> dict:
     """An attnlab checkpoint's model state under `model`'s current parameter names: a family that
     renamed its modules maps the old names in `remap_pretrained(state, "attnlab")`."""
@@ -683,10 +745,14 @@ def load_trained(path: str | os.PathLike, which: str = "latest", device: str | t
     target = Path(path)
     if which == "best" and target.is_dir():
         target = best_checkpoint(target) or resolve_checkpoint(target)
-    ckpt = load_checkpoint(target)
+    ckpt = load_checkpoint(target, needs="run")   # the config and the data's shape are checked there
     config = TrainConfig.from_dict(ckpt.state["config"])
     data = ckpt.state["data"]
-    model = build_model(config, data["num_classes"], data["in_chans"])
+    try:
+        model = build_model(config, data["num_classes"], data["in_chans"])
+    except (ValueError, TypeError) as err:
+        raise CheckpointError(f"checkpoint {ckpt.path}: fields state.config / state.data do not build a model "
+                              f"({' '.join(str(err).split())})") from None
     missing, unexpected = model.load_state_dict(current_keys(model, ckpt.model_state()), strict=False)
     if missing or unexpected:
         raise CheckpointError(f"checkpoint {ckpt.path} does not fit model {config.model!r}: missing "
