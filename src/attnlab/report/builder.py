@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Optional
 
 from ..measure.stats import effect_sentence, format_p, paired_by_seed, summarize
+from ..train.run_folder import read_metrics
 from . import plots
 
 SEED_DIR = re.compile(r"^seed(\d+)$")
@@ -85,16 +86,7 @@ def read_variant_runs(run_dir: Path, variant: str) -> tuple[dict[int, dict], dic
             continue
         seed = int(m.group(1))
         finals[seed] = _read_json(sub / "final.json")
-        records = []
-        if (sub / "metrics.jsonl").is_file():
-            for line in (sub / "metrics.jsonl").read_text().splitlines():
-                line = line.strip()
-                if line:
-                    try:
-                        records.append(json.loads(line))
-                    except json.JSONDecodeError:
-                        continue  # a line cut by an interrupted run
-        metrics[seed] = records
+        metrics[seed] = read_metrics(sub / "metrics.jsonl")   # drops a last line cut by an interrupted run
     return finals, metrics
 
 
