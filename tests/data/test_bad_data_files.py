@@ -357,3 +357,26 @@ def test_image_folder_with_an_empty_train_class_is_refused(tmp_path):
     (tmp_path / "train" / "emu").mkdir()
     with pytest.raises(DatasetError, match="class folder\\(s\\) without images in .*train: emu"):
         load_dataset("imagefolder", data_dir=tmp_path, image_size=8)
+
+
+def test_undecodable_image_met_in_training_stops_the_cli_with_one_line(tmp_path, capsys):
+    """The load-time statistics decode an evenly spaced sample (every second image of 512), so
+    the bad file is first met by a DataLoader worker, in training."""
+    from PIL import Image
+
+    from attnlab.cli import main
+
+    root = tmp_path / "data"
+    for split, n in (("train", 256), ("val", 2)):
+        for cls in ("cat", "dog"):
+            (root / split / cls).mkdir(parents=True)
+            for i in range(n):
+                Image.new("RGB", (8, 8), (i % 256, 0, 0)).save(root / split / cls / f"{i:03d}.png")
+    bad = root / "train" / "cat" / "001.png"                  # index 1: not in the statistics' sample
+    bad.write_bytes(bad.read_bytes()[:45])
+    status = main(["train", "--model", "resnet20", "--dataset", "imagefolder", "--data-dir", str(root),
+                   "--image-size", "8", "--epochs", "1", "--batch-size", "128", "--num-workers", "1",
+                   "--out", str(tmp_path / "run"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert status == 2 and err.count("\n") == 1 and "Traceback" not in err and "worker" not in err
+    assert err.startswith(f"attnlab: error: cannot decode image {bad}: ")

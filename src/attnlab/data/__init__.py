@@ -1,9 +1,9 @@
 """Datasets as in-memory tensors (one loader per real format), the STN paper's distortions and
 batched augmentation."""
 from .augment import BatchAugment, normalise, random_crop, random_flip
-from .datasets import (DatasetError, DatasetSplits, dataset_info, list_datasets, load_dataset,
-                       resolve_dataset_name)
+from .datasets import (DatasetError, DatasetSplits, ImageDecodeError, dataset_info, list_datasets,
+                       load_dataset, resolve_dataset_name)
 from .distort import DISTORTIONS, distort
 
 __all__ = ["BatchAugment", "normalise", "random_crop", "random_flip", "DatasetError", "DatasetSplits",
-           "dataset_info", "list_datasets", "load_dataset", "resolve_dataset_name", "DISTORTIONS", "distort"]
+           "ImageDecodeError", "dataset_info", "list_datasets", "load_dataset", "resolve_dataset_name", "DISTORTIONS", "distort"]

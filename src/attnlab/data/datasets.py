@@ -645,10 +645,12 @@ def decode_image(path: str | os.PathLike, size: tuple[int, int], max_pixels: int
         raise ImageDecodeError(f"image {path} is larger than the {max_pixels} pixels an image folder accepts "
                                f"({' '.join(str(err).split())}): refused (a possible decompression bomb); shrink "
                                "or remove it") from None
+    except Image.UnidentifiedImageError:
+        raise ImageDecodeError(f"cannot decode image {path}: no image format recognises it (empty, truncated in its "
+                               "header, or not an image): replace or remove it") from None
     except Exception as err:  # noqa: BLE001 - any decoder failure on a user's file is that file's fault
         reason = " ".join(str(err).split()) or type(err).__name__
-        raise ImageDecodeError(f"cannot decode image {path}: {reason}; the file is truncated, corrupt or not an "
-                               "image: replace or remove it") from None
+        raise ImageDecodeError(f"cannot decode image {path}: {reason}; replace or remove the file") from None
 
 
 class ImageFolderDataset(torch.utils.data.Dataset):
