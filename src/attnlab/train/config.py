@@ -8,17 +8,32 @@ default (switch `nesterov`). `channels_last=None` (the default) turns the channe
 format on, on CPU and CUDA alike: on the 2-core CPU of this project it makes ResNet-20 training
 steps ~20% faster (interleaved measurement, one thread). The spatial transformer's localisation network trains at
 `stn_lr_scale` times the base learning rate (the STN paper lowers it for the localisation net).
+
+Validation happens in one place, `TrainConfig.validate`, which every way of making a config goes
+through (the constructor, `from_dict` and `from_yaml`, `replace`, the CLI flags): first the type
+of every field, read from the annotations below (an int field refuses a bool, a float field takes
+an int, `Optional[X]` also takes None, `list[X]` checks each item), then the values (ranges,
+names, finite floats). A wrong type raises a TypeError, a wrong value a ValueError; both name the
+field, the value and what is accepted.
 """
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
+import os
+import re
+import typing
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from pathlib import Path
+from typing import Any, Optional, Union
 
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("cosine", "step", "constant")
 DEVICES = ("auto", "cpu", "cuda", "mps")
+# Seeds feed numpy's legacy seeding (0 .. 2**32 - 1) and torch generators; the Trainer derives
+# per-epoch seeds seed * 1_000_003 + epoch, which stay far inside torch's 64-bit range.
+SEED_MAX = 2**32 - 1
 # Fields that may change between a checkpoint and the run that resumes it.
 RESUMABLE_CHANGES = ("epochs", "data_dir", "checkpoint_every", "checkpoint_every_steps", "keep_checkpoints",
                      "eval_batch_size", "num_workers", "max_bad_steps", "device", "compile", "threads")
@@ -26,17 +41,17 @@ RESUMABLE_CHANGES = ("epochs", "data_dir", "checkpoint_every", "checkpoint_every
 
 @dataclass
 class TrainConfig:
-    """One training run. See `TrainConfig.validate` for the accepted values."""
+    """One training run, validated when made. See `TrainConfig.validate` for the accepted values."""
 
     model: str = "resnet20"
     attention: Optional[str] = None
     attention_kwargs: dict = field(default_factory=dict)
-    attention_stages: Optional[list] = None
+    attention_stages: Optional[list[int]] = None
     attention_position: Optional[str] = None
     model_kwargs: dict = field(default_factory=dict)
     dataset: str = "digits"
     data_dir: Optional[str] = None
-    image_size: Optional[Any] = None
+    image_size: Optional[Union[int, list[int]]] = None
     epochs: int = 10
     batch_size: int = 128
     eval_batch_size: int = 512
@@ -46,7 +61,7 @@ class TrainConfig:
     nesterov: bool = True
     weight_decay: float = 5e-4
     schedule: str = "cosine"
-    milestones: list = field(default_factory=list)
+    milestones: list[float] = field(default_factory=list)
     gamma: float = 0.1
     warmup_epochs: float = 0.0
     label_smoothing: float = 0.0
@@ -66,6 +81,9 @@ class TrainConfig:
     num_workers: int = 2                             # DataLoader workers, lazily decoded sets only
     threads: Optional[int] = None                    # torch intra-op threads while training; None = torch's default
 
+    def __post_init__(self):
+        self.validate()
+
     # ------------------------------------------------------------------ dict round trip
     @classmethod
     def from_dict(cls, data: dict) -> "TrainConfig":
@@ -80,7 +98,12 @@ class TrainConfig:
                 close = difflib.get_close_matches(str(key), names, n=1)
                 hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
             raise ValueError(f"unknown TrainConfig field(s): {', '.join(hints)}; accepted: {', '.join(names)}")
-        return cls(**data).validate()
+        return cls(**data)
+
+    @classmethod
+    def from_yaml(cls, path: str | os.PathLike) -> "TrainConfig":
+        """Build from a YAML file holding a mapping of fields (`read_yaml_mapping` says what is refused)."""
+        return cls.from_dict(read_yaml_mapping(path, "TrainConfig file"))
 
     def to_dict(self) -> dict:
         """Plain JSON/YAML-able dict (lists, not tuples)."""
@@ -91,73 +114,182 @@ class TrainConfig:
         return out
 
     def replace(self, **changes) -> "TrainConfig":
-        return dataclasses.replace(self, **changes).validate()
+        return dataclasses.replace(self, **changes)
 
     # ------------------------------------------------------------------ validation
     def validate(self) -> "TrainConfig":
-        """Raise a ValueError / TypeError naming the bad field, its value and what is accepted."""
+        """Raise a TypeError (wrong type) or ValueError (wrong value) naming the bad field, its
+        value and what is accepted; types are checked first, for every field, then values."""
         from ..data.datasets import resolve_dataset_name
 
-        def need(cond: bool, name: str, expected: str, exc=ValueError):
+        hints = _field_types()
+        for name in ("attention_stages", "milestones", "image_size"):   # tuples are welcome, stored as lists
+            if isinstance(getattr(self, name), tuple):
+                setattr(self, name, list(getattr(self, name)))
+        if isinstance(self.data_dir, os.PathLike):                       # a Path is welcome, stored as a str
+            self.data_dir = os.fspath(self.data_dir)
+        for name, hint in hints.items():
+            value = getattr(self, name)
+            if not _type_ok(value, hint):
+                raise TypeError(f"TrainConfig.{name} = {value!r} has the wrong type ({type(value).__name__}); "
+                                f"expected {_describe(hint)}{_type_hint(value, hint)}")
+        for name in hints:
+            if not _finite(getattr(self, name)):
+                raise ValueError(f"TrainConfig.{name} = {getattr(self, name)!r} is invalid; expected a finite number "
+                                 "(not inf or nan)")
+
+        def need(cond: bool, name: str, expected: str):
             if not cond:
-                raise exc(f"TrainConfig.{name} = {getattr(self, name)!r} is invalid; expected {expected}")
+                raise ValueError(f"TrainConfig.{name} = {getattr(self, name)!r} is invalid; expected {expected}")
 
-        def is_int(v):
-            return isinstance(v, int) and not isinstance(v, bool)
-
-        def is_num(v):
-            return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-        need(isinstance(self.model, str) and bool(self.model), "model", "a model name (attnlab list models)", TypeError)
-        need(self.attention is None or isinstance(self.attention, str), "attention", "a name or None", TypeError)
-        for name in ("attention_kwargs", "model_kwargs", "augment"):
-            need(isinstance(getattr(self, name), dict), name, "a dict", TypeError)
-        need(isinstance(self.dataset, str), "dataset", "a dataset name (attnlab list datasets)", TypeError)
+        need(bool(self.model), "model", "a model name (attnlab list models)")
         resolve_dataset_name(self.dataset)
-        need(self.data_dir is None or isinstance(self.data_dir, str), "data_dir", "a path string or None", TypeError)
-        if isinstance(self.image_size, tuple):
-            self.image_size = list(self.image_size)
-        need(self.image_size is None or (is_int(self.image_size) and self.image_size > 0)
-             or (isinstance(self.image_size, list) and len(self.image_size) == 2
-                 and all(is_int(v) and v > 0 for v in self.image_size)),
+        size = self.image_size if isinstance(self.image_size, list) else [self.image_size]
+        need(self.image_size is None or (len(size) in (1, 2) and all(v > 0 for v in size)),
              "image_size", "None, a positive int or [H, W]")
-        need(is_int(self.epochs) and self.epochs >= 0, "epochs", "an int >= 0")
-        need(is_int(self.batch_size) and self.batch_size >= 1, "batch_size", "an int >= 1")
-        need(is_int(self.eval_batch_size) and self.eval_batch_size >= 1, "eval_batch_size", "an int >= 1")
+        need(self.epochs >= 0, "epochs", "an int >= 0")
+        need(self.batch_size >= 1, "batch_size", "an int >= 1")
+        need(self.eval_batch_size >= 1, "eval_batch_size", "an int >= 1")
         need(self.optimizer in OPTIMIZERS, "optimizer", f"one of {', '.join(OPTIMIZERS)}")
-        need(is_num(self.lr) and self.lr > 0, "lr", "a number > 0")
-        need(is_num(self.momentum) and 0 <= self.momentum < 1, "momentum", "a number in [0, 1)")
-        need(isinstance(self.nesterov, bool), "nesterov", "a bool", TypeError)
+        need(self.lr > 0, "lr", "a number > 0")
+        need(0 <= self.momentum < 1, "momentum", "a number in [0, 1)")
         need(not (self.nesterov and self.optimizer == "sgd" and self.momentum == 0), "nesterov",
              "False when momentum is 0 (Nesterov needs momentum)")
-        need(is_num(self.weight_decay) and self.weight_decay >= 0, "weight_decay", "a number >= 0")
+        need(self.weight_decay >= 0, "weight_decay", "a number >= 0")
         need(self.schedule in SCHEDULES, "schedule", f"one of {', '.join(SCHEDULES)}")
-        if isinstance(self.milestones, tuple):
-            self.milestones = list(self.milestones)
-        need(isinstance(self.milestones, list) and all(is_num(m) and m > 0 for m in self.milestones)
-             and list(self.milestones) == sorted(self.milestones), "milestones", "an increasing list of epochs > 0")
-        need(is_num(self.gamma) and 0 < self.gamma <= 1, "gamma", "a number in (0, 1]")
-        need(is_num(self.warmup_epochs) and self.warmup_epochs >= 0, "warmup_epochs", "a number >= 0")
-        need(is_num(self.label_smoothing) and 0 <= self.label_smoothing < 1, "label_smoothing", "a number in [0, 1)")
+        need(all(m > 0 for m in self.milestones) and self.milestones == sorted(self.milestones), "milestones",
+             "an increasing list of epochs > 0")
+        need(0 < self.gamma <= 1, "gamma", "a number in (0, 1]")
+        need(self.warmup_epochs >= 0, "warmup_epochs", "a number >= 0")
+        need(0 <= self.label_smoothing < 1, "label_smoothing", "a number in [0, 1)")
         unknown_aug = [k for k in self.augment if k not in ("crop_padding", "flip")]
         need(not unknown_aug, "augment", "a dict with keys crop_padding (int >= 0) and flip (bool)")
         pad = self.augment.get("crop_padding")
-        need(pad is None or (is_int(pad) and pad >= 0), "augment", "crop_padding an int >= 0")
+        need(pad is None or (_type_ok(pad, int) and pad >= 0), "augment", "crop_padding an int >= 0")
         flip = self.augment.get("flip")
-        need(flip is None or isinstance(flip, bool), "augment", "flip a bool")
-        need(is_int(self.seed) and self.seed >= 0, "seed", "an int >= 0")
-        for name in ("deterministic", "amp", "compile", "sync_bn"):
-            need(isinstance(getattr(self, name), bool), name, "a bool", TypeError)
-        need(self.channels_last is None or isinstance(self.channels_last, bool), "channels_last",
-             "a bool or None (automatic: on for CUDA only)", TypeError)
-        need(is_num(self.stn_lr_scale) and self.stn_lr_scale > 0, "stn_lr_scale", "a number > 0")
-        need(is_int(self.max_bad_steps) and self.max_bad_steps >= 0, "max_bad_steps", "an int >= 0")
-        need(is_int(self.checkpoint_every) and self.checkpoint_every >= 0, "checkpoint_every", "an int >= 0 (epochs)")
-        need(is_int(self.checkpoint_every_steps) and self.checkpoint_every_steps >= 0, "checkpoint_every_steps",
-             "an int >= 0 (steps)")
-        need(is_int(self.keep_checkpoints) and self.keep_checkpoints >= 1, "keep_checkpoints", "an int >= 1")
-        need(self.device in DEVICES or (isinstance(self.device, str) and self.device.startswith("cuda:")),
+        need(flip is None or isinstance(flip, bool), "augment", "flip true or false")
+        need(0 <= self.seed <= SEED_MAX, "seed", f"an int in 0 .. 2**32 - 1 = {SEED_MAX}")
+        need(self.stn_lr_scale > 0, "stn_lr_scale", "a number > 0")
+        need(self.max_bad_steps >= 0, "max_bad_steps", "an int >= 0")
+        need(self.checkpoint_every >= 0, "checkpoint_every", "an int >= 0 (epochs)")
+        need(self.checkpoint_every_steps >= 0, "checkpoint_every_steps", "an int >= 0 (steps)")
+        need(self.keep_checkpoints >= 1, "keep_checkpoints", "an int >= 1")
+        need(self.device in DEVICES or re.fullmatch(r"cuda:\d+", self.device) is not None,
              "device", f"one of {', '.join(DEVICES)} or cuda:N")
-        need(is_int(self.num_workers) and self.num_workers >= 0, "num_workers", "an int >= 0")
-        need(self.threads is None or (is_int(self.threads) and self.threads >= 1), "threads", "None or an int >= 1")
+        need(self.num_workers >= 0, "num_workers", "an int >= 0")
+        need(self.threads is None or self.threads >= 1, "threads", "None or an int >= 1")
         return self
+
+
+def check_seed(value, what: str = "seed") -> int:
+    """`value` as a seed (an int in 0 .. SEED_MAX, not a bool), else a TypeError / ValueError naming `what`."""
+    if not _type_ok(value, int):
+        raise TypeError(f"{what} = {value!r} has the wrong type ({type(value).__name__}); expected an int")
+    if not 0 <= value <= SEED_MAX:
+        raise ValueError(f"{what} = {value!r} is out of range; expected an int in 0 .. 2**32 - 1 = {SEED_MAX}")
+    return value
+
+
+def read_yaml_mapping(path: str | os.PathLike, what: str = "YAML file") -> dict:
+    """The mapping a YAML file holds (an empty file is {}). A file that is missing, unreadable,
+    not UTF-8, not valid YAML or whose top level is not a mapping raises a ValueError naming the
+    file (`what` says what it was meant to be) and what was expected."""
+    import yaml
+
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as err:
+        raise ValueError(f"{what} {str(path)!r} cannot be read ({err.strerror or err}); "
+                         "expected a readable YAML file") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{what} {str(path)!r} is not UTF-8 text (byte 0x{raw[err.start]:02x} at offset "
+                         f"{err.start}); expected a YAML file") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(err, "problem", None) or str(err)
+        raise ValueError(f"{what} {str(path)!r} is not valid YAML{where}: {' '.join(str(problem).split())}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{what} {str(path)!r} must hold a mapping of field: value at its top level, "
+                         f"got a {type(data).__name__}")
+    return data
+
+
+# ---------------------------------------------------------------------------- type checks from annotations
+_HINTS: dict = {}
+
+
+def _field_types() -> dict:
+    """{field name: resolved annotation} of TrainConfig, in field order."""
+    if not _HINTS:
+        resolved = typing.get_type_hints(TrainConfig)
+        _HINTS.update((f.name, resolved[f.name]) for f in dataclasses.fields(TrainConfig))
+    return _HINTS
+
+
+def _type_ok(value, hint) -> bool:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any:
+        return True
+    if origin is Union:
+        return any(_type_ok(value, h) for h in args)
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is list or origin is list:
+        return isinstance(value, list) and (not args or all(_type_ok(v, args[0]) for v in value))
+    if hint is dict or origin is dict:
+        return isinstance(value, dict)
+    return isinstance(value, hint)
+
+
+def _finite(value) -> bool:
+    """False when a float (or a float in a list) is inf or nan."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, list):
+        return all(_finite(v) for v in value)
+    return True
+
+
+def _describe(hint, plural: bool = False) -> str:
+    """The annotation `hint` in words: "an int", "a list of numbers", "a string or None"."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is Union:
+        parts = [_describe(h, plural) for h in args if h is not type(None)]
+        return " or ".join(parts) + (" or None" if type(None) in args else "")
+    if origin is list:
+        return ("lists" if plural else "a list") + f" of {_describe(args[0], plural=True)}"
+    names = {int: ("an int", "ints"), float: ("a number", "numbers"), bool: ("a bool (true or false)", "bools"),
+             str: ("a string", "strings"), dict: ("a mapping", "mappings"), list: ("a list", "lists")}
+    one, many = names.get(hint, (getattr(hint, "__name__", str(hint)),) * 2)
+    return many if plural else one
+
+
+def _type_hint(value, hint) -> str:
+    """A hint for two traps: a bool where an int is expected (True is an int to Python), and
+    PyYAML reading 1e-3 (no dot) as a string, not a number."""
+    if isinstance(value, bool) and _type_ok(1, hint):
+        return " (a bool is not accepted as an int)"
+    if isinstance(value, str) and _type_ok(1.5, hint):
+        try:
+            float(value)
+        except ValueError:
+            return ""
+        return " (YAML reads a number like 1e-3 as a string; write 1.0e-3)"
+    return ""
+
+
+__all__ = ["TrainConfig", "check_seed", "read_yaml_mapping", "SEED_MAX"]

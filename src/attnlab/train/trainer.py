@@ -75,12 +75,38 @@ class TrainingInterrupted(RuntimeError):
 
 
 # ---------------------------------------------------------------------------- small helpers
-def resolve_device(name: str = "auto") -> torch.device:
+def available_devices() -> list[str]:
+    """The device names this process can use: cpu, then each CUDA device, mps and xpu when present."""
+    names = ["cpu"]
+    if torch.cuda.is_available():
+        names += ["cuda"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        names.append("mps")
+    xpu = getattr(torch, "xpu", None)
+    if xpu is not None and xpu.is_available():
+        names += ["xpu"] + [f"xpu:{i}" for i in range(xpu.device_count())]
+    return names
+
+
+def resolve_device(name: str | torch.device = "auto") -> torch.device:
+    """The torch.device that `name` names; "auto" is CUDA when available, else the CPU. A name
+    that is no device, or a device that is not present, raises a ValueError naming it and the
+    available ones (the one check behind train, eval, explain, bench and compare)."""
+    if isinstance(name, torch.device):
+        name = str(name)
+    if not isinstance(name, str):
+        raise TypeError(f"device must be a name like 'cpu' or 'cuda:0', got {type(name).__name__} {name!r}")
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} requested but CUDA is not available; use 'cpu' or 'auto'")
+    available = available_devices()
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"device {name!r} is not a device name; available: auto, {', '.join(available)}") from None
+    if device.type != "cpu" and (device.type not in available
+                                 or (device.index is not None and str(device) not in available)):
+        raise ValueError(f"device {name!r} is not available; available: auto, {', '.join(available)}")
     return device
 
 
@@ -220,7 +246,7 @@ def evaluate(model: nn.Module, x, y: Optional[torch.Tensor] = None, batch_size: 
         raise ValueError(f"evaluate: batch_size must be an int >= 1, got {batch_size!r}")
     if device is None:
         device = next(iter(model.parameters()), torch.empty(0)).device
-    device = torch.device(device)
+    device = resolve_device(device)
     was_training = model.training
     model.eval()
     total_loss, correct, count = 0.0, 0, 0
@@ -742,6 +768,7 @@ def load_trained(path: str | os.PathLike, which: str = "latest", device: str | t
     file. `which='best'` picks the checkpoint with the best test accuracy in a folder."""
     if which not in ("latest", "best"):
         raise ValueError(f"which must be 'latest' or 'best', got {which!r}")
+    device = resolve_device(device)
     target = Path(path)
     if which == "best" and target.is_dir():
         target = best_checkpoint(target) or resolve_checkpoint(target)
