@@ -86,6 +86,11 @@ MEMORY_FORMATS = {"channels_last": torch.channels_last, "contiguous": torch.cont
 ReferenceBuilders = Callable[[str, Optional[str], int], dict]
 
 
+class BenchArgumentError(ValueError):
+    """A bad argument of `run_bench` (a value, a device that is not present, a model that cannot
+    take the image size), raised before anything is timed."""
+
+
 # --------------------------------------------------------------------------- small measurements
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
@@ -321,7 +326,7 @@ def load_reference_builders(path: str | os.PathLike = os.path.join("benchmarks",
 
 # --------------------------------------------------------------------------- the benchmark
 def _check_args(models, attentions, batch_sizes, image_size, repeats, device, precisions,
-                memory_formats, modes):
+                memory_formats, modes, train_batch_size=None, warmup=0, min_sample_s=1.0, matmul_size=0):
     if models is not None and (isinstance(models, str) or not all(isinstance(m, str) for m in models)):
         raise TypeError(f"run_bench: models must be a list of model names, got {models!r}")
     if attentions is not None and (isinstance(attentions, str)
@@ -329,27 +334,56 @@ def _check_args(models, attentions, batch_sizes, image_size, repeats, device, pr
         raise TypeError(f"run_bench: attentions must be a list of names or None, got {attentions!r}")
     if (isinstance(batch_sizes, (int, str)) or not batch_sizes
             or not all(isinstance(b, int) and not isinstance(b, bool) and b >= 1 for b in batch_sizes)):
-        raise ValueError(f"run_bench: batch_sizes must be a non-empty list of ints >= 1, got {batch_sizes!r}")
+        raise BenchArgumentError(f"run_bench: batch_sizes must be a non-empty list of ints >= 1, got {batch_sizes!r}")
     if image_size is not None:
         ok = isinstance(image_size, int) and not isinstance(image_size, bool) and image_size >= 1
         ok = ok or (isinstance(image_size, (tuple, list)) and len(image_size) == 2
-                    and all(isinstance(v, int) and v >= 1 for v in image_size))
+                    and all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in image_size))
         if not ok:
-            raise ValueError(f"run_bench: image_size must be None, an int >= 1 or (H, W), got {image_size!r}")
+            raise BenchArgumentError(f"run_bench: image_size must be None, an int >= 1 or (H, W), got {image_size!r}")
     if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
-        raise ValueError(f"run_bench: repeats must be an int >= 1, got {repeats!r}")
+        raise BenchArgumentError(f"run_bench: repeats must be an int >= 1, got {repeats!r}")
+    train_batch = train_batch_size if train_batch_size is not None else max(batch_sizes)
+    if isinstance(train_batch, bool) or not isinstance(train_batch, int) or train_batch < 1:
+        raise BenchArgumentError(f"run_bench: train_batch_size must be None or an int >= 1, got {train_batch_size!r}")
+    if "train" in modes and train_batch < 2:
+        raise BenchArgumentError(f"run_bench: the training batch (train_batch_size, else the largest of batch_sizes "
+                                 f"{list(batch_sizes)}) must hold 2 or more images: batch norm needs them in training")
+    if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
+        raise BenchArgumentError(f"run_bench: warmup must be an int >= 0, got {warmup!r}")
+    if (isinstance(min_sample_s, bool) or not isinstance(min_sample_s, (int, float))
+            or not math.isfinite(min_sample_s) or min_sample_s < 0):
+        raise BenchArgumentError(f"run_bench: min_sample_s must be a finite number >= 0, got {min_sample_s!r}")
+    if isinstance(matmul_size, bool) or not isinstance(matmul_size, int) or matmul_size < 0:
+        raise BenchArgumentError(f"run_bench: matmul_size must be an int >= 0, got {matmul_size!r}")
     if device.type == "cpu" and "bf16" in precisions:
-        raise ValueError("run_bench: precision 'bf16' is refused on CPU (about 100x slower than fp32 "
+        raise BenchArgumentError("run_bench: precision 'bf16' is refused on CPU (about 100x slower than fp32 "
                          "on this CPU class); use precisions=('fp32',)")
     bad = [p for p in precisions if p not in ("fp32", "bf16")]
     if bad:
-        raise ValueError(f"run_bench: unknown precision(s) {bad}; expected 'fp32' or 'bf16'")
+        raise BenchArgumentError(f"run_bench: unknown precision(s) {bad}; expected 'fp32' or 'bf16'")
     bad = [m for m in memory_formats if m not in MEMORY_FORMATS]
     if bad:
-        raise ValueError(f"run_bench: unknown memory format(s) {bad}; expected {list(MEMORY_FORMATS)}")
+        raise BenchArgumentError(f"run_bench: unknown memory format(s) {bad}; expected {list(MEMORY_FORMATS)}")
     bad = [m for m in modes if m not in MODES]
     if bad or not modes:
-        raise ValueError(f"run_bench: modes {modes!r} invalid; expected a non-empty subset of {MODES}")
+        raise BenchArgumentError(f"run_bench: modes {modes!r} invalid; expected a non-empty subset of {MODES}")
+
+
+def _check_models_take_size(models: Sequence[str], image_size) -> None:
+    """Build each model (without attention) and push one zero image of the size it is to be timed
+    at through it, so that a model too small for `image_size` is refused before any timing."""
+    for name in models:
+        model = _create_attnlab(name, None).eval()
+        size = _image_size(model, image_size)
+        try:
+            with torch.no_grad():
+                model(torch.zeros(1, *size))
+        except (ValueError, RuntimeError) as err:
+            need = getattr(model, "min_size", None)
+            raise BenchArgumentError(f"run_bench: model {name!r} cannot take {size[1]}x{size[2]} images"
+                                     + (f"; it needs H, W >= {need}" if need else "")
+                                     + f" ({' '.join(str(err).split())[:200]})") from None
 
 
 def run_bench(models: Optional[Sequence[str]] = None, attentions: Optional[Sequence[Optional[str]]] = None,
@@ -395,19 +429,26 @@ def run_bench(models: Optional[Sequence[str]] = None, attentions: Optional[Seque
     Returns:
         A list of dicts, one per (model, attention, implementation, variant); see `COLUMNS`.
     """
-    device = torch.device(device)
+    from ..train.trainer import resolve_device
+
+    try:
+        device = resolve_device(device)
+    except ValueError as err:
+        raise BenchArgumentError(f"run_bench: {err}") from None
     if precisions is None:
         precisions = ("fp32", "bf16") if device.type == "cuda" else ("fp32",)
     if compile is None:
         compile = device.type == "cuda"
     _check_args(models, attentions, batch_sizes, image_size, repeats, device, precisions,
-                memory_formats, modes)
+                memory_formats, modes, train_batch_size, warmup, min_sample_s, matmul_size)
     if models is None:
         models = default_models()
     known = set(list_models())
     unknown = [m for m in models if m not in known]
     if unknown:
-        raise ValueError(f"run_bench: unknown model(s) {unknown}; see attnlab.list_models()")
+        raise BenchArgumentError(f"run_bench: unknown model(s) {unknown}; see attnlab.list_models()")
+    if image_size is not None:    # each model's native size always fits it
+        _check_models_take_size(models, image_size)
     if reference and reference_builders is None:
         reference_builders = load_reference_builders()
         if reference_builders is None:

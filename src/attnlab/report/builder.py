@@ -47,31 +47,116 @@ SEED_DIR = re.compile(r"^seed(\d+)$")
 
 # --------------------------------------------------------------------------------------------- reading
 
-def _read_json(path: Path) -> dict:
+PLAN_EXPECTED = "the JSON object `attnlab compare` writes, with a non-empty list of variants"
+
+
+def _read_json(path: Path, expected: str = "a JSON object") -> dict:
+    """The JSON object in file `path`; ValueError naming the file and `expected` when the file
+    cannot be read, is not UTF-8 JSON, or holds something other than an object."""
     try:
-        return json.loads(Path(path).read_text())
+        data = json.loads(Path(path).read_bytes().decode("utf-8"))
+    except OSError as exc:
+        raise ValueError(f"{path} cannot be read ({exc.strerror or exc}); expected {expected}") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{path} is not UTF-8 text; expected {expected}") from None
     except json.JSONDecodeError as exc:
-        raise ValueError(f"{path} is not valid JSON: {exc}") from None
+        raise ValueError(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno}); "
+                         f"expected {expected}") from None
+    if not isinstance(data, dict):
+        kind = {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(type(data), "a number")
+        raise ValueError(f"{path} holds {kind}, not an object; expected {expected}")
+    return data
+
+
+def _check_plan(plan: dict, plan_path: Path) -> dict:
+    """What the report needs of compare.json: variants (objects with a distinct string name and,
+    where given, a string role and baseline) and a baseline among them; notes a list of strings."""
+    variants = plan.get("variants")
+    if not isinstance(variants, list) or not variants:
+        raise ValueError(f"{plan_path}: 'variants' is {variants!r}; expected {PLAN_EXPECTED}")
+    names = []
+    for v in variants:
+        if not isinstance(v, dict) or not isinstance(v.get("name"), str) or not v["name"]:
+            raise ValueError(f"{plan_path}: variant {v!r} is not an object with a 'name' string; expected "
+                             f"{PLAN_EXPECTED}")
+        for key in ("role", "baseline", "model", "attention", "matches"):
+            if v.get(key) is not None and not isinstance(v[key], str):
+                raise ValueError(f"{plan_path}: variant {v['name']!r} has {key} {v[key]!r}; expected a string")
+        names.append(v["name"])
+    if len(set(names)) != len(names):
+        raise ValueError(f"{plan_path}: variant names {names} repeat; expected each name once")
+    plan.setdefault("baseline", names[0])
+    for baseline in [plan["baseline"]] + [v["baseline"] for v in variants if v.get("baseline") is not None]:
+        if baseline not in names:
+            raise ValueError(f"{plan_path}: baseline {baseline!r} is not among the variants {names}")
+    notes = plan.get("notes")
+    if notes is not None and (not isinstance(notes, list) or not all(isinstance(n, str) for n in notes)):
+        raise ValueError(f"{plan_path}: 'notes' is {notes!r}; expected a list of strings")
+    for key in ("cost", "input_shape"):
+        if plan.get(key) is not None and not isinstance(plan[key], (dict if key == "cost" else list)):
+            raise ValueError(f"{plan_path}: {key!r} is {plan[key]!r}; expected "
+                             + ("an object" if key == "cost" else "a list [C, H, W]"))
+    return plan
 
 
 def read_plan(run_dir: Path) -> dict:
-    """compare.json, or a plan inferred from runs/<variant>/ folders when it is missing."""
+    """compare.json (checked for what the report needs), or a plan inferred from runs/<variant>/
+    folders when it is missing; ValueError naming the file and what was expected."""
     plan_path = run_dir / "compare.json"
     if plan_path.is_file():
-        plan = _read_json(plan_path)
-    else:
-        runs = run_dir / "runs"
-        names = sorted(p.name for p in runs.iterdir() if p.is_dir()) if runs.is_dir() else []
-        if not names:
-            raise ValueError(f"{run_dir} is not a compare run folder: expected compare.json or runs/<variant>/seed<S>/final.json")
-        base = "none" if "none" in names else names[0]
-        names = [base] + [n for n in names if n != base]
-        plan = {"preset": None, "baseline": base,
-                "variants": [{"name": n, "role": "baseline" if n == base else "attention"} for n in names]}
-    if not plan.get("variants"):
-        raise ValueError(f"{plan_path}: no variants listed")
-    plan.setdefault("baseline", plan["variants"][0]["name"])
-    return plan
+        return _check_plan(_read_json(plan_path, PLAN_EXPECTED), plan_path)
+    runs = run_dir / "runs"
+    names = sorted(p.name for p in runs.iterdir() if p.is_dir()) if runs.is_dir() else []
+    if not names:
+        raise ValueError(f"{run_dir} is not a compare run folder: expected compare.json or "
+                         "runs/<variant>/seed<S>/final.json")
+    base = "none" if "none" in names else names[0]
+    names = [base] + [n for n in names if n != base]
+    return {"preset": None, "baseline": base,
+            "variants": [{"name": n, "role": "baseline" if n == base else "attention"} for n in names]}
+
+
+def _read_final(path: Path) -> dict:
+    """A run's final.json: an object whose test_acc is a number (seconds and epochs numbers too, when given)."""
+    final = _read_json(path, "the JSON object a finished training run writes (with its test_acc)")
+    for key, required in (("test_acc", True), ("seconds", False), ("epochs", False)):
+        value = final.get(key)
+        if (value is None and required) or (value is not None and (isinstance(value, bool)
+                                                                  or not isinstance(value, (int, float)))):
+            raise ValueError(f"{path}: {key} is {value!r}; expected a number")
+    return final
+
+
+def read_costs(run_dir: Path) -> dict:
+    """costs.json ({variant: {figure: value}}), {} when there is none."""
+    path = run_dir / "costs.json"
+    if not path.is_file():
+        return {}
+    costs = _read_json(path, "the JSON object of measured costs, one object per variant")
+    for name, entry in costs.items():
+        if not isinstance(entry, dict):
+            raise ValueError(f"{path}: the costs of {name!r} are {entry!r}; expected an object per variant")
+    return costs
+
+
+def read_run_folder(run_dir) -> tuple[dict, dict, dict, dict]:
+    """(plan, finals, metrics, costs) of a compare run folder, every file checked: `finals` and
+    `metrics` are {variant: {seed: ...}}. ValueError (TypeError for a `run_dir` that is no path)
+    naming the file and what was expected, or what is missing."""
+    if not isinstance(run_dir, (str, Path)):
+        raise TypeError(f"run_dir must be a path, got {type(run_dir).__name__} {run_dir!r}")
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise ValueError(f"run folder {str(run_dir)!r} does not exist; expected the folder `attnlab compare` printed")
+    plan = read_plan(run_dir)
+    finals, metrics = {}, {}
+    for v in plan["variants"]:
+        finals[v["name"]], metrics[v["name"]] = read_variant_runs(run_dir, v["name"])
+    if not any(finals.values()):
+        raise ValueError(f"{run_dir}: no finished run (runs/<variant>/seed<S>/final.json) to report")
+    if plan["baseline"] not in finals or not finals[plan["baseline"]]:
+        raise ValueError(f"{run_dir}: the baseline {plan['baseline']!r} has no finished run")
+    return plan, finals, metrics, read_costs(run_dir)
 
 
 def read_variant_runs(run_dir: Path, variant: str) -> tuple[dict[int, dict], dict[int, list[dict]]]:
@@ -85,7 +170,7 @@ def read_variant_runs(run_dir: Path, variant: str) -> tuple[dict[int, dict], dic
         if not m or not (sub / "final.json").is_file():
             continue
         seed = int(m.group(1))
-        finals[seed] = _read_json(sub / "final.json")
+        finals[seed] = _read_final(sub / "final.json")
         metrics[seed] = read_metrics(sub / "metrics.jsonl")   # drops a last line cut by an interrupted run
     return finals, metrics
 
@@ -487,22 +572,10 @@ def build_report(run_dir, explain: bool = True, measure: bool = True) -> Path:
     `explain`: make the explanation figures of variants that have none yet (needs the
     checkpoints and the dataset); `measure`: measure costs missing from costs.json.
     """
-    if not isinstance(run_dir, (str, Path)):
-        raise TypeError(f"run_dir must be a path, got {type(run_dir).__name__} {run_dir!r}")
+    plan, finals, metrics, costs = read_run_folder(run_dir)
     run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise ValueError(f"run folder {str(run_dir)!r} does not exist; expected the folder `attnlab compare` printed")
-    plan = read_plan(run_dir)
-    finals, metrics = {}, {}
-    for v in plan["variants"]:
-        finals[v["name"]], metrics[v["name"]] = read_variant_runs(run_dir, v["name"])
-    if not any(finals.values()):
-        raise ValueError(f"{run_dir}: no finished run (runs/<variant>/seed<S>/final.json) to report")
-    if plan["baseline"] not in finals or not finals[plan["baseline"]]:
-        raise ValueError(f"{run_dir}: the baseline {plan['baseline']!r} has no finished run")
     notes: list[str] = list(plan.get("notes") or [])
     costs_path = run_dir / "costs.json"
-    costs = _read_json(costs_path) if costs_path.is_file() else {}
     if measure and _measure_missing_costs(run_dir, plan, finals, costs, notes):
         costs_path.write_text(json.dumps(costs, indent=2))
     for v in plan["variants"]:
@@ -525,4 +598,4 @@ def build_report(run_dir, explain: bool = True, measure: bool = True) -> Path:
     return out
 
 
-__all__ = ["build_report", "compute_rows", "read_plan", "read_variant_runs", "write_results"]
+__all__ = ["build_report", "compute_rows", "read_plan", "read_run_folder", "read_variant_runs", "write_results"]

@@ -47,10 +47,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
-import yaml
-
 from . import distributed
-from .config import TrainConfig
+from .config import TrainConfig, check_seed, read_yaml_mapping
 
 PRESET_DIR = Path(__file__).resolve().parent.parent / "configs"
 DEFAULT_PRESET = "quick"
@@ -77,12 +75,7 @@ def load_preset(name: str) -> dict:
     if name not in known:
         raise ValueError(f"unknown preset {name!r}; accepted: {', '.join(known) or '(none found in ' + str(PRESET_DIR) + ')'}")
     path = PRESET_DIR / f"{name}.yaml"
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ValueError(f"preset {path} is not valid YAML: {exc}") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"preset {path} must hold a mapping, got {type(data).__name__}")
+    data = read_yaml_mapping(path, "preset")
     unknown = [k for k in data if k not in PRESET_KEYS]
     if unknown:
         raise ValueError(f"preset {path}: unknown key(s) {unknown}; accepted: {', '.join(PRESET_KEYS)}")
@@ -247,12 +240,31 @@ def _run_one(config: TrainConfig, out_dir, progress: bool) -> dict:
 
 
 def _train_worker(config: dict, out_dir: str, threads: Optional[int]) -> dict:
-    """One training run in a worker process (module-level so that it pickles)."""
+    """One training run in a worker process (module-level so that it pickles). An error reaches
+    the parent as the same exception (type and message) that the run raised in one process."""
     import torch
 
     if threads:
         torch.set_num_threads(threads)
-    return _run_one(TrainConfig.from_dict(config), out_dir, progress=False)
+    try:
+        return _run_one(TrainConfig.from_dict(config), out_dir, progress=False)
+    except Exception as err:  # noqa: BLE001 - only made portable here, handled by the parent
+        raise _portable(err) from None
+
+
+def _portable(err: BaseException) -> BaseException:
+    """`err` if it survives pickling into the parent process unchanged, else a RuntimeError with
+    its type and message (an exception whose constructor needs more than its message would
+    otherwise break the process pool)."""
+    import pickle
+
+    try:
+        back = pickle.loads(pickle.dumps(err))
+        if type(back) is type(err) and str(back) == str(err):
+            return err
+    except Exception:  # noqa: BLE001 - any failure to round-trip means: send a plain copy
+        pass
+    return RuntimeError(f"{type(err).__name__}: {err}")
 
 
 SPREAD_TIMEOUT_MINUTES = 7 * 24 * 60   # ranks wait for each other's share of runs: allow long studies
@@ -340,12 +352,35 @@ class _Phase:
 def _check_seeds(seeds) -> list[int]:
     if isinstance(seeds, int) and not isinstance(seeds, bool):
         seeds = [seeds]
-    if not isinstance(seeds, (list, tuple)) or not seeds or any(
-            isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in seeds):
-        raise ValueError(f"seeds must be a non-empty list of ints >= 0, got {seeds!r}")
-    if len(set(seeds)) != len(seeds):
-        raise ValueError(f"seeds must be distinct, got {seeds!r}")
+    if not isinstance(seeds, (list, tuple)) or not seeds:
+        raise TypeError(f"seeds must be a non-empty list of ints, got {seeds!r}")
+    for seed in seeds:
+        check_seed(seed, "seeds entry")
+    _check_distinct(seeds, "seeds")
     return list(seeds)
+
+
+def _check_distinct(values, what: str) -> None:
+    """ValueError naming the first value of `values` that is given twice."""
+    seen = set()
+    for value in values:
+        if value in seen:
+            raise ValueError(f"{what}: {value!r} is given twice; list each once")
+        seen.add(value)
+
+
+def _attention_key(name) -> str:
+    """The name an attention entry of `attentions` stands for (so that 'SE' and 'se' are one)."""
+    from ..attention import resolve_attention_name
+
+    if not isinstance(name, str):
+        raise TypeError(f"attentions must be names (str), got {type(name).__name__} {name!r}")
+    if name.lower() == BASELINE:
+        return BASELINE
+    try:
+        return resolve_attention_name(name)
+    except ValueError:
+        return name        # make_variant names the unknown attention with the accepted ones
 
 
 def _default_workers(train: dict, runs: int) -> int:
@@ -374,10 +409,13 @@ def plan_compare(preset: Optional[str] = None, models=None, attentions=None, see
         if isinstance(models, str):
             models = [models]
         models = [resolve_model_name(m) for m in models]
+        _check_distinct(models, "models")
         if models != [model]:
             model_kwargs = {}  # the preset's kwargs belong to the preset's model
     if attentions and isinstance(attentions, str):
         attentions = [attentions]
+    if attentions:
+        _check_distinct([_attention_key(a) for a in attentions], "attentions")
     if models or attentions:
         variants = _variants_from_lists(models or [model], attentions or [v if isinstance(v, str) else v["name"]
                                                                           for v in cfg.get("variants", [BASELINE])],
@@ -411,37 +449,44 @@ def plan_compare(preset: Optional[str] = None, models=None, attentions=None, see
     if models and models != [cfg.get("model")]:
         plan["capacity"] = None
     info = dataset_info(plan["dataset"], plan.get("image_size"))
-    if info["num_classes"] is None:
-        from ..data.datasets import load_dataset
-
-        loaded = load_dataset(plan["dataset"], plan["data_dir"], image_size=plan.get("image_size"))
-        info["num_classes"] = loaded.num_classes
     plan["input_shape"] = [info["in_chans"], *info["image_size"]]
-    plan["num_classes"] = info["num_classes"]
     # Validate every run's config and model (built, one zero image through it) before any work.
     import torch
 
+    from ..data.datasets import load_dataset
+    from .trainer import resolve_device
+
+    shape_only = dict(info, num_classes=info["num_classes"] or 2)   # the class count does not change the shape
     for v in variants:
         _train_config(plan, v, plan["seeds"][0])
         try:
             with torch.no_grad():
-                _build(v, info).eval()(torch.zeros(1, *plan["input_shape"]))
+                _build(v, shape_only).eval()(torch.zeros(1, *plan["input_shape"]))
         except (ValueError, TypeError, RuntimeError) as exc:
             raise ValueError(f"variant {v['name']!r} ({v['model']}) cannot run on {plan['dataset']} at "
-                             f"{tuple(plan['input_shape'])}: {exc}") from None
+                             f"{tuple(plan['input_shape'])}: {' '.join(str(exc).split())}") from None
+    resolve_device(_train_config(plan, variants[0], plan["seeds"][0]).device)
+    # The data is loaded once here, so that a missing or damaged set is refused before any work
+    # (not found later by each worker process); in this process the runs reuse it.
+    loaded = load_dataset(plan["dataset"], plan["data_dir"], seed=plan["seeds"][0], image_size=plan.get("image_size"))
+    if info["num_classes"] is None:
+        info["num_classes"] = loaded.num_classes
+    plan["num_classes"] = info["num_classes"]
     _plan_capacity(plan, info)
     return plan
 
 
 def run_compare(preset: Optional[str] = None, models=None, attentions=None, seeds=None, epochs=None, dataset=None,
                 data_dir=None, out_root="runs", progress=True, workers: Optional[int] = None,
-                explain: Optional[bool] = None) -> Path:
+                explain: Optional[bool] = None, plan: Optional[dict] = None) -> Path:
     """Train every variant over every seed, measure costs, explain, report; return the new run folder.
 
     `preset` names a YAML file of configs/ (default `quick`); `models`, `attentions`, `seeds`,
     `epochs`, `dataset`, `data_dir` override it (without a preset, the quick preset's recipe and
     data are the base; a model other than the preset's drops the preset's model_kwargs). `workers`: parallel training processes (default: one per CPU core, 1 on CUDA);
     `explain`: make the explanation figures (default: the preset's `explain`, else True).
+    `plan`: a plan made by `plan_compare` (validated, nothing trained yet) to run instead of
+    making one; then `preset` ... `data_dir` must be left out.
     `progress`: True = one line per run and per phase on stderr (in-process runs also show the
     Trainer's own epoch lines), False = silence, or a function that receives each line (the
     Trainer's lines still go to stderr unless False).
@@ -453,7 +498,16 @@ def run_compare(preset: Optional[str] = None, models=None, attentions=None, seed
     if not (isinstance(progress, bool) or callable(progress)):
         raise TypeError(f"run_compare: progress must be True, False or a function of one line (str), got {progress!r}")
     started = time.time()
-    plan = plan_compare(preset, models, attentions, seeds, epochs, dataset, data_dir)
+    if plan is None:
+        plan = plan_compare(preset, models, attentions, seeds, epochs, dataset, data_dir)
+    elif not isinstance(plan, dict):
+        raise TypeError(f"run_compare: plan must be the dict plan_compare returns, got {type(plan).__name__}")
+    else:
+        given = [k for k, v in dict(preset=preset, models=models, attentions=attentions, seeds=seeds, epochs=epochs,
+                                    dataset=dataset, data_dir=data_dir).items() if v is not None]
+        if given:
+            raise ValueError(f"run_compare: plan= already holds the study; leave out {', '.join(given)}")
+        plan = copy.deepcopy(plan)
     if explain is not None:
         plan["explain"] = bool(explain)
     jobs = [(v, s) for v in plan["variants"] for s in plan["seeds"]]
@@ -498,7 +552,12 @@ def run_compare(preset: Optional[str] = None, models=None, attentions=None, seed
                        for v, s in jobs}
             for fut in as_completed(futures):
                 v, s = futures[fut]
-                result = fut.result()
+                try:
+                    result = fut.result()
+                except BaseException:
+                    for other in futures:   # stop at the first failed run, as one process does
+                        other.cancel()
+                    raise
                 training.step(f"{v['name']} seed {s}: test acc {100 * result['test_acc']:.2f}% "
                               f"in {result['seconds']:.1f} s")
     if context.enabled:
