@@ -78,24 +78,37 @@ def _check_dataset(name: str) -> str:
         raise UsageError(_one_line(err)) from None
 
 
-def _check_non_negative(value: Optional[int], what: str) -> None:
-    if value is not None and value < 0:
-        raise UsageError(f"{what} must be >= 0, got {value}")
-
-
 def _check_writable_dir(path: str, what: str = "--out") -> Path:
-    """Create `path` if needed and prove it is writable with a probe file."""
+    """Check that `path` is a writable folder or can be made one, without making it: a probe file
+    is written and removed in the folder, or in its nearest existing parent. The command makes
+    the folder when its work starts, so a command refused later leaves no folder behind."""
     folder = Path(path)
     if folder.exists() and not folder.is_dir():
         raise UsageError(f"{what} {path!r} exists and is not a folder; expected a writable folder")
+    existing = folder
+    while not existing.exists() and existing.parent != existing:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UsageError(f"{what} {path!r} cannot be made: {str(existing)!r} is not a folder")
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / f".attnlab-write-test-{os.getpid()}"
+        probe = existing / f".attnlab-write-test-{os.getpid()}"
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as err:
-        raise UsageError(f"{what} {path!r} is not a writable folder ({err.strerror or err})") from None
+        raise UsageError(f"{what} {path!r} is not a writable folder ({existing}: {err.strerror or err})") from None
     return folder
+
+
+def _check_device(name: str, what: str = "--device") -> str:
+    """`name` if it names a device that is present (train.trainer.resolve_device), else one line
+    naming it and the available devices."""
+    from .train.trainer import resolve_device
+
+    try:
+        resolve_device(name)
+    except (ValueError, TypeError) as err:
+        raise UsageError(f"{what}: {_one_line(err)}") from None
+    return name
 
 
 def _parse_json_dict(text: Optional[str], what: str) -> dict:
@@ -210,18 +223,18 @@ TRAIN_FLAGS = {  # flag dest -> TrainConfig field (flags default to None = keep 
 
 
 def _train_config(args):
-    import yaml
-
-    from .train.config import TrainConfig
+    """The TrainConfig of `attnlab train`: the --config file, overridden by the flags, validated
+    once by TrainConfig (types, then values), then the names checked against the registries."""
+    from .train.config import TrainConfig, read_yaml_mapping
 
     base: dict = {}
     if args.config:
         try:
-            base = yaml.safe_load(Path(args.config).read_text()) or {}
-        except (OSError, yaml.YAMLError) as err:
-            raise UsageError(f"--config {args.config!r} cannot be read as YAML ({_one_line(err)})") from None
-        if not isinstance(base, dict):
-            raise UsageError(f"--config {args.config!r} must hold a mapping of TrainConfig fields")
+            base = read_yaml_mapping(args.config, "--config")
+        except ValueError as err:
+            raise UsageError(_one_line(err)) from None
+    if args.device is not None:
+        _check_device(args.device)
     for dest, name in TRAIN_FLAGS.items():
         value = getattr(args, dest)
         if value is not None:
@@ -238,26 +251,23 @@ def _train_config(args):
         base["milestones"] = args.milestones
     if args.image_size is not None:
         base["image_size"] = args.image_size[0] if len(args.image_size) == 1 else list(args.image_size)
-    augment = dict(base.get("augment") or {})
-    if args.crop_padding is not None:
-        augment["crop_padding"] = args.crop_padding
-    if args.flip is not None:
-        augment["flip"] = args.flip
-    base["augment"] = augment
+    augment = base.get("augment")
+    augment = {} if augment is None else augment       # `augment:` left empty in YAML
+    flags = {k: v for k, v in (("crop_padding", args.crop_padding), ("flip", args.flip)) if v is not None}
+    base["augment"] = {**augment, **flags} if isinstance(augment, dict) else augment   # a wrong type: TrainConfig names it
     if "model" not in base:
         raise UsageError("train: --model is required (see attnlab list models)")
     if "dataset" not in base:
         raise UsageError("train: --dataset is required (see attnlab list datasets)")
-    _check_model(base["model"])
-    if base.get("attention") is not None:
-        base["attention"] = _check_attention(base["attention"])
-    _check_dataset(base["dataset"])
-    for key in ("epochs", "seed", "max_bad_steps"):
-        _check_non_negative(base.get(key), f"--{key.replace('_', '-')}")
     try:
-        return TrainConfig.from_dict(base)
+        config = TrainConfig.from_dict(base)
     except (ValueError, TypeError) as err:
         raise UsageError(_one_line(err)) from None
+    _check_model(config.model)
+    _check_dataset(config.dataset)
+    _check_device(config.device)
+    attention = _check_attention(config.attention)
+    return config if attention == config.attention else config.replace(attention=attention)
 
 
 def cmd_train(args) -> int:
@@ -268,12 +278,6 @@ def cmd_train(args) -> int:
     from .train.trainer import NonFiniteLossError, TrainingInterrupted, train
 
     config = _train_config(args)
-    from .train.trainer import resolve_device
-
-    try:
-        resolve_device(config.device)
-    except (ValueError, RuntimeError) as err:
-        raise UsageError(f"--device: {_one_line(err)}") from None
     if Path(args.out).is_dir() and not launched_by_torchrun():   # another run writing there: say so first
         try:
             lock_run_folder(args.out).release()
@@ -370,9 +374,6 @@ def cmd_compare(args) -> int:
     attentions = None
     if args.attentions:
         attentions = [a if a.lower() == "none" else _check_attention(a) for a in args.attentions]
-    for seed in args.seeds or []:
-        _check_non_negative(seed, "--seeds")
-    _check_non_negative(args.epochs, "--epochs")
     dataset = _check_dataset(args.dataset) if args.dataset else None
     try:
         from .train import compare as compare_mod
@@ -383,16 +384,21 @@ def cmd_compare(args) -> int:
         if args.preset not in presets:
             raise UsageError(f"unknown preset {args.preset!r}; accepted: {', '.join(presets)}")
     _check_writable_dir(args.out)
-    if dataset and models:
-        for model in models:
-            _check_model_takes_data(model, dataset)
+    from .data.datasets import DatasetError
+    from .train.checkpoint import CheckpointError
     from .train.distributed import current_context, shutdown_distributed
 
+    try:  # every variant, seed, model shape, the device and the data, checked before any work
+        plan = compare_mod.plan_compare(preset=args.preset, models=models, attentions=attentions, seeds=args.seeds,
+                                        epochs=args.epochs, dataset=dataset, data_dir=args.data_dir)
+    except (ValueError, TypeError) as err:
+        raise UsageError(f"compare: {_one_line(err)}") from None
     try:  # under torchrun run_compare spreads the runs over the ranks; rank 0 writes the report
-        folder = compare_mod.run_compare(preset=args.preset, models=models, attentions=attentions, seeds=args.seeds,
-                                         epochs=args.epochs, dataset=dataset, data_dir=args.data_dir,
-                                         out_root=args.out, progress=False if args.no_progress else _progress_line)
+        folder = compare_mod.run_compare(plan=plan, out_root=args.out,
+                                         progress=False if args.no_progress else _progress_line)
         is_main = current_context().is_main
+    except (DatasetError, CheckpointError) as err:   # the same line whether the run failed here or in a worker
+        raise UsageError(_one_line(err)) from None
     finally:
         shutdown_distributed()
     if is_main:
@@ -406,7 +412,12 @@ def cmd_report(args) -> int:
         raise UsageError(f"report: RUN_DIR {args.run_dir!r} is not a folder; expected a run folder made by "
                          "`attnlab compare`")
     from .report import build_report
+    from .report.builder import read_run_folder
 
+    try:  # every file the report reads, checked before any work
+        read_run_folder(run_dir)
+    except (ValueError, TypeError) as err:
+        raise UsageError(f"report: {_one_line(err)}") from None
     print(build_report(run_dir))
     return 0
 
@@ -422,14 +433,18 @@ def cmd_bench(args) -> int:
             attentions = [None if a == "none" else resolve_attention_name(a) for a in args.attentions]
     except ValueError as err:
         raise UsageError(f"bench: {err}") from None
-    if any(b < 1 for b in args.batch_sizes) or args.repeats < 1:
-        raise UsageError(f"bench: --batch-sizes {args.batch_sizes} and --repeats {args.repeats} must be >= 1")
-    from .measure.bench import format_markdown, run_bench, write_results
+    _check_device(args.device)
+    if args.out:
+        _check_writable_dir(args.out)
+    from .measure.bench import BenchArgumentError, format_markdown, run_bench, write_results
 
     command = "attnlab " + " ".join(args.argv)
-    rows = run_bench(models=models, attentions=attentions, batch_sizes=tuple(args.batch_sizes),
-                     image_size=args.image_size, repeats=args.repeats, device=args.device,
-                     reference=args.reference, command=command, progress=_progress_line)
+    try:  # every argument (sizes, batches, repeats, each model at the image size) is checked before any timing
+        rows = run_bench(models=models, attentions=attentions, batch_sizes=tuple(args.batch_sizes),
+                         image_size=args.image_size, repeats=args.repeats, device=args.device,
+                         reference=args.reference, command=command, progress=_progress_line)
+    except BenchArgumentError as err:
+        raise UsageError(_one_line(err).replace("run_bench: ", "bench: ", 1)) from None
     if args.out:
         for path in write_results(rows, args.out, command=command):
             print(path)
