@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._args import check_positive_int, check_positive_number
+from ..checks import check_positive_int, check_positive_number
 from .base import AttentionModule
 from ._gating import gate_scale, pooled
 

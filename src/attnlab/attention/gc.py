@@ -52,7 +52,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-from ._args import check_choice, reduced_channels
+from ..checks import check_choice
+from ._width import reduced_channels
 from ._gating import _GradientLink
 from .base import AttentionModule, is_channels_last
 

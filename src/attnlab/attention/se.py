@@ -42,7 +42,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._args import check_choice, reduced_channels
+from ..checks import check_choice
+from ._width import reduced_channels
 from ._gating import gate_scale, pooled
 from .base import AttentionModule
 

@@ -53,7 +53,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._args import check_int
+from ..checks import check_int
 from .base import AttentionModule, init_conv_weights
 
 MASK_ACTIVATIONS = ("mixed", "spatial", "channel")

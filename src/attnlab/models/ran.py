@@ -68,7 +68,7 @@ from typing import Optional, Sequence
 import torch
 from torch import nn
 
-from ..attention._args import check_int
+from ..checks import check_int
 from ..attention.base import AttentionModule
 from ..attention.soft_mask import SoftMaskBranch
 from .layers import RESIDUAL_POSITIONS, Backbone, ClassifierHead, ConvNormAct, Placement, init_conv_weights

@@ -1,4 +1,5 @@
-"""Argument checks shared by the attention modules (not a mechanism).
+"""Argument checks shared by every layer of attnlab (the bottom of the import graph: it imports
+nothing of attnlab).
 
 Each helper raises early, naming the module, the argument, the received value and what was
 expected, so that a wrong setting fails at construction instead of deep inside a forward pass.
@@ -37,13 +38,19 @@ def check_choice(owner: str, name: str, value, options: Sequence[str]) -> str:
     return value
 
 
-def reduced_channels(owner: str, channels: int, reduction, min_channels: int = 1) -> int:
-    """The bottleneck width C / r of the SE, CBAM and GC transforms: floor(C / r), at least
-    `min_channels`. A reduction larger than the channel count is refused: C / r < 1 hidden unit
-    is not a bottleneck but a mistake (r = 16 on a 16-channel CIFAR stage is allowed: one unit)."""
-    check_positive_number(owner, "reduction", reduction)
-    check_positive_int(owner, "min_channels", min_channels)
-    if reduction > channels:
-        raise ValueError(f"{owner}: reduction {reduction!r} is larger than the {channels} channels; expected "
-                         f"reduction <= channels (at least one hidden unit: C / r >= 1)")
-    return max(int(min_channels), int(channels // reduction))
+def check_bool(owner: str, name: str, value) -> bool:
+    """`value` if it is True or False (not 0 / 1 or a string), else a TypeError naming it."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{owner}: {name} must be True or False, got {type(value).__name__} {value!r}")
+    return value
+
+
+def check_number(owner: str, name: str, value, low: float | None = None, high: float | None = None) -> float:
+    """`value` as a finite real number in [low, high] (either bound optional), else a ValueError."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or value != value or abs(value) == float("inf"):
+        raise ValueError(f"{owner}: {name} must be a finite number, got {value!r}")
+    if (low is not None and value < low) or (high is not None and value > high):
+        bounds = f"in [{low}, {high}]" if low is not None and high is not None else (
+            f">= {low}" if low is not None else f"<= {high}")
+        raise ValueError(f"{owner}: {name} must be {bounds}, got {value!r}")
+    return float(value)
