@@ -13,6 +13,6 @@ python3 -m venv "$venv"
   echo "# Every package the README's two commands install, pinned, so that a fresh machine resolves"
   echo "# what the suite was last run with. Refreshed on purpose by tools/refresh_constraints.sh,"
   echo "# never by accident: a new release cannot change what CI installs until this file changes."
-  "$venv/bin/pip" freeze --exclude-editable | sed 's/+cpu$//' | sort -f
+  "$venv/bin/pip" freeze --all --exclude-editable | grep -v "^pip==" | sed 's/+cpu$//' | sort -f
 } > constraints.txt
 echo "wrote constraints.txt ($(grep -c '==' constraints.txt) pins) from $venv"
