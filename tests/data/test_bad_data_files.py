@@ -3,6 +3,7 @@ one is refused with one DatasetError naming the file, in the main process and in
 worker alike; every IDX type code that can hold images loads faithfully."""
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import struct
 import warnings
@@ -12,8 +13,9 @@ import numpy as np
 import pytest
 import torch
 
-from attnlab.data import datasets as ds
-from attnlab.data.datasets import DatasetError, DatasetSplits, ImageDecodeError, load_dataset, read_idx
+from attnlab.data import datasets as ds, imagefolder
+from attnlab.data.datasets import DatasetError, DatasetSplits, ImageDecodeError, load_dataset
+from attnlab.data.idx import read_idx
 
 IDX_CODES = {np.dtype(np.uint8): 0x08, np.dtype(np.int8): 0x09, np.dtype(">i2"): 0x0B, np.dtype(">i4"): 0x0C,
              np.dtype(">f4"): 0x0D, np.dtype(">f8"): 0x0E}
@@ -47,7 +49,8 @@ def write_set(folder, images=None, labels=None, test_images=None, test_labels=No
 def _no_system_copy(monkeypatch, tmp_path):
     """The Debian copy of (Fashion-)MNIST must never stand in for the bad files of a test."""
     for name in ("mnist", "fashion-mnist"):
-        monkeypatch.setitem(ds.SYSTEM_DATA_DIRS, name, tmp_path / "no-system-copy")
+        entry = dataclasses.replace(ds.DATASETS[name], system_dirs=(tmp_path / "no-system-copy",))
+        monkeypatch.setitem(ds.DATASETS, name, entry)
     ds._CACHE.clear()
 
 
@@ -300,15 +303,15 @@ def test_decompression_bomb_png_is_refused_naming_the_file(tmp_path, width, heig
         with pytest.raises(ImageDecodeError) as err:
             load_dataset("imagefolder", data_dir=tmp_path, image_size=8)
     msg = str(err.value)
-    assert str(bomb) in msg and "decompression bomb" in msg and str(ds.MAX_IMAGE_PIXELS) in msg
+    assert str(bomb) in msg and "decompression bomb" in msg and str(imagefolder.MAX_IMAGE_PIXELS) in msg
 
 
 def test_pixel_limit_is_the_stated_one(tmp_path):
     (tmp_path / "edge.png").write_bytes(png_bytes(64, 32))
-    assert ds.decode_image(tmp_path / "edge.png", (4, 4), max_pixels=64 * 32).shape == (4, 4, 3)
+    assert imagefolder.decode_image(tmp_path / "edge.png", (4, 4), max_pixels=64 * 32).shape == (4, 4, 3)
     with pytest.raises(ImageDecodeError, match="64 x 32 = 2048 pixels, more than the 2047"):
-        ds.decode_image(tmp_path / "edge.png", (4, 4), max_pixels=64 * 32 - 1)
-    assert ds.MAX_IMAGE_PIXELS == 8192 * 8192
+        imagefolder.decode_image(tmp_path / "edge.png", (4, 4), max_pixels=64 * 32 - 1)
+    assert imagefolder.MAX_IMAGE_PIXELS == 8192 * 8192
 
 
 @pytest.mark.parametrize("content", ["truncated", "text", "empty"])
@@ -340,7 +343,7 @@ def test_bad_image_in_a_dataloader_worker_gets_the_same_one_line(tmp_path):
 def test_own_message_is_taken_out_of_a_reraised_worker_traceback():
     text = ("Caught ImageDecodeError in DataLoader worker process 3.\nOriginal Traceback (most recent call last):\n"
             '  File "x.py", line 1, in f\n    raise ImageDecodeError(m)\n'
-            "attnlab.data.datasets.ImageDecodeError: cannot decode image /d/a.png: broken\n")
+            "attnlab.data.splits.ImageDecodeError: cannot decode image /d/a.png: broken\n")
     assert str(ImageDecodeError(text)) == "cannot decode image /d/a.png: broken"
     assert str(ImageDecodeError("Caught you")) == "Caught you"
 

@@ -1,6 +1,7 @@
 """Each loader on small files made here in the real format; missing / corrupt data -> clear errors."""
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import pickle
 import struct
@@ -67,7 +68,8 @@ def test_idx_truncated_file_is_refused_with_what_and_where(tmp_path):
 
 
 def test_missing_fashion_mnist_says_how_to_get_it(tmp_path, monkeypatch):
-    monkeypatch.setitem(ds.SYSTEM_DATA_DIRS, "fashion-mnist", tmp_path / "nowhere")
+    entry = dataclasses.replace(ds.DATASETS["fashion-mnist"], system_dirs=(tmp_path / "nowhere",))
+    monkeypatch.setitem(ds.DATASETS, "fashion-mnist", entry)
     with pytest.raises(DatasetError) as err:
         load_dataset("fashion-mnist", data_dir=tmp_path)
     msg = str(err.value)
