@@ -2,7 +2,7 @@
 
 Runs `attnlab.measure.bench.run_bench` once per model (each model with its own batch sizes and
 input size: CIFAR nets at 32 px, ImageNet nets at their native size), with the reference
-builders of benchmarks/_reference.py, and writes one Markdown table and one CSV under
+builders of `attnlab.measure.reference`, and writes one Markdown table and one CSV under
 benchmarks/results/ (with the machine, library versions, load and the command).
 
     python benchmarks/bench_models.py                          # the default set (long on a CPU)
@@ -23,12 +23,9 @@ import sys
 import torch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
 
-import _reference  # noqa: E402  (defines the torchvision op schemas before timm is imported)
-
-import attnlab  # noqa: E402
-from attnlab.measure import bench  # noqa: E402
+import attnlab
+from attnlab.measure import bench, reference
 
 SMALL_INPUT = 64  # models whose native input is at most this (CIFAR, MNIST) use the "small" settings
 
@@ -82,14 +79,14 @@ def main(argv=None):
         try:
             rows += bench.run_bench(models=[name], attentions=attentions, device=args.device,
                                     reference=not args.no_reference,
-                                    reference_builders=_reference.reference_builders,
                                     memory_formats=tuple(args.memory_formats),
                                     measure_memory=not args.no_memory, **kw)
         except (NotImplementedError, RuntimeError, ValueError, TypeError) as err:  # keep the other models
             failed.append(f"{name}: {type(err).__name__}: {err}".splitlines()[0][:200])
             print(f"[bench_models] {name} failed: {failed[-1]}", file=sys.stderr, flush=True)
     info = bench.machine_info(args.device)
-    info.update(_reference.versions())
+    if not args.no_reference:
+        info.update(reference.versions())
     info["load_average_1m_at_start"] = round(load_before, 2)
     if failed:
         info["not_measured"] = " | ".join(failed)

@@ -2,7 +2,7 @@
 
 For every (batch size, resolution) of the grid, attnlab's ResNet-20 without attention, with each
 attention module, and with timm's SE / ECA / CBAM / GC modules swapped into the same network
-(benchmarks/_reference.py) are timed interleaved (`attnlab.measure.bench.run_bench`); the
+(`attnlab.measure.reference`) are timed interleaved (`attnlab.measure.bench.run_bench`); the
 overhead is step time with the module / without - 1 (min / median / max over repeats), for the
 training step and for inference at that batch size.
 
@@ -23,11 +23,8 @@ import sys
 import torch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
 
-import _reference  # noqa: E402  (defines the torchvision op schemas before timm is imported)
-
-from attnlab.measure import bench  # noqa: E402
+from attnlab.measure import bench, reference
 
 COLUMNS = ("model", "memory_format", "batch", "image_size", "attention", "implementation", "label",
            "overhead_train_min", "overhead_train_median", "overhead_train_max", "overhead_train_best",
@@ -67,13 +64,14 @@ def main(argv=None):
             rows = bench.run_bench(
                 models=[args.model], attentions=[None, *args.attentions], batch_sizes=(batch,),
                 image_size=res, repeats=args.repeats, reference=not args.no_reference,
-                reference_builders=_reference.reference_builders, memory_formats=(args.memory_format,),
+                memory_formats=(args.memory_format,),
                 modes=("train", "infer_large"), measure_memory=False, min_sample_s=args.min_sample_s,
                 matmul_size=256 if args.quick else 2048, warmup=1 if args.quick else 2)
             for r in rows:
                 table.append({k: r.get(k) for k in COLUMNS} | {"batch": batch, "image_size": res})
     info = bench.machine_info()
-    info.update(_reference.versions())
+    if not args.no_reference:
+        info.update(reference.versions())
     info["load_average_1m_at_start"] = round(load_before, 2)
     command = "python " + " ".join(shlex.quote(a) for a in [os.path.relpath(__file__)] + (argv or sys.argv[1:]))
     stem = args.tag or "overhead_" + datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%S")

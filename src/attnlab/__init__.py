@@ -5,10 +5,9 @@
     with attnlab.capture(m) as rec:
         m(x)
 """
+from ._version import __version__
 from .attention import create_attention, list_attention
 from .explain.capture import capture
 from .models import Placement, create_model, list_models
-
-__version__ = "0.1.0"
 __all__ = ["create_attention", "list_attention", "create_model", "list_models", "Placement", "capture",
            "__version__"]

@@ -666,7 +666,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="interleaved rounds; ratios are summarised over them (default: %(default)s)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: %(default)s)")
     p.add_argument("--reference", action="store_true",
-                   help="also time the timm/torchvision twins; needs benchmarks/_reference.py and both packages "
+                   help="also time the timm/torchvision twins; needs both packages installed "
                         "(default: off)")
     p.add_argument("--out", help="folder for results.csv and results.md (default: none, print the table)")
     p.set_defaults(func=cmd_bench)

@@ -4,7 +4,8 @@ import torch
 from torch import nn
 
 from attnlab.measure.cost import (PeakMemoryTracker, count_elementwise, count_flops, count_params,
-                                  inference_latency, measure_costs, peak_memory, train_step_time)
+                                  inference_latency, measure_costs, peak_memory, peak_memory_bytes,
+                                  train_step_time)
 
 
 def test_conv_flops_closed_form():
@@ -121,3 +122,15 @@ def test_measure_costs_times_a_channels_last_copy_when_asked():
     assert cl["memory_format"] == "channels_last" and seen and all(seen)   # every timed input is channels_last
     assert model[1].weight.is_contiguous()                                  # the caller's model is untouched
     assert cl["params"] == plain["params"] and cl["flops"] == plain["flops"]
+
+
+def test_peak_memory_sees_temporaries():
+    x = torch.zeros(1000)  # 4000 bytes live before the call
+
+    def make_temporaries():
+        a = torch.ones(250_000)   # 1 MB
+        b = a * 2                 # another 1 MB while a is alive
+        return float(b[0])
+
+    peak = peak_memory_bytes(make_temporaries, "cpu", [x])
+    assert 2_000_000 + 4000 <= peak < 3_000_000

@@ -1,16 +1,17 @@
 """`attnlab bench`: speed, memory and cost of attnlab's models side by side with reference builds.
 
-Not a paper's method: the measurement protocol of issue 6. For every model (and attention) it
+Not a paper's method: a measurement protocol of its own. For every model (and attention) it
 measures, in one process and interleaved with the reference implementations of the same
 architecture (timm, torchvision: A B A B ...):
 
 * training step throughput (images/s): forward, cross-entropy, backward and an SGD step
   (momentum 0.9), gradients set to None each step, random inputs and labels;
 * inference throughput at batch 1 and at a large batch (eval mode, `torch.inference_mode`);
-* peak memory of one training step and of one large-batch inference (`peak_memory_bytes`, which
-  uses measure/cost.py's tracker on the CPU);
-* parameters and FLOPs (`torch.utils.flop_counter`: a multiply-add counts 2 FLOPs, convolutions
-  and matrix products only; papers' "GFLOPs" are usually multiply-adds, i.e. half of this);
+* peak memory of one training step and of one large-batch inference (measure/cost.py's
+  `peak_memory_bytes`);
+* parameters and FLOPs (measure/cost.py's `count_flops_of`: a multiply-add counts 2 FLOPs,
+  convolutions and matrix products only; papers' "GFLOPs" are usually multiply-adds, i.e. half of
+  this);
 * the machine's limit: a large square fp32 matrix product timed as one more member of the
   training loop's interleaving, and each model's achieved training FLOP/s as a fraction of it
   (computed per repeat, then the median).
@@ -33,36 +34,38 @@ Each round times every candidate once, starting one candidate later than the pre
 * ``train_frac_matmul`` = (training FLOPs per step / step time)_r / (matmul FLOP/s)_r, median
   over r; ``train_frac_matmul_best`` divides the fastest step by the fastest matmul.
 
-Protocol choices (not from a paper): fp32 only on CPU (bf16 on this CPU class is ~100x slower);
-on CUDA bf16 autocast and `torch.compile` variants are added. channels_last and contiguous are
-both measured by default, each on its own copy of the weights, interleaved in the same loop. Each sample runs enough iterations to last ``min_sample_s`` (the
+Protocol choices (not from a paper): fp32 only on CPU (bf16 autocast on a CPU without bf16
+matrix units is about 100x slower); on CUDA bf16 autocast and `torch.compile` variants are added.
+channels_last and contiguous are both measured by default, each on its own copy of the weights,
+interleaved in the same loop. Each sample runs enough iterations to last ``min_sample_s`` (the
 count is calibrated once per candidate after warm-up and then kept fixed). The reference
-implementations are imported by the benchmark scripts, never here: ``reference_builders`` is a
-callable supplied by ``benchmarks/_reference.py`` (it needs a torchvision import workaround
-that does not belong in the library).
+implementations come from measure/reference.py (``reference_builders``), which imports timm and
+torchvision only when reference rows are asked for; any other callable of the same shape can be
+passed instead.
 """
 from __future__ import annotations
 
 import copy
 import csv
 import dataclasses
-import importlib.util
 import math
 import os
 import platform
 import statistics
 import sys
 import time
-import warnings
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..models.registry import _MODELS, create_model, list_models
-from .cost import PeakMemoryTracker, _tensor_bytes
+from .._version import __version__
+from ..checks import check_int, check_number
+from ..models.registry import create_model, list_models, model_family
+from . import reference as reference_twins
+from .cost import count_flops_of, peak_memory_bytes, sync
 
 RESNET_DEFAULTS = ("resnet20", "resnet50")
 RESNET_ATTENTIONS = (None, "se", "eca", "cbam", "gc", "non_local")
@@ -92,44 +95,6 @@ class BenchArgumentError(ValueError):
 
 
 # --------------------------------------------------------------------------- small measurements
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def peak_memory_bytes(fn: Callable[[], object], device: torch.device | str = "cpu",
-                      live_tensors: Iterable[torch.Tensor] = ()) -> int:
-    """Peak bytes of tensor memory while `fn()` runs, plus the bytes of `live_tensors`.
-
-    CUDA: the caching allocator's peak (`torch.cuda.max_memory_allocated`, reset first), which
-    already includes every live tensor, so `live_tensors` is ignored. CPU: the allocator keeps
-    no peak, so measure/cost.py's `PeakMemoryTracker` (a dispatch mode that follows every storage
-    an aten op creates until it is freed) gives the transient peak, and the tensors that existed
-    before (`live_tensors`: parameters, buffers, optimizer state, inputs; each storage once) are
-    added. Allocator padding is not seen: a lower bound of what the process needs.
-    """
-    device = torch.device(device)
-    if device.type == "cuda":
-        _sync(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        fn()
-        _sync(device)
-        return int(torch.cuda.max_memory_allocated(device))
-    tracker = PeakMemoryTracker()
-    with tracker:
-        fn()
-    return int(_tensor_bytes(live_tensors) + tracker.peak_bytes)
-
-
-def count_flops(fn: Callable[[], object]) -> int:
-    """FLOPs (multiply-add = 2) of convolutions and matrix products executed by `fn()`."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    with FlopCounterMode(display=False) as counter:
-        fn()
-    return int(counter.get_total_flops())
-
-
 def _min_median_max(values: Sequence[float]) -> tuple[float, float, float]:
     return min(values), statistics.median(values), max(values)
 
@@ -159,11 +124,11 @@ def matmul_sample(size: int, device: torch.device, iters: int = 1) -> float:
     a = torch.randn(size, size, device=device)
     b = torch.randn(size, size, device=device)
     torch.mm(a, b)
-    _sync(device)
+    sync(device)
     t0 = time.perf_counter()
     for _ in range(iters):
         torch.mm(a, b)
-    _sync(device)
+    sync(device)
     return (time.perf_counter() - t0) / iters
 
 
@@ -259,11 +224,11 @@ class _Runner:
 
 
 def _time_iters(fn: Callable[[], None], iters: int, device: torch.device) -> float:
-    _sync(device)
+    sync(device)
     t0 = time.perf_counter()
     for _ in range(iters):
         fn()
-    _sync(device)
+    sync(device)
     return (time.perf_counter() - t0) / iters
 
 
@@ -301,8 +266,7 @@ def default_models() -> list[str]:
     for family, preferred in OTHER_FAMILY_PREFERENCES.items():
         pick = next((n for n in preferred if n in names), None)
         if pick is None:
-            module = f"attnlab.models.{family}"
-            pick = next((n for n in names if _MODELS[n].__module__ == module), None)
+            pick = next((n for n in names if model_family(n) == family), None)
         if pick is not None and pick not in chosen:
             chosen.append(pick)
     return chosen
@@ -312,21 +276,10 @@ def _default_attentions(model_name: str) -> tuple:
     return RESNET_ATTENTIONS if model_name in RESNET_DEFAULTS else (None,)
 
 
-def load_reference_builders(path: str | os.PathLike = os.path.join("benchmarks", "_reference.py")):
-    """`reference_builders` from the benchmark helper file at `path` (None if it is absent).
-
-    The file is loaded by path so that the library never imports timm or torchvision itself."""
-    if not os.path.isfile(path):
-        return None
-    spec = importlib.util.spec_from_file_location("attnlab_bench_reference", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return getattr(module, "reference_builders")
-
-
 # --------------------------------------------------------------------------- the benchmark
 def _check_args(models, attentions, batch_sizes, image_size, repeats, device, precisions,
                 memory_formats, modes, train_batch_size=None, warmup=0, min_sample_s=1.0, matmul_size=0):
+    """TypeError for a wrong kind of list; BenchArgumentError (a ValueError) for a bad value."""
     if models is not None and (isinstance(models, str) or not all(isinstance(m, str) for m in models)):
         raise TypeError(f"run_bench: models must be a list of model names, got {models!r}")
     if attentions is not None and (isinstance(attentions, str)
@@ -341,24 +294,22 @@ def _check_args(models, attentions, batch_sizes, image_size, repeats, device, pr
                     and all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in image_size))
         if not ok:
             raise BenchArgumentError(f"run_bench: image_size must be None, an int >= 1 or (H, W), got {image_size!r}")
-    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
-        raise BenchArgumentError(f"run_bench: repeats must be an int >= 1, got {repeats!r}")
+    try:
+        check_int("run_bench", "repeats", repeats, 1)
+        if train_batch_size is not None:
+            check_int("run_bench", "train_batch_size", train_batch_size, 1)
+        check_int("run_bench", "warmup", warmup, 0)
+        check_number("run_bench", "min_sample_s", min_sample_s, low=0)
+        check_int("run_bench", "matmul_size", matmul_size, 0)
+    except ValueError as err:
+        raise BenchArgumentError(str(err)) from None
     train_batch = train_batch_size if train_batch_size is not None else max(batch_sizes)
-    if isinstance(train_batch, bool) or not isinstance(train_batch, int) or train_batch < 1:
-        raise BenchArgumentError(f"run_bench: train_batch_size must be None or an int >= 1, got {train_batch_size!r}")
     if "train" in modes and train_batch < 2:
         raise BenchArgumentError(f"run_bench: the training batch (train_batch_size, else the largest of batch_sizes "
                                  f"{list(batch_sizes)}) must hold 2 or more images: batch norm needs them in training")
-    if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
-        raise BenchArgumentError(f"run_bench: warmup must be an int >= 0, got {warmup!r}")
-    if (isinstance(min_sample_s, bool) or not isinstance(min_sample_s, (int, float))
-            or not math.isfinite(min_sample_s) or min_sample_s < 0):
-        raise BenchArgumentError(f"run_bench: min_sample_s must be a finite number >= 0, got {min_sample_s!r}")
-    if isinstance(matmul_size, bool) or not isinstance(matmul_size, int) or matmul_size < 0:
-        raise BenchArgumentError(f"run_bench: matmul_size must be an int >= 0, got {matmul_size!r}")
     if device.type == "cpu" and "bf16" in precisions:
-        raise BenchArgumentError("run_bench: precision 'bf16' is refused on CPU (about 100x slower than fp32 "
-                         "on this CPU class); use precisions=('fp32',)")
+        raise BenchArgumentError("run_bench: precision 'bf16' is refused on CPU (bf16 autocast is about 100x slower "
+                                 "than fp32 on a CPU without bf16 matrix units); use precisions=('fp32',)")
     bad = [p for p in precisions if p not in ("fp32", "bf16")]
     if bad:
         raise BenchArgumentError(f"run_bench: unknown precision(s) {bad}; expected 'fp32' or 'bf16'")
@@ -407,11 +358,12 @@ def run_bench(models: Optional[Sequence[str]] = None, attentions: Optional[Seque
         image_size: input H = W (int) or (H, W); None = each model's native `input_size`.
         repeats: interleaved rounds; ratios and overheads are summarised over them.
         device: "cpu" or "cuda[:i]"; the inputs, models and timings live there.
-        reference: also build the reference implementations (needs `reference_builders`, or the
-            file benchmarks/_reference.py under the working directory).
+        reference: also build the reference implementations: `reference_builders`, by default
+            measure/reference.py's timm and torchvision twins (BenchArgumentError, before any
+            timing, when those packages are not installed).
         out_dir: when given, results.csv and results.md are written there (`write_results`).
         reference_builders: callable (model_name, attention, num_classes) -> {label: module};
-            labels are "implementation:name". Supplied by benchmarks/_reference.py.
+            labels are "implementation:name". Default: measure/reference.py's.
         train_batch_size: the training batch (default: the largest of `batch_sizes`).
         memory_formats: subset of ("channels_last", "contiguous"); each is a separate variant.
         precisions: ("fp32",) on CPU (bf16 refused there); default ("fp32", "bf16") on CUDA.
@@ -450,10 +402,11 @@ def run_bench(models: Optional[Sequence[str]] = None, attentions: Optional[Seque
     if image_size is not None:    # each model's native size always fits it
         _check_models_take_size(models, image_size)
     if reference and reference_builders is None:
-        reference_builders = load_reference_builders()
-        if reference_builders is None:
-            warnings.warn("run_bench: reference=True but no reference_builders given and no "
-                          "benchmarks/_reference.py found; measuring attnlab's models only")
+        try:
+            reference_twins.require_packages()
+        except ValueError as err:
+            raise BenchArgumentError(f"run_bench: {err}") from None
+        reference_builders = reference_twins.reference_builders
     small_batch, large_batch = min(batch_sizes), max(batch_sizes)
     train_batch = train_batch_size or large_batch
     batches = {"train": train_batch, "infer_bs1": small_batch, "infer_large": large_batch}
@@ -580,9 +533,9 @@ def _count_group_flops(candidates: list[Candidate], size) -> None:
         was_training = m.training
         with torch.no_grad():
             m.eval()
-            c.flops_fwd_per_image = count_flops(lambda: m(x[:1]))
+            c.flops_fwd_per_image = count_flops_of(lambda: m(x[:1]))["flops"]
             m.train()  # batch 2: train-mode batch norm needs more than one value per channel
-            c.flops_train_per_image = TRAIN_FLOPS_PER_FORWARD * count_flops(lambda: m(x)) // 2
+            c.flops_train_per_image = TRAIN_FLOPS_PER_FORWARD * count_flops_of(lambda: m(x))["flops"] // 2
         m.train(was_training)
 
 
@@ -667,7 +620,6 @@ def machine_info(device: str | torch.device = "cpu") -> dict:
         mod = sys.modules.get(name)
         if mod is not None:
             info[name] = getattr(mod, "__version__", "?")
-    from .. import __version__
     info["attnlab"] = __version__
     device = torch.device(device)
     if device.type == "cuda":

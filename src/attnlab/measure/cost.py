@@ -44,6 +44,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 from torch.utils.flop_counter import FlopCounterMode
 
+from ..checks import check_int, check_positive_int
+
 
 # --------------------------------------------------------------------------------------------- input
 
@@ -97,11 +99,6 @@ def _is_channels_last(model: nn.Module) -> bool:
     return False
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 class _EvalMode:
     """Put a model in eval (or train) mode and restore each submodule's flag afterwards."""
 
@@ -134,9 +131,18 @@ def count_flops(model: nn.Module, input_shape, by_op: bool = False) -> dict:
     `by_op`, 'by_op': {aten op name: flops}.
     """
     x = make_input(model, input_shape)
+    with _EvalMode(model), torch.no_grad():
+        return count_flops_of(lambda: model(x), by_op=by_op)
+
+
+def count_flops_of(fn: Callable[[], object], by_op: bool = False) -> dict:
+    """FLOPs of the convolutions and matrix products that `fn()` executes, counted by
+    torch.utils.flop_counter.FlopCounterMode (a multiply-add = 2 FLOPs). Returns {'flops', 'macs'}
+    and, with `by_op`, 'by_op': {aten op name: flops}. The caller sets the mode (train / eval)
+    and the grad mode: a backward run inside `fn` is counted too."""
     counter = FlopCounterMode(display=False)
-    with _EvalMode(model), torch.no_grad(), counter:
-        model(x)
+    with counter:
+        fn()
     flops = int(counter.get_total_flops())
     out = {"flops": flops, "macs": flops // 2}
     if by_op:
@@ -216,13 +222,18 @@ def count_elementwise(model: nn.Module, input_shape, by_op: bool = False) -> dic
 
 # --------------------------------------------------------------------------------------------- timing
 
+def sync(device: torch.device) -> None:
+    """Wait for the work queued on `device` (CUDA runs asynchronously; the CPU needs no wait), so
+    that a clock read after it sees the work done."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 class _Threads:
     """Run a block with `n` intra-op CPU threads (None: leave torch's setting), then restore."""
 
-    def __init__(self, n: Optional[int]):
-        if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
-            raise ValueError(f"threads must be None or an int >= 1, got {n!r}")
-        self.n = n
+    def __init__(self, n: Optional[int], owner: str):
+        self.n = n if n is None else check_int(owner, "threads", n, 1)
 
     def __enter__(self):
         self.old = torch.get_num_threads()
@@ -234,18 +245,17 @@ class _Threads:
         return False
 
 
-def _median_time(fn: Callable[[], object], device: torch.device, repeats: int, warmup: int) -> float:
-    for what, v, lo in (("repeats", repeats, 1), ("warmup", warmup, 0)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < lo:
-            raise ValueError(f"{what} must be an int >= {lo}, got {v!r}")
+def _median_time(fn: Callable[[], object], device: torch.device, repeats: int, warmup: int, owner: str) -> float:
+    check_int(owner, "repeats", repeats, 1)
+    check_int(owner, "warmup", warmup, 0)
     for _ in range(warmup):
         fn()
     times = []
     for _ in range(repeats):
-        _sync(device)
+        sync(device)
         t0 = time.perf_counter()
         fn()
-        _sync(device)
+        sync(device)
         times.append(time.perf_counter() - t0)
     return float(statistics.median(times))
 
@@ -256,8 +266,8 @@ def inference_latency(model: nn.Module, input_shape, batch_size: int = 1, repeat
     (`threads`: CPU threads during the measurement; None keeps torch's setting)."""
     x = make_input(model, input_shape, batch_size=batch_size)
     device = x.device
-    with _EvalMode(model), torch.no_grad(), _Threads(threads):
-        return _median_time(lambda: model(x), device, repeats, warmup)
+    with _EvalMode(model), torch.no_grad(), _Threads(threads, "inference_latency"):
+        return _median_time(lambda: model(x), device, repeats, warmup, "inference_latency")
 
 
 def _sgd(model: nn.Module) -> torch.optim.Optimizer:
@@ -293,13 +303,14 @@ def train_step_time(model: nn.Module, input_shape, batch_size: int = 32, repeats
         loss.backward()
         opt.step()
 
-    with _EvalMode(work, train=True), _Threads(threads):
-        return _median_time(step, x.device, repeats, warmup)
+    with _EvalMode(work, train=True), _Threads(threads, "train_step_time"):
+        return _median_time(step, x.device, repeats, warmup, "train_step_time")
 
 
 # --------------------------------------------------------------------------------------------- memory
 
-def _tensor_bytes(tensors: Iterable[torch.Tensor]) -> int:
+def tensor_bytes(tensors: Iterable[Optional[torch.Tensor]]) -> int:
+    """Bytes of the storages behind `tensors`, each storage counted once (None entries skipped)."""
     seen, total = set(), 0
     for t in tensors:
         if t is None:
@@ -345,13 +356,43 @@ class PeakMemoryTracker(TorchDispatchMode):
         return out
 
 
-def _state_bytes(model: nn.Module, opt: Optional[torch.optim.Optimizer] = None) -> int:
+def _measure_peak(fn: Callable[[], object], device: torch.device,
+                  live_tensors: Iterable[torch.Tensor]) -> tuple[int, int, str]:
+    """(bytes before, peak bytes while `fn()` runs, method); see `peak_memory_bytes`."""
+    if device.type == "cuda":
+        sync(device)
+        state = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        fn()
+        sync(device)
+        return int(state), int(torch.cuda.max_memory_allocated(device)), "torch.cuda.max_memory_allocated"
+    state = tensor_bytes(live_tensors)
+    tracker = PeakMemoryTracker()
+    with tracker:
+        fn()
+    return int(state), int(state + tracker.peak_bytes), "dispatch-mode live storages"
+
+
+def peak_memory_bytes(fn: Callable[[], object], device: torch.device | str = "cpu",
+                      live_tensors: Iterable[torch.Tensor] = ()) -> int:
+    """Peak bytes of tensor memory while `fn()` runs, plus the bytes of `live_tensors`.
+
+    CUDA: the caching allocator's peak (`torch.cuda.max_memory_allocated`, reset first), which
+    already includes every live tensor, so `live_tensors` is ignored. CPU: the allocator keeps
+    no peak, so `PeakMemoryTracker` gives the transient peak, and the tensors that existed before
+    (`live_tensors`: parameters, buffers, optimizer state, inputs; each storage once) are added.
+    Allocator padding is not seen: a lower bound of what the process needs.
+    """
+    return _measure_peak(fn, torch.device(device), live_tensors)[1]
+
+
+def _state_tensors(model: nn.Module, opt: Optional[torch.optim.Optimizer] = None) -> list[torch.Tensor]:
     tensors = list(model.parameters()) + list(model.buffers())
     tensors += [p.grad for p in model.parameters() if p.grad is not None]
     if opt is not None:
         for state in opt.state.values():
             tensors += [v for v in state.values() if isinstance(v, torch.Tensor)]
-    return _tensor_bytes(tensors)
+    return tensors
 
 
 def peak_memory(model: nn.Module, input_shape, batch_size: int = 32, training: bool = True) -> dict:
@@ -366,56 +407,25 @@ def peak_memory(model: nn.Module, input_shape, batch_size: int = 32, training: b
     _check_model(model)
     work = copy.deepcopy(model)
     x = make_input(work, input_shape, batch_size=batch_size)
-    if x.device.type == "cuda":
-        return _peak_memory_cuda(work, x, training)
     if training:
         classes = _num_outputs(work, x)
         target = torch.arange(x.shape[0], device=x.device) % classes
         opt = _sgd(work)
+
+        def step():
+            opt.zero_grad(set_to_none=False)
+            nn.functional.cross_entropy(work(x), target).backward()
+            opt.step()
+
         with _EvalMode(work, train=True):
             # One untracked step first so gradients and momentum exist, as in a running loop.
             nn.functional.cross_entropy(work(x), target).backward()
             opt.step()
-            state = _state_bytes(work, opt) + _tensor_bytes([x, target])
-            tracker = PeakMemoryTracker()
-            with tracker:
-                opt.zero_grad(set_to_none=False)
-                nn.functional.cross_entropy(work(x), target).backward()
-                opt.step()
+            state, peak, method = _measure_peak(step, x.device, _state_tensors(work, opt) + [x, target])
     else:
-        state = _state_bytes(work) + _tensor_bytes([x])
-        tracker = PeakMemoryTracker()
-        with _EvalMode(work), torch.no_grad(), tracker:
-            work(x)
-    return {"peak_bytes": int(state + tracker.peak_bytes), "state_bytes": int(state),
-            "transient_bytes": int(tracker.peak_bytes), "method": "dispatch-mode live storages"}
-
-
-def _peak_memory_cuda(work: nn.Module, x: torch.Tensor, training: bool) -> dict:
-    device = x.device
-    torch.cuda.synchronize(device)
-    if training:
-        classes = _num_outputs(work, x)
-        target = torch.arange(x.shape[0], device=device) % classes
-        opt = _sgd(work)
-        with _EvalMode(work, train=True):
-            nn.functional.cross_entropy(work(x), target).backward()
-            opt.step()
-            torch.cuda.synchronize(device)
-            state = torch.cuda.memory_allocated(device)
-            torch.cuda.reset_peak_memory_stats(device)
-            opt.zero_grad(set_to_none=False)
-            nn.functional.cross_entropy(work(x), target).backward()
-            opt.step()
-    else:
-        state = torch.cuda.memory_allocated(device)
-        torch.cuda.reset_peak_memory_stats(device)
         with _EvalMode(work), torch.no_grad():
-            work(x)
-    torch.cuda.synchronize(device)
-    peak = torch.cuda.max_memory_allocated(device)
-    return {"peak_bytes": int(peak), "state_bytes": int(state), "transient_bytes": int(peak - state),
-            "method": "torch.cuda.max_memory_allocated"}
+            state, peak, method = _measure_peak(lambda: work(x), x.device, _state_tensors(work) + [x])
+    return {"peak_bytes": peak, "state_bytes": state, "transient_bytes": peak - state, "method": method}
 
 
 # --------------------------------------------------------------------------------------------- all
@@ -440,9 +450,8 @@ def measure_costs(model: nn.Module, input_shape, large_batch: int = 64, train_ba
     shape = _check_shape(input_shape)
     if len(shape) == 4:
         shape = shape[1:]
-    for what, v in (("large_batch", large_batch), ("train_batch", train_batch)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ValueError(f"{what} must be a positive int, got {v!r}")
+    check_positive_int("measure_costs", "large_batch", large_batch)
+    check_positive_int("measure_costs", "train_batch", train_batch)
     if channels_last:
         import copy
 
@@ -462,5 +471,6 @@ def measure_costs(model: nn.Module, input_shape, large_batch: int = 64, train_ba
     return out
 
 
-__all__ = ["count_params", "count_flops", "count_elementwise", "inference_latency", "train_step_time",
-           "peak_memory", "PeakMemoryTracker", "measure_costs", "make_input"]
+__all__ = ["count_params", "count_flops", "count_flops_of", "count_elementwise", "inference_latency",
+           "train_step_time", "peak_memory", "peak_memory_bytes", "PeakMemoryTracker", "tensor_bytes", "sync",
+           "measure_costs", "make_input"]

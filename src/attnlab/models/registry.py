@@ -38,6 +38,14 @@ def list_models(pattern: str = "*") -> list[str]:
     return sorted(n for n in _MODELS if fnmatch.fnmatch(n, pattern))
 
 
+def model_family(name: str) -> str:
+    """The family of registered model `name`: its builder's module under attnlab.models ('resnet',
+    'densenet', ...), or the full module name of a builder registered from outside attnlab."""
+    module = _MODELS[resolve_model_name(name)].__module__
+    package = __name__.rsplit(".", 1)[0] + "."
+    return module[len(package):] if module.startswith(package) else module
+
+
 def resolve_model_name(name: str) -> str:
     """`name` normalised (lower case, '-' -> '_'); ValueError with the closest match otherwise."""
     if not isinstance(name, str):

@@ -1,14 +1,16 @@
-"""Reference builds (timm, torchvision) of attnlab's architectures, for the benchmarks only.
+"""Reference builds (timm, torchvision) of attnlab's architectures, timed next to attnlab's own.
 
 `reference_builders(model_name, attention, num_classes)` returns {"implementation:name": module}
-for `attnlab.measure.bench.run_bench`. The library never imports timm or torchvision; this file
-does, lazily, after the workaround below.
+for `attnlab.measure.bench.run_bench` (`attnlab bench --reference`). timm and torchvision are
+optional: they are imported on first use, and when either is missing `require_packages` raises
+one ValueError saying what to install (`REQUIRED`, the versions the benchmarks were run with).
 
-Workaround: the installed torchvision wheel registers fake kernels for `torchvision::nms` and
-`torchvision::qnms` before its C++ extension defines them (the extension does not load with
-this torch build), so `import torchvision` (and `import timm`, which imports torchvision) fails
-with "operator torchvision::nms does not exist". Defining the two schemas first lets the import
-go through; nothing here calls them. The Library object must stay alive for the whole process.
+Import workaround: a torchvision wheel built for CUDA registers fake kernels for
+`torchvision::nms` and `torchvision::qnms` before its C++ extension defines them (the extension
+does not load with a CPU-only torch), so `import torchvision` (and `import timm`, which imports
+torchvision) fails with "operator torchvision::nms does not exist". Defining the two schemas first
+lets the import go through; nothing here calls them. The definitions stay for the life of the
+process (they are only made when torchvision has not defined the operators itself).
 
 Twins (same architecture, same number of classes):
 * resnet18/34/50/101/152, resnext50_32x4d, wide_resnet50_2, vgg16_bn, densenet121,
@@ -27,40 +29,52 @@ Twins (same architecture, same number of classes):
 from __future__ import annotations
 
 import functools
-import sys
+import importlib
 
 import torch
 from torch import nn
 
+from ..attention import AttentionModule
+from ..models import create_model
 
-def _torchvision_ops_workaround():
+# The versions the reference rows were measured with (constraints.txt pins the same).
+REQUIRED = {"timm": "1.0.31", "torchvision": "0.28.0"}
+
+_torchvision_ops_library = None  # the schemas below live as long as this object
+
+
+def _define_torchvision_ops() -> None:
     """Define torchvision::nms / qnms schemas once per process (see the module docstring)."""
-    if "torchvision" in sys.modules:
-        return None
+    global _torchvision_ops_library
+    if _torchvision_ops_library is not None:
+        return
     try:
-        torch.ops.torchvision.nms  # noqa: B018  (already defined by someone)
-        return None
+        torch.ops.torchvision.nms  # noqa: B018  (already defined by torchvision or someone else)
+        return
     except (AttributeError, RuntimeError):
         pass
-    lib = torch.library.Library("torchvision", "DEF")
-    lib.define("nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
-    lib.define("qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
-    return lib
+    _torchvision_ops_library = torch.library.Library("torchvision", "DEF")
+    for name in ("nms", "qnms"):
+        _torchvision_ops_library.define(f"{name}(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
 
 
-_TORCHVISION_LIB = _torchvision_ops_workaround()  # kept alive for the life of the process
-
-
-@functools.lru_cache(maxsize=None)
-def _libs():
-    import timm
-    import torchvision
-
+def require_packages():
+    """(timm, torchvision), imported; a ValueError in one line saying what to install when either
+    is missing."""
+    try:
+        _define_torchvision_ops()
+        torchvision = importlib.import_module("torchvision")
+        timm = importlib.import_module("timm")
+    except ImportError as err:
+        pins = [f"{name}=={version}" for name, version in REQUIRED.items()]
+        raise ValueError(f"--reference needs {' and '.join(pins)} ({err.name or 'a package'} is not installed): "
+                         f"pip install --no-deps {' '.join(pins)}") from None
     return timm, torchvision
 
 
 def versions() -> dict:
-    timm, torchvision = _libs()
+    """{"timm": version, "torchvision": version} of the installed reference packages."""
+    timm, torchvision = require_packages()
     return {"timm": timm.__version__, "torchvision": torchvision.__version__}
 
 
@@ -83,7 +97,7 @@ CIFAR_RESNETS = {"resnet20", "resnet32", "resnet44", "resnet56", "resnet110", "r
 
 def _timm_attn_layer(attention: str):
     """timm's block attention for `attention`, configured as in the attention's paper."""
-    timm, _ = _libs()
+    require_packages()
     from timm.layers.cbam import CbamModule
     from timm.layers.eca import EcaModule
     from timm.layers.global_context import GlobalContext
@@ -99,7 +113,7 @@ def _timm_attn_layer(attention: str):
 
 
 def _torchvision_model(name: str, num_classes: int) -> nn.Module:
-    _, torchvision = _libs()
+    _, torchvision = require_packages()
     kwargs = {"num_classes": num_classes}
     if name == "inception_v3":
         kwargs.update(aux_logits=False, init_weights=True)
@@ -122,6 +136,7 @@ def timm_module_like(attnlab_module: nn.Module, attention: str) -> nn.Module:
     Left as timm has them: SE and GC use 1x1 convolutions on (N, C, 1, 1) where attnlab uses
     linear layers on (N, C); timm's CBAM has no MLP bias and a BatchNorm after the spatial conv
     (the official code), attnlab's default has MLP biases and no norm (the paper)."""
+    require_packages()
     from timm.layers.cbam import CbamModule
     from timm.layers.eca import EcaModule
     from timm.layers.global_context import GlobalContext
@@ -146,7 +161,6 @@ def timm_module_like(attnlab_module: nn.Module, attention: str) -> nn.Module:
 def swap_in_timm_modules(model: nn.Module, attention: str) -> nn.Module:
     """Replace every outermost attnlab attention module of `model` by timm's equivalent (in place);
     the parts of a composite module (CBAM's channel and spatial attention) go with it."""
-    from attnlab.attention import AttentionModule
 
     def swap(parent: nn.Module) -> int:
         count = 0
@@ -165,7 +179,7 @@ def swap_in_timm_modules(model: nn.Module, attention: str) -> nn.Module:
 
 def reference_builders(model_name: str, attention, num_classes: int) -> dict:
     """{"implementation:name": module} twins of attnlab's `model_name` with `attention`."""
-    timm, _ = _libs()
+    timm, _ = require_packages()
     out = {}
     if attention is None:
         if model_name in TORCHVISION_TWINS:
@@ -175,9 +189,7 @@ def reference_builders(model_name: str, attention, num_classes: int) -> dict:
                                                                      num_classes=num_classes)
         return out
     if model_name in CIFAR_RESNETS and attention in ("se", "eca", "cbam", "gc"):
-        import attnlab
-
-        model = attnlab.create_model(model_name, attention=attention, num_classes=num_classes)
+        model = create_model(model_name, attention=attention, num_classes=num_classes)
         out[f"timm-modules:{model_name}+{attention}"] = swap_in_timm_modules(model, attention)
         return out
     if attention == "se" and model_name in TIMM_SE_NAMES:

@@ -1,0 +1,3 @@
+"""attnlab's version, in a module of its own so that any layer can read it without importing the
+package root (and, through it, every layer)."""
+__version__ = "0.1.0"
