@@ -7,9 +7,10 @@ import torch
 from PIL import Image
 
 import attnlab
+from attnlab.attention.base import CHANNEL, AttentionModule, Signal
 from attnlab.explain import explain_model
-from attnlab.explain.figures import class_specificity, reliance, seed_figure
-from attnlab.explain.capture import capture
+from attnlab.explain.figures import class_specificity, excitation_figure, reliance, seed_figure
+from attnlab.explain.capture import capture, override_gates
 
 
 
@@ -111,3 +112,34 @@ def test_reliance_detects_a_gate_the_network_needs():
     by_stage = {s["stage"]: s for s in result["stages"]}
     assert set(by_stage) == {"layer1", "layer2", "layer3", "all"}
     assert by_stage["all"]["removed"] < 1.0 or by_stage["all"]["mean"] <= 1.0
+
+
+class _ChannelScale(AttentionModule):
+    """A user's mechanism observing a name no figure knows: its declared kind and neutral value
+    are what put it into the excitation figure and the reliance study."""
+
+    signals = {"weights": Signal(CHANNEL, neutral=1.0)}
+
+    def __init__(self, channels):
+        super().__init__(channels)
+        self.fc = torch.nn.Linear(channels, channels)
+
+    def forward(self, x):
+        return x * self.observe("weights", torch.sigmoid(self.fc(x.mean((2, 3))))[:, :, None, None])
+
+
+def test_figures_read_kind_and_neutral_value_from_the_module(tmp_path):
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), _ChannelScale(4), torch.nn.AdaptiveAvgPool2d(1),
+                                torch.nn.Flatten(), torch.nn.Linear(4, 3)).eval()
+    x, y, _ = _data()
+    with torch.no_grad(), capture(model) as rec:
+        model(x)
+    assert rec.signal("1", "weights") == _ChannelScale.signals["weights"] and rec.names_of("1", CHANNEL) == ["weights"]
+    _, records = excitation_figure(rec, y, ["a", "b", "c"], tmp_path / "c.png")
+    assert [(r["module"], r["signal"]) for r in records] == [("1", "weights")]
+    result = reliance(model, x, y, rec)
+    assert [s["modules"] for s in result["stages"]] == [["1"]]
+    with torch.no_grad(), override_gates(model, {"1": {"weights": 1.0}}):
+        removed = float((model(x).argmax(1) == y).float().mean())
+    assert result["stages"][0]["removed"] == removed

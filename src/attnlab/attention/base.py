@@ -7,8 +7,14 @@ Not a mechanism of its own. Each module in this package subclasses `AttentionMod
 * `attnlab.capture(model)` can record what the module computed (gates, maps, affinities,
   warps): the module passes each such tensor through `self.observe(name, value)`. Outside a
   capture `recorder` is None and `observe` returns `value` untouched (one attribute test);
-* the reliance study of the report can replace a gate by a constant (1 = attention removed,
-  or its mean over the data) through `gate_override`, without another copy of the model;
+* each module declares what it observes in `signals`, {name: Signal(kind, neutral)}: the kind
+  of tensor (a per-channel gate, a spatial map, attention weights, ...; the explanations pick
+  their inputs by kind) and its neutral value, the constant that removes the module when it
+  replaces the tensor (1 for a gate, 0 for an added term, the identity for a warp; None where no
+  constant does). `observables` is the tuple of the names;
+* the reliance study of the report can replace an observed tensor by a constant (its neutral
+  value: attention removed, or its mean over the data) through `gate_override`, without another
+  copy of the model;
 * a residual block can ask for `scale_add(x, shortcut)` = module(x) + shortcut, which the gating
   modules (SE, ECA, CBAM) compute in one pass with `torch.addcmul` (see `_gating.py`).
 
@@ -17,12 +23,39 @@ soft-mask branch's): it leaves nested attention modules to their own initialisat
 """
 from __future__ import annotations
 
-from typing import Callable, Optional
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Callable, Mapping, Optional, Union
 
 import torch
 from torch import nn
 
+from ..checks import check_positive_int
+
 Recorder = Callable[["AttentionModule", str, torch.Tensor], None]
+
+# The kinds of tensor a module observes (`Signal.kind`).
+CHANNEL = "channel"      # (N, C, 1, 1): one value per channel, scaling or shifting it (SE gate, GC transform)
+SPATIAL = "spatial"      # (N, 1 or C, H, W): a gate or mask in [0, 1] over the positions (CBAM, RAN)
+POOLING = "pooling"      # (N, 1, H, W): weights over the positions that sum to 1 (GC context weights)
+AFFINITY = "affinity"    # (N, Q, Hk, Wk): the attention weights of Q query points over the positions
+RESPONSE = "response"    # (N, C, H, W): the term a residual module adds to its input
+WARP = "warp"            # (N, 2, 3) or (N, 3, 3): the parameters of a spatial transform
+
+
+@dataclass(frozen=True)
+class Signal:
+    """One tensor a module passes through `observe`: its kind (one of the constants above) and
+    its neutral value, the constant that removes the module when it replaces the tensor: a
+    number, a function of the observed tensor giving one (the identity warp of its shape), or
+    None when no constant removes the module through this tensor (attention weights)."""
+
+    kind: str
+    neutral: Union[float, Callable[[torch.Tensor], torch.Tensor], None] = None
+
+    def neutral_for(self, observed: torch.Tensor):
+        """The neutral value for `observed` (a number or a tensor broadcastable to it), or None."""
+        return self.neutral(observed) if callable(self.neutral) else self.neutral
 
 
 def is_channels_last(x: torch.Tensor) -> bool:
@@ -34,15 +67,21 @@ def is_channels_last(x: torch.Tensor) -> bool:
 class AttentionModule(nn.Module):
     """Base class: channels-first (N, C, H, W) -> (N, C, H, W) modules with observable gates."""
 
+    # What the module observes: {name: Signal}; a subclass declares its own.
+    signals: Mapping[str, Signal] = MappingProxyType({})
+
     def __init__(self, channels: int):
         super().__init__()
-        if isinstance(channels, bool) or not isinstance(channels, int) or channels < 1:
-            raise ValueError(f"{type(self).__name__}: channels must be a positive int, got {channels!r}")
-        self.channels = channels
+        self.channels = check_positive_int(type(self).__name__, "channels", channels)
         # Set by attnlab.capture; called as recorder(module, name, tensor).
         self.recorder: Optional[Recorder] = None
         # Set by the reliance study: {name: float | Tensor broadcastable to the gate}.
         self.gate_override: Optional[dict] = None
+
+    @property
+    def observables(self) -> tuple[str, ...]:
+        """The names this module passes through `observe` (the keys of `signals`)."""
+        return tuple(self.signals)
 
     def check_input(self, x: torch.Tensor) -> None:
         """Raise a ValueError naming this module, the expected and the received shape."""

@@ -50,7 +50,7 @@ from torch import nn
 from ..checks import check_choice, check_positive_int
 from ._width import reduced_channels
 from ._gating import gate_scale, pooled
-from .base import AttentionModule
+from .base import CHANNEL, SPATIAL, AttentionModule, Signal
 
 CBAM_ORDERS = ("channel_first", "spatial_first", "parallel")
 
@@ -58,7 +58,7 @@ CBAM_ORDERS = ("channel_first", "spatial_first", "parallel")
 class ChannelAttention(AttentionModule):
     """M_c (Eq. 2): x * sigmoid(MLP(avgpool(x)) + MLP(maxpool(x))), a (N, C, 1, 1) gate."""
 
-    observables = ("channel_gate",)
+    signals = {"channel_gate": Signal(CHANNEL, neutral=1.0)}
 
     def __init__(self, channels: int, reduction: float = 16, min_channels: int = 1, mlp_bias: bool = True):
         super().__init__(channels)
@@ -87,7 +87,7 @@ class ChannelAttention(AttentionModule):
 class SpatialAttention(AttentionModule):
     """M_s (Eq. 3): x * sigmoid(conv_kxk([mean_c(x); max_c(x)])), a (N, 1, H, W) gate."""
 
-    observables = ("spatial_gate",)
+    signals = {"spatial_gate": Signal(SPATIAL, neutral=1.0)}
 
     def __init__(self, channels: int, kernel_size: int = 7, norm: bool = False):
         super().__init__(channels)
@@ -139,7 +139,7 @@ class CBAM(AttentionModule):
         mlp_bias: biases in the channel MLP (official code: yes; timm's CBAM: no, `mlp_bias=False`).
     """
 
-    observables = ("channel_gate", "spatial_gate")
+    signals = {**ChannelAttention.signals, **SpatialAttention.signals}   # both gates at 1 remove it
 
     def __init__(self, channels: int, reduction: float = 16, spatial_kernel: int = 7,
                  order: str = "channel_first", spatial_norm: bool = False, min_channels: int = 1,

@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..checks import check_positive_int, check_positive_number
-from .base import AttentionModule
+from .base import CHANNEL, AttentionModule, Signal
 from ._gating import gate_scale, pooled
 
 
@@ -62,7 +62,7 @@ class EfficientChannelAttention(AttentionModule):
         gamma, b: the constants of the adaptive formula (paper: 2 and 1).
     """
 
-    observables = ("gate",)
+    signals = {"gate": Signal(CHANNEL, neutral=1.0)}     # w of Eq. 9; 1 removes the block
 
     def __init__(self, channels: int, kernel_size: int | None = None, gamma: float = 2, b: float = 1):
         super().__init__(channels)

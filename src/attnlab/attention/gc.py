@@ -55,7 +55,7 @@ from torch.autograd.function import once_differentiable
 from ..checks import check_choice
 from ._width import reduced_channels
 from ._gating import _GradientLink
-from .base import AttentionModule, is_channels_last
+from .base import CHANNEL, POOLING, AttentionModule, Signal, is_channels_last
 
 GC_FUSIONS = ("add", "mul")
 GC_POOLS = ("attention", "avg")
@@ -120,7 +120,10 @@ class GlobalContextBlock(AttentionModule):
         min_channels: the smallest bottleneck width.
     """
 
-    observables = ("context_weights", "transform", "gate")
+    # Every signal of the block; an instance observes 'context_weights' with attention pooling only,
+    # and 'transform' (additive fusion, 0 removes the block) or 'gate' (multiplicative, 1 does).
+    signals = {"context_weights": Signal(POOLING), "transform": Signal(CHANNEL, neutral=0.0),
+               "gate": Signal(CHANNEL, neutral=1.0)}
 
     def __init__(self, channels: int, reduction: float = 16, fusion: str = "add", pool: str = "attention",
                  zero_init: bool = True, min_channels: int = 1):
@@ -129,8 +132,8 @@ class GlobalContextBlock(AttentionModule):
         self.fusion = check_choice(owner, "fusion", fusion, GC_FUSIONS)
         self.pool = check_choice(owner, "pool", pool, GC_POOLS)
         self.hidden_channels = reduced_channels(owner, channels, reduction, min_channels)
-        self.observables = (("context_weights",) if pool == "attention" else ()) + (
-            ("transform",) if fusion == "add" else ("gate",))
+        observed = (("context_weights",) if pool == "attention" else ()) + (("transform",) if fusion == "add" else ("gate",))
+        self.signals = {name: GlobalContextBlock.signals[name] for name in observed}
         self.attention_logits = nn.Conv2d(channels, 1, 1) if pool == "attention" else None
         self.transform = nn.Sequential(OrderedDict(
             fc1=nn.Linear(channels, self.hidden_channels),

@@ -55,7 +55,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import AttentionModule
+from .base import AFFINITY, RESPONSE, AttentionModule, Signal
 from .qkv import query_positions
 
 POSITION_EMBEDDINGS = ("relative", "none")
@@ -74,7 +74,7 @@ class MultiHeadSelfAttention2d(AttentionModule):
         use_sdpa: fused scaled_dot_product_attention (default) or the explicit weight matrix.
     """
 
-    observables = ("response", "affinity")
+    signals = {"response": Signal(RESPONSE, neutral=0.0), "affinity": Signal(AFFINITY)}
 
     def __init__(self, channels: int, num_heads: int = 4, qkv_bias: bool = False, pos_embed: str = "relative",
                  zero_init: bool = True, max_relative_distance: int = 63, use_sdpa: bool = True):

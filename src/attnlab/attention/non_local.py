@@ -64,7 +64,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import AttentionModule
+from .base import AFFINITY, RESPONSE, AttentionModule, Signal
 from .qkv import attention_scores, check_inner_channels, map_to_tokens, query_token_indices, tokens_to_map
 
 MODES = ("embedded_gaussian", "gaussian", "dot_product", "concatenation")
@@ -86,7 +86,7 @@ class NonLocalBlock(AttentionModule):
         pool_before_projection: pool x before phi and g (official code) instead of after (paper).
     """
 
-    observables = ("response", "affinity")
+    signals = {"response": Signal(RESPONSE, neutral=0.0), "affinity": Signal(AFFINITY)}
 
     def __init__(self, channels: int, mode: str = "embedded_gaussian", inner_channels: Optional[int] = None,
                  subsample: bool = True, zero_init: bool = True, use_sdpa: bool = True,

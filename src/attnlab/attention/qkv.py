@@ -66,7 +66,7 @@ from typing import Optional, Sequence
 import torch
 from torch import nn
 
-from .base import AttentionModule
+from .base import AFFINITY, RESPONSE, AttentionModule, Signal
 
 SCORES = ("dot", "scaled_dot", "general", "additive")
 DEFAULT_QUERY_POINTS = ((0.5, 0.5),)
@@ -188,7 +188,7 @@ class QKVAttention(AttentionModule):
         zero_init: W_o starts at zero, so the module is the identity at init (default True).
     """
 
-    observables = ("response", "affinity")
+    signals = {"response": Signal(RESPONSE, neutral=0.0), "affinity": Signal(AFFINITY)}
 
     def __init__(self, channels: int, score: str = "scaled_dot", inner_channels: Optional[int] = None,
                  zero_init: bool = True):

@@ -25,7 +25,7 @@ Deviations and choices, and why:
 * The two FC layers are ``nn.Linear`` applied to the pooled (N, C) vector (the paper's FCs), not
   1x1 convolutions on (N, C, 1, 1) as in timm; the state dicts differ only by the two trailing
   singleton dimensions of the weights (models/pretrained.py reshapes them).
-* Speed (issue 6, SE <= 8% of a ResNet-20 training step on a CPU). The squeeze is a sum over
+* Speed (aimed at SE adding at most 8% to a CPU training step of a CIFAR ResNet-20). The squeeze is a sum over
   (H, W) divided by H W rather than AdaptiveAvgPool2d, the max squeeze adaptive_max_pool2d, and
   with average squeeze and no capture or gate override active, squeeze and scale go through
   `_gating.gate_scale` (shared with ECA and CBAM): the backward forms the input gradient
@@ -45,7 +45,7 @@ from torch import nn
 from ..checks import check_choice
 from ._width import reduced_channels
 from ._gating import gate_scale, pooled
-from .base import AttentionModule
+from .base import CHANNEL, AttentionModule, Signal
 
 SQUEEZE_POOLS = ("avg", "max")
 EXCITATION_GATES = ("sigmoid", "tanh", "relu")
@@ -64,7 +64,7 @@ class SqueezeExcite(AttentionModule):
         fused: use the one-node forward/backward for the default settings (same values, faster).
     """
 
-    observables = ("gate",)
+    signals = {"gate": Signal(CHANNEL, neutral=1.0)}     # s of Eq. 3; 1 removes the block
 
     def __init__(self, channels: int, reduction: float = 16, pool: str = "avg", gate: str = "sigmoid",
                  min_channels: int = 1, fused: bool = True):

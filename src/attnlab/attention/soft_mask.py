@@ -41,8 +41,8 @@ Where this code deviates, and why:
   at 1e-5 so a 1x1 map gives 0.5), "channel" its channel-attention ablation (eq. f2: L2
   normalisation over the channels at each position; not bounded to [0, 1] like a sigmoid).
 
-The branch records nothing itself (`observables` is empty): the attention module that applies
-the mask observes it as 'mask'.
+The branch records nothing itself (no `signals`): the attention module that applies the mask
+observes it as 'mask'.
 """
 from __future__ import annotations
 
@@ -73,8 +73,6 @@ class SoftMaskBranch(AttentionModule):
     units between adjacent poolings. Every convolution and norm, the units' included, gets
     `init_conv_weights` (attention modules nested in a unit keep their own initialisation).
     """
-
-    observables = ()
 
     def __init__(self, channels: int, depth: int = 3, r: int = 1, mask_activation: str = "mixed", *,
                  unit: Callable[[int], nn.Module]):

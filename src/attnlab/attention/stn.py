@@ -46,7 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import AttentionModule
+from .base import WARP, AttentionModule, Signal
 
 TRANSFORMS = ("affine", "projective")
 
@@ -68,6 +68,11 @@ def identity_theta(transform: str, batch: int = 1, dtype=None, device=None) -> t
     return torch.eye(3, dtype=dtype, device=device)[:rows].expand(batch, rows, 3).clone()
 
 
+def identity_like(theta: torch.Tensor) -> torch.Tensor:
+    """The identity transform (1, 2, 3) or (1, 3, 3) of `theta`'s shape, dtype and device."""
+    return identity_theta("affine" if theta.shape[1] == 2 else "projective", 1, theta.dtype, theta.device)
+
+
 class SpatialTransformer(AttentionModule):
     """Localisation net -> theta -> sampling grid -> bilinear sampling of the input.
 
@@ -77,7 +82,7 @@ class SpatialTransformer(AttentionModule):
     (H, W) of the sampler, default the input's size.
     """
 
-    observables = ("theta",)
+    signals = {"theta": Signal(WARP, neutral=identity_like)}   # the identity warp removes it
 
     def __init__(self, channels: int, transform: str = "affine", loc_channels: Sequence[int] = (20, 20),
                  loc_hidden: int = 50, loc_kernel_size: int = 5, loc_pool_size: int = 4,

@@ -45,7 +45,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-from ..attention.base import AttentionModule
+from ..attention.base import AttentionModule, Signal
 
 
 def _attention_modules(model: nn.Module) -> dict[str, AttentionModule]:
@@ -80,11 +80,15 @@ class Recording:
         modules: {path: module type name} of every module the capture watched.
         query_points: the (fy, fx) query points handed to the modules (None = their default, the
             centre).
+        signals: {path: {name: Signal}}, what each watched module declares it observes (the
+            kind of each tensor and its neutral value).
     """
 
-    def __init__(self, modules: Mapping[str, str], query_points=None):
+    def __init__(self, modules: Mapping[str, str], query_points=None,
+                 signals: Optional[Mapping[str, Mapping[str, Signal]]] = None):
         self.modules = dict(modules)
         self.query_points = query_points
+        self.signals = {path: dict(declared) for path, declared in (signals or {}).items()}
         self._chunks: dict[str, dict[str, list[torch.Tensor]]] = {}
 
     def _add(self, path: str, name: str, value: torch.Tensor) -> None:
@@ -101,6 +105,14 @@ class Recording:
     def names(self, path: str) -> list[str]:
         """The names recorded under `path`."""
         return list(self._module_chunks(path))
+
+    def signal(self, path: str, name: str) -> Optional[Signal]:
+        """What the module at `path` declares about `name` (kind, neutral value); None if nothing."""
+        return self.signals.get(path, {}).get(name)
+
+    def names_of(self, path: str, *kinds: str) -> list[str]:
+        """The names recorded under `path` that its module declares of one of `kinds`."""
+        return [name for name in self.names(path) if getattr(self.signal(path, name), "kind", None) in kinds]
 
     def chunks(self, path: str, name: str) -> list[torch.Tensor]:
         """The values of `name` at `path`, one tensor per forward call (not concatenated)."""
@@ -290,7 +302,8 @@ def capture(model: nn.Module, query_points=None, modules=None) -> Iterator[Recor
     """
     points = _check_query_points(query_points)
     watched = _select(_attention_modules(model), modules)
-    recording = Recording({p: type(m).__name__ for p, m in watched.items()}, points)
+    recording = Recording({p: type(m).__name__ for p, m in watched.items()}, points,
+                          {p: m.signals for p, m in watched.items()})
     recorders = {path: _Recorder(recording, path) for path in watched}
     thread = threading.get_ident()
     _attach(watched, recorders, thread)

@@ -17,17 +17,20 @@ figures follow the papers they come from:
 (b) `affinity_figure`: non-local / self-attention affinity rows of chosen query points
     (fractions of the map's height and width), overlaid on several inputs.
 (c) `excitation_figure`: the SE paper's "role of excitation" figure (Hu et al., Fig. 6-7): per
-    module (depth), the mean excitation per channel for each class. Signals: SE/ECA/GC 'gate',
-    CBAM 'channel_gate', GC 'transform' (additive fusion). Class specificity of a module:
+    module (depth), the mean excitation per channel for each class. Signals: those the modules
+    declare of kind CHANNEL (SE/ECA/GC 'gate', CBAM 'channel_gate', GC 'transform' with additive
+    fusion). Class specificity of a module:
     for each channel the share of the gate's variance over the images that lies between the
     class means (eta^2 = sum_k n_k (m_k - m)^2 / sum_i (g_i - m)^2), averaged over channels with
     non-zero variance. 0: every class gets the same excitation; 1: the class fixes it.
-(d) `spatial_figure`: CBAM spatial gates, residual-attention masks (mean over channels) and GC
-    context weights, upsampled (bilinear) to the input and overlaid; `stn_figure`: input, warped
+(d) `spatial_figure`: the SPATIAL and POOLING signals (CBAM spatial gates, residual-attention
+    masks (mean over channels) and GC context weights), upsampled (bilinear) to the input and
+    overlaid; `stn_figure`: input, warped
     output and the sampling grid (every other grid point) of the spatial transformer.
 (e) `reliance_figure`: test accuracy when each stage's attention output is replaced by its
-    neutral value (gates 1, masks / additive transforms / non-local responses 0, the identity
-    warp: the module removed) and by its mean over the data (the input-dependence removed).
+    neutral value, which each module declares with its signals (gates 1, masks / additive
+    transforms / non-local responses 0, the identity warp: the module removed), and by its mean
+    over the data (the input-dependence removed).
     A stage is the first component of the module path ('layer2' for 'layer2.0.attention').
 
 Deviation: accuracy in (e) is on at most `max_images` test images (all 360 for digits), so it is
@@ -45,14 +48,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..attention.base import AFFINITY, CHANNEL, POOLING, SPATIAL, WARP
 from ..report.plots import plt, save_figure
 from .capture import capture, override_gates
 
-GATE_SIGNALS = ("gate", "channel_gate", "transform")
-SPATIAL_SIGNALS = ("spatial_gate", "mask", "context_weights")
-# What "removed" means for each output a module observes (see (e) above).
-NEUTRAL = {"gate": 1.0, "channel_gate": 1.0, "spatial_gate": 1.0, "transform": 0.0, "mask": 0.0,
-           "response": 0.0, "theta": "identity"}
 QUERY_POINTS = [(0.3, 0.3), (0.5, 0.5), (0.7, 0.65)]
 
 
@@ -175,7 +174,7 @@ def seed_figure(images: torch.Tensor, out_path: Path, position=(0.5, 0.35), chan
 
 def affinity_figure(rec, raw: torch.Tensor, out_path: Path, max_inputs: int = 4, max_modules: int = 2) -> Optional[Path]:
     """(b) affinity rows of the query points over several inputs, one row per (module, input)."""
-    paths = [p for p in rec.paths() if "affinity" in rec.names(p)][:max_modules]
+    paths = [p for p in rec.paths() if rec.names_of(p, AFFINITY)][:max_modules]
     if not paths:
         return None
     points = rec.query_points or [(0.5, 0.5)]
@@ -184,7 +183,7 @@ def affinity_figure(rec, raw: torch.Tensor, out_path: Path, max_inputs: int = 4,
     fig, axes = plt.subplots(len(rows), 1 + len(points), figsize=(2.0 * (1 + len(points)), 2.0 * len(rows)), squeeze=False)
     size = raw.shape[-2:]
     for r, (path, i) in enumerate(rows):
-        aff = rec[path]["affinity"][i:i + 1]  # (1, Q, Hk, Wk)
+        aff = rec[path][rec.names_of(path, AFFINITY)[0]][i:i + 1]  # (1, Q, Hk, Wk)
         _imshow(axes[r][0], raw[i])
         for q, (fy, fx) in enumerate(points):
             axes[r][0].plot(fx * size[1] - 0.5, fy * size[0] - 0.5, "o", color=f"C{q}", markersize=5)
@@ -229,12 +228,11 @@ def excitation_figure(rec, labels: torch.Tensor, classes: Sequence[str], out_pat
     """(c) mean excitation per channel and class at each depth, with the class specificity."""
     found = []
     for path in rec.paths():
-        for name in GATE_SIGNALS:
-            if name in rec.names(path):
-                t = rec[path][name]
-                if t.dim() == 4 and t.shape[-1] == 1 and t.shape[-2] == 1 and len(t) == len(labels):
-                    found.append((path, name, t.flatten(1)))
-                    break
+        for name in rec.names_of(path, CHANNEL):
+            t = rec[path][name]
+            if t.dim() == 4 and t.shape[-1] == 1 and t.shape[-2] == 1 and len(t) == len(labels):
+                found.append((path, name, t.flatten(1)))
+                break
     if not found:
         return None, []
     if len(found) > max_modules:  # keep the first, the last and evenly spaced ones between
@@ -270,11 +268,10 @@ def spatial_figure(rec, raw: torch.Tensor, out_path: Path, max_inputs: int = 4, 
     """(d) CBAM spatial gates, residual masks, GC context weights overlaid on the inputs."""
     found = []
     for path in rec.paths():
-        for name in SPATIAL_SIGNALS:
-            if name in rec.names(path):
-                t = rec[path][name]
-                if t.dim() == 4 and t.shape[-1] * t.shape[-2] > 1:
-                    found.append((path, name, t.float().mean(1, keepdim=True)))
+        for name in rec.names_of(path, SPATIAL, POOLING):
+            t = rec[path][name]
+            if t.dim() == 4 and t.shape[-1] * t.shape[-2] > 1:
+                found.append((path, rec.signal(path, name).kind, name, t.float().mean(1, keepdim=True)))
     if not found:
         return None
     if len(found) > max_modules:
@@ -286,12 +283,12 @@ def spatial_figure(rec, raw: torch.Tensor, out_path: Path, max_inputs: int = 4, 
         _imshow(axes[i][0], raw[i])
         if i == 0:
             axes[i][0].set_title("input", fontsize=8)
-        for j, (path, name, maps) in enumerate(found):
+        for j, (path, kind, name, maps) in enumerate(found):
             ax = axes[i][1 + j]
             _imshow(ax, raw[i])
             # gates and masks are in [0, 1]: one fixed scale, so maps compare across inputs and
-            # stages; context weights sum to 1 over the positions: scaled per image
-            scale = {} if name == "context_weights" else {"vmin": 0.0, "vmax": 1.0}
+            # stages; pooling weights (GC's context) sum to 1 over the positions: scaled per image
+            scale = {} if kind == POOLING else {"vmin": 0.0, "vmax": 1.0}
             ax.imshow(_upsample(maps[i:i + 1], raw.shape[-2:])[0, 0].numpy(), cmap="jet", alpha=0.5, **scale)
             if i == 0:
                 ax.set_title(f"{path}\n{name} ({maps.shape[-2]}x{maps.shape[-1]}, "
@@ -302,12 +299,12 @@ def spatial_figure(rec, raw: torch.Tensor, out_path: Path, max_inputs: int = 4, 
 
 def stn_figure(model: nn.Module, rec, raw: torch.Tensor, out_path: Path, max_inputs: int = 4) -> Optional[Path]:
     """(d) spatial transformer: input with its sampling grid, warped output."""
-    paths = [p for p in rec.paths() if "theta" in rec.names(p)]
+    paths = [p for p in rec.paths() if rec.names_of(p, WARP)]
     if not paths:
         return None
     path = paths[0]
     stn = model.get_submodule(path) if path else model
-    theta = rec[path]["theta"].double()
+    theta = rec[path][rec.names_of(path, WARP)[0]].double()
     n = min(max_inputs, raw.shape[0], len(theta))
     h, w = raw.shape[-2:]
     grid = stn.grid(theta[:n], (h, w)).float()  # (n, H, W, 2) in [-1, 1]
@@ -333,19 +330,12 @@ def stn_figure(model: nn.Module, rec, raw: torch.Tensor, out_path: Path, max_inp
 
 # --------------------------------------------------------------------------------------------- (e)
 
-def _neutral_value(name: str, observed: torch.Tensor):
-    value = NEUTRAL[name]
-    if value == "identity":
-        eye = torch.eye(3, dtype=observed.dtype)[: observed.shape[1], :3]
-        return eye.unsqueeze(0)
-    return value
-
-
 def reliance(model: nn.Module, x: torch.Tensor, y: torch.Tensor, rec) -> dict:
-    """(e) accuracy with each stage's attention outputs at their neutral value and at their mean."""
+    """(e) accuracy with each stage's attention outputs at their neutral value and at their mean
+    (the outputs whose module declares a neutral value for them)."""
     outputs: dict[str, dict[str, torch.Tensor]] = {}
     for path in rec.paths():
-        names = [n for n in rec.names(path) if n in NEUTRAL]
+        names = [n for n in rec.names(path) if getattr(rec.signal(path, n), "neutral", None) is not None]
         if names:
             outputs[path] = {n: rec[path][n] for n in names}
     base = _accuracy(model, x, y)
@@ -356,7 +346,7 @@ def reliance(model: nn.Module, x: torch.Tensor, y: torch.Tensor, rec) -> dict:
         stages["all"] = list(outputs)
     result = {"accuracy": base, "images": int(len(y)), "stages": []}
     for stage, paths in stages.items():
-        removed = {p: {n: _neutral_value(n, v) for n, v in outputs[p].items()} for p in paths}
+        removed = {p: {n: rec.signal(p, n).neutral_for(v) for n, v in outputs[p].items()} for p in paths}
         averaged = {p: {n: v.float().mean(0, keepdim=True) for n, v in outputs[p].items()} for p in paths}
         with override_gates(model, removed):
             acc_removed = _accuracy(model, x, y)

@@ -69,7 +69,7 @@ import torch
 from torch import nn
 
 from ..checks import check_int
-from ..attention.base import AttentionModule
+from ..attention.base import SPATIAL, AttentionModule, Signal
 from ..attention.soft_mask import SoftMaskBranch
 from .layers import RESIDUAL_POSITIONS, Backbone, ClassifierHead, ConvNormAct, Placement, init_conv_weights
 from .registry import register_model
@@ -94,7 +94,7 @@ class ResidualAttentionModule(AttentionModule):
     placement's position, as stage `stage`. ResidualAttentionNet passes its placement spec here.
     """
 
-    observables = ("mask",)
+    signals = {"mask": Signal(SPATIAL, neutral=0.0)}   # M = 0: H = T (for naive=True, M = 1 gives it)
 
     def __init__(self, channels: int, p: int = 1, t: int = 2, r: int = 1, naive: bool = False,
                  mask_depth: int = 3, mask_activation: str = "mixed", unit_attention: Optional[Placement] = None,
