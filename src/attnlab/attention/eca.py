@@ -32,13 +32,12 @@ Observables (explain/capture.py): 'gate' (N, C, 1, 1) = w. Overriding it by 1 re
 from __future__ import annotations
 
 import math
-import numbers
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..checks import check_positive_int, check_positive_number
+from ..checks import check_number, check_positive_int, check_positive_number
 from .base import CHANNEL, AttentionModule, Signal
 from ._gating import gate_scale, pooled
 
@@ -47,8 +46,7 @@ def eca_kernel_size(channels: int, gamma: float = 2, b: float = 1) -> int:
     """ECA's adaptive kernel size psi(C) = |log2(C) / gamma + b / gamma|_odd (paper Eq. 12)."""
     check_positive_int("eca_kernel_size", "channels", channels)
     check_positive_number("eca_kernel_size", "gamma", gamma)
-    if isinstance(b, bool) or not isinstance(b, numbers.Real) or not math.isfinite(b):
-        raise ValueError(f"eca_kernel_size: b must be a finite number, got {b!r}")
+    check_number("eca_kernel_size", "b", b)
     t = int(abs(math.log2(channels) / gamma + b / gamma))
     return t if t % 2 else t + 1
 

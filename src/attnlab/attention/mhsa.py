@@ -55,6 +55,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..checks import check_choice, check_int, check_positive_int
 from .base import AFFINITY, RESPONSE, AttentionModule, Signal
 from .qkv import query_positions
 
@@ -79,17 +80,13 @@ class MultiHeadSelfAttention2d(AttentionModule):
     def __init__(self, channels: int, num_heads: int = 4, qkv_bias: bool = False, pos_embed: str = "relative",
                  zero_init: bool = True, max_relative_distance: int = 63, use_sdpa: bool = True):
         super().__init__(channels)
-        if isinstance(num_heads, bool) or not isinstance(num_heads, int) or num_heads < 1 \
-                or channels % num_heads != 0:
-            raise ValueError(f"MultiHeadSelfAttention2d: num_heads must be a positive int dividing "
-                             f"channels={channels}, got {num_heads!r}")
-        if pos_embed not in POSITION_EMBEDDINGS:
-            raise ValueError(f"MultiHeadSelfAttention2d: pos_embed must be one of {POSITION_EMBEDDINGS}, "
-                             f"got {pos_embed!r}")
-        if isinstance(max_relative_distance, bool) or not isinstance(max_relative_distance, int) \
-                or max_relative_distance < 0:
-            raise ValueError(f"MultiHeadSelfAttention2d: max_relative_distance must be an int >= 0, "
-                             f"got {max_relative_distance!r}")
+        owner = type(self).__name__
+        check_positive_int(owner, "num_heads", num_heads)
+        if channels % num_heads != 0:
+            raise ValueError(f"{owner}: num_heads must be a positive int dividing channels={channels}, "
+                             f"got {num_heads!r}")
+        check_choice(owner, "pos_embed", pos_embed, POSITION_EMBEDDINGS)
+        check_int(owner, "max_relative_distance", max_relative_distance, 0)
         self.num_heads = num_heads
         self.head_channels = d = channels // num_heads
         self.pos_embed = pos_embed

@@ -64,6 +64,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..checks import check_bool, check_choice
 from .base import AFFINITY, RESPONSE, AttentionModule, Signal
 from .qkv import attention_scores, check_inner_channels, map_to_tokens, query_token_indices, tokens_to_map
 
@@ -92,13 +93,11 @@ class NonLocalBlock(AttentionModule):
                  subsample: bool = True, zero_init: bool = True, use_sdpa: bool = True,
                  scale: bool | float = False, pool_before_projection: bool = False):
         super().__init__(channels)
-        if mode not in MODES:
-            raise ValueError(f"NonLocalBlock: mode must be one of {MODES}, got {mode!r}")
+        owner = type(self).__name__
+        self.mode = check_choice(owner, "mode", mode, MODES)
         for name, value in (("subsample", subsample), ("zero_init", zero_init), ("use_sdpa", use_sdpa),
                             ("pool_before_projection", pool_before_projection)):
-            if not isinstance(value, bool):
-                raise TypeError(f"NonLocalBlock: {name} must be a bool, got {value!r}")
-        self.mode = mode
+            check_bool(owner, name, value)
         self.inner_channels = d = check_inner_channels("NonLocalBlock", inner_channels, max(1, channels // 2))
         self.subsample = subsample
         self.use_sdpa = use_sdpa

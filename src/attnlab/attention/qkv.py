@@ -66,6 +66,7 @@ from typing import Optional, Sequence
 import torch
 from torch import nn
 
+from ..checks import check_choice, check_positive_int
 from .base import AFFINITY, RESPONSE, AttentionModule, Signal
 
 SCORES = ("dot", "scaled_dot", "general", "additive")
@@ -83,8 +84,7 @@ def attention_scores(q: torch.Tensor, k: torch.Tensor, score: str = "scaled_dot"
     `bilinear_weight` (d, d); 'additive' needs `additive_query_weight` (a, d),
     `additive_key_weight` (a, d) and `additive_vector` (a,).
     """
-    if score not in SCORES:
-        raise ValueError(f"attention_scores: score must be one of {SCORES}, got {score!r}")
+    check_choice("attention_scores", "score", score, SCORES)
     if not isinstance(q, torch.Tensor) or not isinstance(k, torch.Tensor):
         raise TypeError(f"attention_scores: q and k must be tensors, got {type(q).__name__}, {type(k).__name__}")
     if q.dim() < 2 or k.dim() < 2 or q.shape[-1] != k.shape[-1]:
@@ -173,9 +173,7 @@ def check_inner_channels(module_name: str, inner_channels, default: int) -> int:
     """`inner_channels` validated (a positive int), or `default` when None."""
     if inner_channels is None:
         return default
-    if isinstance(inner_channels, bool) or not isinstance(inner_channels, int) or inner_channels < 1:
-        raise ValueError(f"{module_name}: inner_channels must be a positive int or None, got {inner_channels!r}")
-    return inner_channels
+    return check_positive_int(module_name, "inner_channels", inner_channels)
 
 
 class QKVAttention(AttentionModule):
@@ -193,9 +191,7 @@ class QKVAttention(AttentionModule):
     def __init__(self, channels: int, score: str = "scaled_dot", inner_channels: Optional[int] = None,
                  zero_init: bool = True):
         super().__init__(channels)
-        if score not in SCORES:
-            raise ValueError(f"QKVAttention: score must be one of {SCORES}, got {score!r}")
-        self.score = score
+        self.score = check_choice(type(self).__name__, "score", score, SCORES)
         self.inner_channels = d = check_inner_channels("QKVAttention", inner_channels, channels)
         self.query = nn.Conv2d(channels, d, 1, bias=False)
         self.key = nn.Conv2d(channels, d, 1, bias=False)

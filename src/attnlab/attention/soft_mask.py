@@ -53,7 +53,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..checks import check_int
+from ..checks import check_choice, check_int
 from .base import AttentionModule, init_conv_weights
 
 MASK_ACTIVATIONS = ("mixed", "spatial", "channel")
@@ -82,9 +82,7 @@ class SoftMaskBranch(AttentionModule):
         if not callable(unit):
             raise TypeError(f"SoftMaskBranch: unit must be a callable that builds a residual unit from a "
                             f"channel count, got {type(unit).__name__} {unit!r}")
-        if mask_activation not in MASK_ACTIVATIONS:
-            raise ValueError(f"SoftMaskBranch: mask_activation {mask_activation!r} is not one of "
-                             f"{', '.join(MASK_ACTIVATIONS)}")
+        check_choice("SoftMaskBranch", "mask_activation", mask_activation, MASK_ACTIVATIONS)
         self.depth, self.r, self.mask_activation = depth, r, mask_activation
 
         def units(n: int) -> nn.Sequential:

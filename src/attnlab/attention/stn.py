@@ -46,6 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..checks import check_choice, check_int, check_positive_int, check_positive_number
 from .base import WARP, AttentionModule, Signal
 
 TRANSFORMS = ("affine", "projective")
@@ -57,9 +58,9 @@ def _pair(name: str, value) -> Optional[tuple[int, int]]:
     if isinstance(value, int) and not isinstance(value, bool):
         value = (value, value)
     value = tuple(value)
-    if len(value) != 2 or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in value):
+    if len(value) != 2:
         raise ValueError(f"SpatialTransformer: {name} must be a positive int or a pair of them, got {value!r}")
-    return value
+    return tuple(check_positive_int("SpatialTransformer", name, v) for v in value)
 
 
 def identity_theta(transform: str, batch: int = 1, dtype=None, device=None) -> torch.Tensor:
@@ -89,21 +90,15 @@ class SpatialTransformer(AttentionModule):
                  out_size=None, zero_init: bool = True, min_denominator: float = 1e-6,
                  precise_sampling: bool = True):
         super().__init__(channels)
-        if transform not in TRANSFORMS:
-            raise ValueError(f"SpatialTransformer: transform must be one of {', '.join(TRANSFORMS)}, got {transform!r}")
-        loc_channels = tuple(loc_channels)
-        if any(isinstance(c, bool) or not isinstance(c, int) or c < 1 for c in loc_channels):
-            raise ValueError(f"SpatialTransformer: loc_channels must be positive ints, got {loc_channels!r}")
+        owner = type(self).__name__
+        self.transform = check_choice(owner, "transform", transform, TRANSFORMS)
+        loc_channels = tuple(check_positive_int(owner, f"loc_channels[{i}]", c) for i, c in enumerate(loc_channels))
         for name, value, minimum in (("loc_hidden", loc_hidden, 0), ("loc_kernel_size", loc_kernel_size, 1),
                                      ("loc_pool_size", loc_pool_size, 1)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-                raise ValueError(f"SpatialTransformer: {name} must be an int >= {minimum}, got {value!r}")
+            check_int(owner, name, value, minimum)
         if loc_kernel_size % 2 == 0:
-            raise ValueError(f"SpatialTransformer: loc_kernel_size must be odd (size-preserving padding), "
-                             f"got {loc_kernel_size}")
-        if not min_denominator > 0:
-            raise ValueError(f"SpatialTransformer: min_denominator must be > 0, got {min_denominator!r}")
-        self.transform = transform
+            raise ValueError(f"{owner}: loc_kernel_size must be odd (size-preserving padding), got {loc_kernel_size}")
+        check_positive_number(owner, "min_denominator", min_denominator)
         self.out_size = _pair("out_size", out_size)
         self.min_denominator = float(min_denominator)
         self.precise_sampling = bool(precise_sampling)

@@ -18,12 +18,13 @@ from typing import Optional, Sequence
 import torch
 import torch.nn.functional as F
 
+from ..checks import check_bool, check_int
+
 
 def random_crop(x: torch.Tensor, padding: int, generator: torch.Generator) -> torch.Tensor:
     """Pad each image by `padding` zeros on every side and take a random crop of the original
     size, one offset per image, as one gather over the batch. `x`: (N, C, H, W)."""
-    if isinstance(padding, bool) or not isinstance(padding, int) or padding < 0:
-        raise ValueError(f"random_crop: padding must be an int >= 0, got {padding!r}")
+    check_int("random_crop", "padding", padding, 0)
     if padding == 0:
         return x
     n, c, h, w = x.shape
@@ -62,10 +63,8 @@ class BatchAugment:
 
     def __init__(self, mean: Sequence[float], std: Sequence[float], crop_padding: int = 0,
                  flip: bool = False, channels_last: bool = False):
-        if isinstance(crop_padding, bool) or not isinstance(crop_padding, int) or crop_padding < 0:
-            raise ValueError(f"crop_padding must be an int >= 0, got {crop_padding!r}")
-        if not isinstance(flip, bool):
-            raise TypeError(f"flip must be a bool, got {flip!r}")
+        check_int("BatchAugment", "crop_padding", crop_padding, 0)
+        check_bool("BatchAugment", "flip", flip)
         self.mean, self.std = tuple(mean), tuple(std)
         self.crop_padding, self.flip, self.channels_last = crop_padding, flip, channels_last
 

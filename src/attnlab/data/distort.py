@@ -22,10 +22,11 @@ Deviations, and why:
   lattice displacement is up-sampled bicubically to a dense field. Both are smooth interpolants of
   the same random control displacements; the bicubic one is a single batched `F.interpolate` and
   needs no per-sample linear solve.
-* R and RTS ranges and the 42/28 and 60/28 canvases are the paper's (PAPERS.md). The strengths of
-  P and E (std 0.1, scale 0.75-1.0, a 4x4 lattice) and the TC clutter (6 patches of 6/28 the
-  side) could not be checked against the paper's appendix here; they are keyword arguments
-  (`projective_std`, `elastic_std`, `clutter_pieces`) so that a reproduction can set them.
+* R and RTS ranges and the 42/28 and 60/28 canvases are the paper's (section 4.1). The strengths
+  of P and E (std 0.1, scale 0.75-1.0, a 4x4 lattice) and the TC clutter (6 patches of 6/28 the
+  side) are attnlab's choices, not checked against the paper's appendix; they are keyword
+  arguments (`projective_std`, `elastic_std`, `clutter_pieces`) so that a reproduction can set
+  them.
 * Everything is deterministic from `seed` through a private `torch.Generator` (CPU), so the same
   seed gives the same distorted set on every machine; the caller distorts train and test with
   different seeds (independently), as the paper does.
@@ -37,6 +38,8 @@ from typing import Optional
 
 import torch
 import torch.nn.functional as F
+
+from ..checks import check_positive_int
 
 DISTORTIONS = ("r", "rts", "p", "e", "tc")
 # Canvas side relative to the source side (the paper's 42/28 and 60/28 for 28x28 MNIST).
@@ -118,8 +121,7 @@ def distort(images: torch.Tensor, kind: str, seed: int = 0, *, out_size: Optiona
         raise TypeError(f"distort: seed must be an int, got {seed!r}")
     n, c, s, _ = images.shape
     out = out_size if out_size is not None else canvas_size(kind, s)
-    if isinstance(out, bool) or not isinstance(out, int) or out < 1:
-        raise ValueError(f"distort: out_size must be a positive int, got {out_size!r}")
+    check_positive_int("distort", "out_size", out)
     ratio = out / s
     gen = torch.Generator().manual_seed(seed)
     source = images.float() if images.dtype == torch.uint8 else images

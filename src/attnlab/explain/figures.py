@@ -49,6 +49,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..attention.base import AFFINITY, CHANNEL, POOLING, SPATIAL, WARP
+from ..checks import check_int
 from ..report.plots import plt, save_figure
 from .capture import capture, override_gates
 
@@ -437,8 +438,7 @@ def explain_checkpoint(checkpoint, out_dir, dataset: Optional[str] = None, data_
 
     if not isinstance(checkpoint, (str, Path)):
         raise TypeError(f"checkpoint must be a path, got {type(checkpoint).__name__} {checkpoint!r}")
-    if isinstance(max_images, bool) or not isinstance(max_images, int) or max_images < 2:
-        raise ValueError(f"max_images must be an int >= 2, got {max_images!r}")
+    check_int("explain_checkpoint", "max_images", max_images, 2)
     model, config = load_trained(checkpoint)
     x, y, raw, classes = load_explain_data(config, getattr(model, "data_info", {}) or {}, dataset, data_dir, max_images)
     return explain_model(model, x, y, raw, out_dir, classes)
