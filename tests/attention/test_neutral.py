@@ -83,9 +83,10 @@ def test_cbam_halves_alone_declare_their_gate(half):
         assert torch.equal(module(x), x)
 
 
-def test_residual_attention_mask_at_its_neutral_value_leaves_the_trunk():
+@pytest.mark.parametrize("naive", [False, True], ids=["attention-residual", "naive"])
+def test_residual_attention_mask_at_its_neutral_value_leaves_the_trunk(naive):
     torch.manual_seed(0)
-    module = ResidualAttentionModule(C, mask_depth=1).eval()
+    module = ResidualAttentionModule(C, mask_depth=1, naive=naive).eval()
     x = torch.randn(2, C, 6, 6)
     seen = _observed(module, x)
     assert set(seen) == set(module.signals) == {"mask"} and module.signals["mask"].kind == SPATIAL

@@ -94,7 +94,7 @@ class ResidualAttentionModule(AttentionModule):
     placement's position, as stage `stage`. ResidualAttentionNet passes its placement spec here.
     """
 
-    signals = {"mask": Signal(SPATIAL, neutral=0.0)}   # M = 0: H = T (for naive=True, M = 1 gives it)
+    signals = {"mask": Signal(SPATIAL, neutral=0.0)}   # M = 0: H = (1 + M) T = T, the mask removed
 
     def __init__(self, channels: int, p: int = 1, t: int = 2, r: int = 1, naive: bool = False,
                  mask_depth: int = 3, mask_activation: str = "mixed", unit_attention: Optional[Placement] = None,
@@ -109,6 +109,8 @@ class ResidualAttentionModule(AttentionModule):
         if not isinstance(naive, bool):
             raise TypeError(f"ResidualAttentionModule: naive must be a bool, got {naive!r}")
         self.p, self.t, self.r, self.naive = p, t, r, naive
+        if naive:   # H = M T: the mask is removed at M = 1, not 0
+            self.signals = {"mask": Signal(SPATIAL, neutral=1.0)}
 
         def units(n: int) -> nn.Sequential:
             return nn.Sequential(*[residual_unit(channels, unit_attention, stage) for _ in range(n)])
