@@ -126,7 +126,7 @@ def test_sigint_finishes_the_step_writes_a_checkpoint_and_says_how_to_resume(tmp
     import signal
     import time
 
-    from attnlab.train.checkpoint import list_checkpoints, load_checkpoint
+    from attnlab.io.checkpoint import list_checkpoints, load_checkpoint
 
     run_dir = tmp_path / "run"
     proc = subprocess.Popen([sys.executable, "-m", "attnlab", "train", "--model", "resnet20", "--dataset", "digits",

@@ -15,10 +15,10 @@ import torch
 
 from attnlab.cli import main
 from attnlab.data.datasets import load_dataset
+from attnlab.io.checkpoint import load_checkpoint
 from attnlab.models import create_model
 from attnlab.models.pretrained import read_state_dict
 from attnlab.train import load_trained
-from attnlab.train.checkpoint import load_checkpoint
 
 
 class CodePayload:
@@ -113,7 +113,7 @@ def _forge(json_path, tensors_file) -> None:
     import hashlib
     import json
 
-    from attnlab.train import checkpoint as ck
+    from attnlab.io import checkpoint as ck
 
     record = json.loads(json_path.read_text())
     record.pop("record_sha256")
@@ -132,7 +132,7 @@ def escaping_runs(tmp_path):
     import numpy as np
 
     from attnlab.train import TrainConfig
-    from attnlab.train.checkpoint import save_checkpoint
+    from attnlab.io.checkpoint import save_checkpoint
 
     model = create_model("resnet_cifar", depth=8, width=4, num_classes=10, in_chans=1)
     config = TrainConfig(model="resnet_cifar", model_kwargs={"depth": 8, "width": 4}, dataset="digits", epochs=1,
@@ -156,7 +156,7 @@ def escaping_runs(tmp_path):
 
 
 def test_no_loading_path_follows_a_record_out_of_its_folder(escaping_runs, tmp_path, monkeypatch, capsys):
-    from attnlab.train import checkpoint as ck
+    from attnlab.io import checkpoint as ck
 
     opened = []
     real = ck.read_regular_file

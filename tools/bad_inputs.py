@@ -36,15 +36,15 @@ What else the reliability work guarantees, and where it is tested:
 |---|---|
 | a run killed by SIGKILL (at a random step, or in the middle of a checkpoint write) and resumed ends bit-identical (`torch.equal`) to an uninterrupted run | tests/train/test_resume_kill.py |
 | SIGTERM / SIGINT finish the step, write a checkpoint, exit 130 with the exact command to resume | tests/train/test_resume_kill.py |
-| checkpoints: atomic writes (temporary file, fsync, rename), rotation (last K + best), truncated / bit-flipped / swapped / another run's checkpoint refused naming the previous good one, nothing overwritten | tests/train/test_checkpoint.py, tests/train/test_reliability.py |
+| checkpoints: atomic writes (temporary file, fsync, rename), rotation (last K + best), truncated / bit-flipped / swapped / another run's checkpoint refused naming the previous good one, nothing overwritten | tests/io/test_checkpoint.py, tests/train/test_reliability.py |
 | a pickle with a code payload is never executed by any loading path (pretrained weights, checkpoints, `eval` / `explain` / `train --resume`, CIFAR batches) | tests/test_untrusted_files.py |
 | non-finite loss stops with the step, the batch and a hint; no checkpoint with non-finite weights is written; `--max-bad-steps` skips bad batches | tests/train/test_reliability.py, tests/train/test_trainer.py |
 | random `create_model` / `create_attention` arguments give a working model or a ValueError / TypeError, never another exception | tests/test_fuzz.py |
-| a checkpoint may name only a plain `.safetensors` file in its own folder: `..`, absolute paths, symlinks, folders and FIFOs are refused before that file is opened; the SHA-256s detect damage, not forgery | tests/train/test_checkpoint.py, tests/test_untrusted_files.py |
-| a checkpoint record of the wrong shape (missing or mistyped field) is one `CheckpointError` naming the file and the field, for `eval`, `explain`, `load_trained`, `--resume` and `pretrained=` | tests/train/test_checkpoint.py |
-| a full disk while writing a checkpoint: one line, the previous checkpoint intact; temporary files of writers that died are removed when the next writer starts on the folder | tests/train/test_checkpoint.py, tests/train/test_resume_kill.py |
-| a run folder has one writer: a second `attnlab train` on it gets one line naming the holder (pid, host, since) and writes nothing | tests/train/test_checkpoint.py |
-| a `metrics.jsonl` whose last line was cut by a kill resumes (the partial line is dropped); damage elsewhere is named with its line | tests/train/test_checkpoint.py |
+| a checkpoint may name only a plain `.safetensors` file in its own folder: `..`, absolute paths, symlinks, folders and FIFOs are refused before that file is opened; the SHA-256s detect damage, not forgery | tests/io/test_checkpoint.py, tests/test_untrusted_files.py |
+| a checkpoint record of the wrong shape (missing or mistyped field) is one `CheckpointError` naming the file and the field, for `eval`, `explain`, `load_trained`, `--resume` and `pretrained=` | tests/io/test_checkpoint.py |
+| a full disk while writing a checkpoint: one line, the previous checkpoint intact; temporary files of writers that died are removed when the next writer starts on the folder | tests/io/test_checkpoint.py, tests/train/test_resume_kill.py |
+| a run folder has one writer: a second `attnlab train` on it gets one line naming the holder (pid, host, since) and writes nothing | tests/io/test_checkpoint.py |
+| a `metrics.jsonl` whose last line was cut by a kill resumes (the partial line is dropped); damage elsewhere is named with its line | tests/io/test_checkpoint.py |
 | `pretrained=` refuses the weights of another (deeper) model unless `pretrained_strict=False`; an empty or truncated `.pth` is one line | tests/models/test_pretrained.py |
 | every IDX type code loads faithfully or is refused; IDX headers are checked against the file length and the set's shape; corrupt gzip streams, decompression bombs and undecodable images are named; fewer than 2 classes is refused; a DataLoader worker's error is the same one line | tests/data/test_bad_data_files.py |
 | a compare worker's error reaches the user as the same line as in one process; a refused command leaves no new folder | tests/test_cli_validation.py |
@@ -89,7 +89,7 @@ def run_cli(argv: list) -> tuple[int, str, str]:
 
 def _scratch(tmp: Path) -> dict:
     """Files the cases need: a good, a truncated and a bit-flipped checkpoint, folders, YAML."""
-    from attnlab.train.checkpoint import save_checkpoint
+    from attnlab.io.checkpoint import save_checkpoint
 
     files = {}
     for name in ("good", "truncated", "flipped"):

@@ -32,7 +32,7 @@ def _run_state() -> dict:
 
 def _forge(json_path: Path, change) -> Path:
     """Apply `change(record)` (returns the record) and rewrite it with a matching record hash."""
-    from attnlab.train import checkpoint as ck
+    from attnlab.io import checkpoint as ck
 
     record = json.loads(json_path.read_text())
     record.pop("record_sha256")
@@ -58,9 +58,9 @@ def _edit(*keys, value=None, delete=False):
 
 def cases(tmp: Path, Case) -> list:
     from attnlab import create_model
-    from attnlab.train import load_trained
-    from attnlab.train.checkpoint import load_checkpoint, save_checkpoint
-    from attnlab.train.run_folder import read_metrics
+    from attnlab.io.checkpoint import save_checkpoint
+    from attnlab.io.run_folder import read_metrics
+    from attnlab.train import load_checkpoint, load_trained
 
     weights = create_model("resnet_cifar", depth=8, width=4, num_classes=10, in_chans=1).state_dict()
 

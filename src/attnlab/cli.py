@@ -272,9 +272,9 @@ def _train_config(args):
 
 def cmd_train(args) -> int:
     from .data.datasets import DatasetError
-    from .train.checkpoint import CheckpointError, RunWriteError, list_checkpoints
+    from .io.checkpoint import CheckpointError, RunWriteError, list_checkpoints
+    from .io.run_folder import lock_run_folder
     from .train.distributed import launched_by_torchrun
-    from .train.run_folder import lock_run_folder
     from .train.trainer import NonFiniteLossError, TrainingInterrupted, train
 
     config = _train_config(args)
@@ -328,7 +328,7 @@ def _resume_command(args) -> str:
 # ---------------------------------------------------------------------------- eval
 def cmd_eval(args) -> int:
     from .data.datasets import DatasetError, dataset_info, load_dataset
-    from .train.checkpoint import CheckpointError, load_checkpoint
+    from .train import CheckpointError, load_checkpoint
     from .train.trainer import evaluate, load_trained
 
     if args.batch_size is not None and args.batch_size < 1:
@@ -385,7 +385,7 @@ def cmd_compare(args) -> int:
             raise UsageError(f"unknown preset {args.preset!r}; accepted: {', '.join(presets)}")
     _check_writable_dir(args.out)
     from .data.datasets import DatasetError
-    from .train.checkpoint import CheckpointError
+    from .io.checkpoint import CheckpointError
     from .train.distributed import current_context, shutdown_distributed
 
     try:  # every variant, seed, model shape, the device and the data, checked before any work
@@ -454,7 +454,7 @@ def cmd_bench(args) -> int:
 
 
 def cmd_explain(args) -> int:
-    from .train.checkpoint import CheckpointError, load_checkpoint
+    from .train import CheckpointError, load_checkpoint
 
     try:  # verify the hash before any work (a damaged or foreign file gets one line, exit 2)
         load_checkpoint(args.checkpoint, needs="run")

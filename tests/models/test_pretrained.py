@@ -49,7 +49,7 @@ def test_wrappers_and_prefixes_are_removed(base, tmp_path):
 
 
 def test_attnlab_checkpoint_folder_and_file(base, tmp_path):
-    from attnlab.train.checkpoint import save_checkpoint
+    from attnlab.io.checkpoint import save_checkpoint
 
     trained, _, logits = base
     json_path = save_checkpoint(tmp_path / "run" / "checkpoints", 7, {"epoch": 1}, trained.state_dict())

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from attnlab.train import compare, distributed
-from attnlab.train.checkpoint import CheckpointError, list_checkpoints, load_checkpoint
+from attnlab.io.checkpoint import CheckpointError, list_checkpoints, load_checkpoint
 from attnlab.train.config import TrainConfig
 from attnlab.train.distributed import DistributedContext, shard_permutation
 from attnlab.train.trainer import Trainer

@@ -13,7 +13,7 @@ from torch import nn
 
 from attnlab.data.datasets import load_dataset
 from attnlab.train import NonFiniteLossError, Trainer, TrainConfig
-from attnlab.train.checkpoint import CheckpointError, list_checkpoints, load_checkpoint
+from attnlab.io.checkpoint import CheckpointError, list_checkpoints, load_checkpoint
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ import textwrap
 import pytest
 import torch
 
-from attnlab.train.checkpoint import list_checkpoints, load_checkpoint
+from attnlab.io.checkpoint import list_checkpoints, load_checkpoint
 
 # A "zygote" process imports attnlab once and forks one child per `attnlab train` run (each
 # child is a real, separate training process that the test signals by its pid; forking saves
@@ -28,7 +28,8 @@ from attnlab.train.checkpoint import list_checkpoints, load_checkpoint
 ZYGOTE = textwrap.dedent("""
     import json, os, signal, sys
     from attnlab.cli import main
-    from attnlab.train import checkpoint as _ck, trainer as _tr
+    from attnlab.io import checkpoint as _ck
+    from attnlab.train import trainer as _tr
     import attnlab.data.datasets, sklearn.datasets, torch.optim  # warm imports, shared by the children
 
     _step = _tr.Trainer.train_step

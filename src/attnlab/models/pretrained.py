@@ -4,7 +4,7 @@ Not a paper module. `load_pretrained(model, path)` (what `create_model(..., pret
 
 1. reads the state dict: `.pth` / `.pt` / `.bin` through `torch.load(weights_only=True)` only (never
    unpickles code), `.safetensors` through safetensors, an attnlab run or checkpoint folder through
-   `train.checkpoint.load_checkpoint` (hash-verified). Wrappers are removed: a {"state_dict": ...} or
+   `io.checkpoint.load_checkpoint` (hash-verified). Wrappers are removed: a {"state_dict": ...} or
    {"model": ...} dict, DDP's "module." prefix, the "model." prefix of attnlab checkpoints (whose other
    keys, optimizer and RNG state, are dropped).
 2. detects the source ('attnlab', 'torchvision' or 'timm') from the keys: each candidate goes through
@@ -52,6 +52,7 @@ import torch
 from torch import nn
 
 from ..attention.base import AttentionModule
+from ..io.checkpoint import load_checkpoint
 
 SOURCES = ("attnlab", "torchvision", "timm")
 _TORCH_SUFFIXES = (".pth", ".pt", ".bin")
@@ -82,8 +83,6 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     if not path.exists():
         raise ValueError(f"pretrained file {str(path)!r} does not exist")
     if path.is_dir():
-        from ..train.checkpoint import load_checkpoint
-
         return load_checkpoint(path).model_state()
     suffix = path.suffix.lower()
     if suffix == ".safetensors":
@@ -96,8 +95,6 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         except (SafetensorError, OSError) as err:
             raise ValueError(f"pretrained file {str(path)!r} is not a readable safetensors file ({err})") from None
         if str(metadata.get("format", "")).startswith("attnlab-checkpoint") and path.with_suffix(".json").is_file():
-            from ..train.checkpoint import load_checkpoint
-
             return load_checkpoint(path).model_state()
         try:
             state = load_file(str(path))

@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Optional
 
 from ..measure.stats import effect_sentence, format_p, paired_by_seed, summarize
-from ..train.run_folder import read_metrics
+from ..io.run_folder import read_metrics
 from . import plots
 
 SEED_DIR = re.compile(r"^seed(\d+)$")

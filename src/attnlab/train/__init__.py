@@ -1,6 +1,7 @@
 """Training: `TrainConfig`, the `Trainer`, `train()`, `evaluate()`, `load_trained()`, checkpoints."""
-from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from ..io.checkpoint import CheckpointError, save_checkpoint
 from .config import TrainConfig
+from .run_checkpoint import load_checkpoint
 from .trainer import (NonFiniteLossError, Trainer, TrainingInterrupted, evaluate, load_trained,
                       train)
 

@@ -364,7 +364,7 @@ def check_resume_world_size(saved: Optional[int], context: DistributedContext, c
     """Refuse a resume whose world size differs from the checkpoint's, naming both."""
     saved = 1 if saved is None else int(saved)
     if saved != context.world_size:
-        from .checkpoint import CheckpointError
+        from ..io.checkpoint import CheckpointError
 
         raise CheckpointError(
             f"checkpoint {checkpoint} was written by a run of {saved} process(es), this run has "

@@ -13,7 +13,7 @@ against 0.42 s a step, interleaved; benchmarks/RESULTS.md has the same), `zero_g
 only - never bfloat16 on CPU, where it is ~100x slower than float32 - and optional torch.compile.
 
 Writes into `out_dir`: config.yaml, metrics.jsonl (one JSON line per epoch), final.json, and
-checkpoints/ (see train.checkpoint), holding the folder's lock while it does (train.run_folder: one
+checkpoints/ (see io.checkpoint), holding the folder's lock while it does (io.run_folder: one
 writer per run folder; a second one is refused naming the holder). Resume restores weights,
 optimizer, every RNG stream and the data-order position (epoch and batch), so in deterministic mode
 on CPU a resumed run ends with the same weights as an uninterrupted one. SIGINT / SIGTERM finish the
@@ -53,10 +53,11 @@ from torch import nn
 
 from ..data.augment import BatchAugment, normalise
 from ..data.datasets import DatasetSplits, load_dataset
-from .checkpoint import (CHECKPOINT_SUBDIR, CheckpointError, atomic_write, best_checkpoint, list_checkpoints,
-                         load_checkpoint, remove_stale_temporaries, resolve_checkpoint, rotate_checkpoints,
-                         save_checkpoint, write_failed)
-from .run_folder import RunFolderInUse, lock_run_folder, read_metrics
+from ..io.checkpoint import (CHECKPOINT_SUBDIR, CheckpointError, atomic_write, best_checkpoint, list_checkpoints,
+                             remove_stale_temporaries, resolve_checkpoint, rotate_checkpoints, save_checkpoint,
+                             write_failed)
+from ..io.run_folder import RunFolderInUse, lock_run_folder, read_metrics
+from .run_checkpoint import load_checkpoint
 from . import distributed
 from .config import RESUMABLE_CHANGES, TrainConfig
 from .optim import LRSchedule, build_optimizer
@@ -411,7 +412,7 @@ class Trainer:
         """Train for `config.epochs` epochs (continuing from the newest checkpoint with
         `resume=True`) and return final.json's content.
 
-        The process that writes `out_dir` holds its lock (train.run_folder) from the start to the
+        The process that writes `out_dir` holds its lock (io.run_folder) from the start to the
         end of `fit`: a second writer gets `RunFolderInUse` naming the holder, before it writes
         anything. Temporary files left by a writer killed mid-write are removed at the start. A
         file that cannot be written (disk full) raises `RunWriteError` (an OSError) naming the

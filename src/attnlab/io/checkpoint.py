@@ -21,8 +21,9 @@ structure (`check_record`: every field the JSON names, with its type; the tensor
 plain `.safetensors` name inside the checkpoint's own folder, so a record that names
 `../../x.safetensors` or `/etc/passwd` is refused before anything else is opened), then the JSON's
 own hash, then the tensor file's hash (a truncated, bit-flipped or swapped file is refused), then
-the decoded state (`check_state`: the fields that evaluation or a resume reads, `needs=`), then,
-when asked, the config; the error names the file, the field or what is wrong, and the newest
+the decoded state (`check_state`: the fields that evaluation or a resume reads, `needs=`, and the
+run's config through the caller's `check_config`), then, when asked, that the config equals the
+caller's; the error names the file, the field or what is wrong, and the newest
 older checkpoint that verifies. Rotation keeps the last K and the best. Nothing here calls
 `pickle` or `torch.load`.
 
@@ -43,14 +44,12 @@ import re
 import stat
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
 from safetensors.torch import load as load_safetensors_bytes
 from safetensors.torch import save as save_safetensors_bytes
-
-from .config import TrainConfig
 
 FORMAT = "attnlab-checkpoint/1"
 CHECKPOINT_SUBDIR = "checkpoints"
@@ -179,7 +178,7 @@ def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
 
     Only regular files named as `atomic_write` names the files of a run (`.<name>.tmp-<pid>` for
     a checkpoint, config.yaml, final.json or metrics.jsonl) whose process is gone are removed;
-    anything else is left alone. Call it while holding the folder's lock (train.run_folder)."""
+    anything else is left alone. Call it while holding the folder's lock (io.run_folder)."""
     folder = Path(folder)
     removed = []
     try:
@@ -390,10 +389,13 @@ def check_record(path: Path, record) -> Path:
     return path.parent / name
 
 
-def check_state(path: Path, state: dict, needs: str = "tensors") -> None:
+def check_state(path: Path, state: dict, needs: str = "tensors",
+                check_config: Optional[Callable[[dict], object]] = None) -> None:
     """Check that the decoded `state` of checkpoint `path` holds what its reader needs:
-    'tensors' (weights only: nothing more), 'run' (evaluation: the run's config, which must make
-    a valid TrainConfig, and the dataset's shape) or 'resume' (everything a Trainer restores).
+    'tensors' (weights only: nothing more), 'run' (evaluation: the run's config, an object, and
+    the dataset's shape) or 'resume' (everything a Trainer restores). For 'run' and 'resume',
+    `check_config` (when given) receives the stored config and raises ValueError or TypeError if
+    its reader cannot use it (attnlab.train passes `TrainConfig.from_dict`).
     CheckpointError naming the file and the field otherwise."""
     if needs not in NEEDS:
         raise ValueError(f"needs must be one of {NEEDS}, got {needs!r}")
@@ -402,10 +404,11 @@ def check_state(path: Path, state: dict, needs: str = "tensors") -> None:
     _check_fields(path, state, "state", _RUN)
     _check_fields(path, state["data"], "state.data", _RUN_DATA)
     _check_fields(path, state["data"], "state.data", _RUN_DATA_OPTIONAL, required=False)
-    try:
-        TrainConfig.from_dict(state["config"])
-    except (ValueError, TypeError) as err:
-        raise CheckpointError(f"checkpoint {path}: field state.config: {err}") from None
+    if check_config is not None:
+        try:
+            check_config(state["config"])
+        except (ValueError, TypeError) as err:
+            raise CheckpointError(f"checkpoint {path}: field state.config: {err}") from None
     if needs == "resume":
         _check_fields(path, state, "state", _RESUME)
         _check_fields(path, state, "state", _RESUME_OPTIONAL, required=False)
@@ -449,11 +452,13 @@ def _read_verified(path: Path) -> Checkpoint:
 
 
 def load_checkpoint(path: str | os.PathLike, expect_config: Optional[dict] = None,
-                    ignore_fields: tuple[str, ...] = (), needs: str = "tensors") -> Checkpoint:
+                    ignore_fields: tuple[str, ...] = (), needs: str = "tensors",
+                    check_config: Optional[Callable[[dict], object]] = None) -> Checkpoint:
     """Load and verify a checkpoint (see `resolve_checkpoint` for `path`).
 
     `needs` says what the caller reads (see `check_state`): 'tensors' (weights), 'run'
-    (evaluation) or 'resume'. With `expect_config`, the stored config must equal it, except for
+    (evaluation) or 'resume'; `check_config` validates the stored config for those two
+    (`attnlab.train.load_checkpoint` passes the TrainConfig check). With `expect_config`, the stored config must equal it, except for
     `ignore_fields`. Raises CheckpointError naming the problem (the field, for a record of the
     wrong shape) and, for a damaged file, the newest older checkpoint that verifies.
     """
@@ -467,7 +472,7 @@ def load_checkpoint(path: str | os.PathLike, expect_config: Optional[dict] = Non
         hint = (f"; the previous good checkpoint is {good} (load it explicitly or delete the damaged one)"
                 if good else "; no older checkpoint in that folder verifies")
         raise CheckpointError(f"{err}{hint}") from None
-    check_state(json_path, ckpt.state, needs)
+    check_state(json_path, ckpt.state, needs, check_config)
     if expect_config is not None:
         stored = ckpt.state.get("config", {})
         if not isinstance(stored, dict):

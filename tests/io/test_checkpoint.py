@@ -19,9 +19,10 @@ import numpy as np
 import pytest
 import torch
 
-from attnlab.train import checkpoint as ck
-from attnlab.train.checkpoint import NEEDS, CheckpointError, list_checkpoints, load_checkpoint, save_checkpoint
-from attnlab.train.run_folder import LOCK_NAME, RunFolderInUse, lock_run_folder, read_metrics
+from attnlab.io import checkpoint as ck
+from attnlab.io.checkpoint import NEEDS, CheckpointError, list_checkpoints, save_checkpoint
+from attnlab.io.run_folder import LOCK_NAME, RunFolderInUse, lock_run_folder, read_metrics
+from attnlab.train import load_checkpoint   # a run's reader: the file's checks and the config as a TrainConfig
 
 
 def write(directory, step, acc=0.5, config=None):
@@ -433,7 +434,7 @@ def test_resume_refuses_a_damaged_metrics_line_that_is_not_the_last(one_epoch_ru
 
 
 # ---------------------------------------------------------------------------- one writer per run folder
-HOLD = ("import sys; from attnlab.train.run_folder import lock_run_folder; lock = lock_run_folder(sys.argv[1]); "
+HOLD = ("import sys; from attnlab.io.run_folder import lock_run_folder; lock = lock_run_folder(sys.argv[1]); "
         "print('held', flush=True); sys.stdin.read()")
 
 

@@ -1,8 +1,9 @@
-"""A run folder's writer lock and the reader of its metrics log.
+"""A training run's folder: the names of its files, its writer's lock and the reader of its metrics log.
 
 Not a paper module. One training run writes one folder (config.yaml, metrics.jsonl, final.json,
-checkpoints/); two writers in the same folder would interleave their files. So the writer holds
-a lock for the life of the run:
+checkpoints/: `CONFIG_FILE`, `METRICS_FILE`, `FINAL_FILE`, `checkpoint.CHECKPOINT_SUBDIR`); two
+writers in the same folder would interleave their files. So the writer holds a lock for the life
+of the run:
 
     with lock_run_folder("runs/se"):       # RunFolderInUse (one line naming the holder) if taken
         ...                                 # write the run
@@ -35,6 +36,9 @@ except ImportError:  # Windows: no flock
     fcntl = None
 
 LOCK_NAME = ".attnlab-run.lock"
+CONFIG_FILE = "config.yaml"        # the run's TrainConfig
+METRICS_FILE = "metrics.jsonl"     # one JSON object per epoch (read_metrics)
+FINAL_FILE = "final.json"          # written when the run ends: test accuracy, seconds, epochs, ...
 
 
 class RunFolderInUse(CheckpointError):
