@@ -50,7 +50,7 @@ from torch import nn
 
 from ..attention.base import AFFINITY, CHANNEL, POOLING, SPATIAL, WARP
 from ..checks import check_int
-from ..report.plots import plt, save_figure
+from .plotting import plt, save_figure
 from .capture import capture, override_gates
 
 QUERY_POINTS = [(0.3, 0.3), (0.5, 0.5), (0.7, 0.65)]

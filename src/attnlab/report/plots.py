@@ -1,8 +1,9 @@
 """The report's own figures: accuracy with confidence intervals, gain against cost, training curves.
 
-Not a paper module. matplotlib with the Agg backend (no display needed); every figure is written
-as a PNG without the software tag (so the embedded HTML carries no address at all) and the path
-is returned. Inputs are the rows `report.builder` computes; nothing is typed in.
+Not a paper module. matplotlib set up as for every attnlab figure (`attnlab.explain.plotting`:
+the Agg backend, PNGs without the software tag, so the embedded HTML carries no address at all);
+each function returns the path it wrote. Inputs are the rows `report.builder` computes; nothing
+is typed in.
 """
 from __future__ import annotations
 
@@ -10,22 +11,9 @@ import math
 from pathlib import Path
 from typing import Mapping, Sequence
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-PNG_META = {"Software": None}
-
-
-def save_figure(fig, path: Path, dpi: int = 110) -> Path:
-    """Save `fig` as a PNG without metadata that names a web address, close it, return the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi, metadata=PNG_META, bbox_inches="tight")
-    plt.close(fig)
-    return path
+from ..explain.plotting import plt, save_figure
 
 
 def accuracy_figure(rows: Sequence[Mapping], path: Path) -> Path:
