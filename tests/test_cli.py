@@ -73,9 +73,9 @@ def test_bad_json_kwargs_and_missing_required(capsys, out):
 
 
 def test_unknown_preset(capsys, tmp_path):
-    compare = pytest.importorskip("attnlab.train.compare")
+    study = pytest.importorskip("attnlab.study")
     assert_usage_error(capsys, ["compare", "--preset", "no-such-preset", "--out", str(tmp_path)], "'no-such-preset'",
-                       *compare.list_presets()[:1])
+                       *study.list_presets()[:1])
 
 
 def test_compare_unknown_model_and_attention(capsys, tmp_path):

@@ -11,7 +11,7 @@ import pytest
 
 from attnlab.cli import build_parser, main
 from attnlab.models.layers import RESIDUAL_POSITIONS
-from attnlab.train.compare import list_presets
+from attnlab.study import list_presets
 from attnlab.train.config import TrainConfig
 
 # Flags whose accepted values are a fixed set the help must spell out even without argparse `choices`.

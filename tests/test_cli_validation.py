@@ -9,9 +9,10 @@ import math
 
 import pytest
 
+from attnlab import study
 from attnlab.cli import main
 from attnlab.data.datasets import DatasetError
-from attnlab.train import compare
+from attnlab.study.workers import portable_error
 from attnlab.train.config import TrainConfig, _describe, _field_types, _type_ok
 from attnlab.train.trainer import TrainingInterrupted
 
@@ -85,34 +86,34 @@ def test_cli_flags_go_through_the_same_checks(capsys, tmp_path, flags, needle):
 def plan_whose_runs_fail(tmp_path):
     """A validated quick plan of two runs, then pointed at a dataset folder without the data, so
     that each run fails when it loads its data (in this process or in a worker)."""
-    plan = compare.plan_compare(attentions=["none", "se"], seeds=[0], epochs=1)
+    plan = study.plan_compare(attentions=["none", "se"], seeds=[0], epochs=1)
     empty = tmp_path / "no-data"
     empty.mkdir()
-    plan.update(dataset="cifar10", data_dir=str(empty), explain=False, workers=2)
+    plan.dataset, plan.data_dir, plan.explain, plan.workers = "cifar10", str(empty), False, 2
     return plan
 
 
 def test_a_worker_error_reaches_the_caller_as_the_same_exception(tmp_path, plan_whose_runs_fail):
     with pytest.raises(DatasetError) as alone:
-        compare.run_compare(plan=plan_whose_runs_fail, out_root=tmp_path / "alone", workers=1, progress=False)
+        study.run_compare(plan=plan_whose_runs_fail, out_root=tmp_path / "alone", workers=1, progress=False)
     with pytest.raises(DatasetError) as pooled:
-        compare.run_compare(plan=plan_whose_runs_fail, out_root=tmp_path / "pooled", workers=2, progress=False)
+        study.run_compare(plan=plan_whose_runs_fail, out_root=tmp_path / "pooled", workers=2, progress=False)
     assert str(pooled.value) == str(alone.value) and "cifar10" in str(alone.value)
 
 
 def test_cli_prints_a_worker_error_as_the_one_line_of_one_process(capsys, monkeypatch, tmp_path,
                                                                   plan_whose_runs_fail):
     with pytest.raises(DatasetError) as alone:
-        compare.run_compare(plan=plan_whose_runs_fail, out_root=tmp_path / "alone", workers=1, progress=False)
-    monkeypatch.setattr(compare, "plan_compare", lambda **_: plan_whose_runs_fail)   # workers=2 in the plan
+        study.run_compare(plan=plan_whose_runs_fail, out_root=tmp_path / "alone", workers=1, progress=False)
+    monkeypatch.setattr(study, "plan_compare", lambda **_: plan_whose_runs_fail)   # workers=2 in the plan
     line = one_line_error(capsys, "compare", "--out", tmp_path / "cli", "--no-progress")
     assert line == "attnlab: error: " + " ".join(str(alone.value).split())
 
 
 def test_an_exception_that_cannot_cross_processes_is_sent_as_its_type_and_message():
     kept = DatasetError("no data here")
-    assert compare._portable(kept) is kept
-    sent = compare._portable(TrainingInterrupted("stopped at step 3", None))   # its constructor needs 2 arguments
+    assert portable_error(kept) is kept
+    sent = portable_error(TrainingInterrupted("stopped at step 3", None))   # its constructor needs 2 arguments
     assert type(sent) is RuntimeError and str(sent) == "TrainingInterrupted: stopped at step 3"
 
 

@@ -77,7 +77,7 @@ def cases(tmp: Path, Case) -> list:
     from attnlab.models import create_model
     from attnlab.report import build_report
     from attnlab.train import TrainConfig, evaluate
-    from attnlab.train.compare import plan_compare, run_compare
+    from attnlab.study import plan_compare, run_compare
     from attnlab.train.trainer import load_trained, resolve_device
 
     f = _files(tmp)

@@ -9,7 +9,7 @@ def cases(tmp: Path, Case) -> list:
     out = tmp / "run"
     train = ["train", "--model", "resnet20", "--dataset", "digits", "--epochs", "1", "--out", out]
     from attnlab.measure.bench import run_bench
-    from attnlab.train.compare import run_compare
+    from attnlab.study import run_compare
 
     return [
         Case("api", "run_bench: progress that is not a function", lambda: run_bench(models=["resnet20"],

@@ -376,11 +376,11 @@ def cmd_compare(args) -> int:
         attentions = [a if a.lower() == "none" else _check_attention(a) for a in args.attentions]
     dataset = _check_dataset(args.dataset) if args.dataset else None
     try:
-        from .train import compare as compare_mod
+        from . import study
     except ImportError as err:
         raise UsageError(f"compare is not available in this installation ({err})") from None
     if args.preset is not None:
-        presets = compare_mod.list_presets()
+        presets = study.list_presets()
         if args.preset not in presets:
             raise UsageError(f"unknown preset {args.preset!r}; accepted: {', '.join(presets)}")
     _check_writable_dir(args.out)
@@ -389,13 +389,13 @@ def cmd_compare(args) -> int:
     from .train.distributed import current_context, shutdown_distributed
 
     try:  # every variant, seed, model shape, the device and the data, checked before any work
-        plan = compare_mod.plan_compare(preset=args.preset, models=models, attentions=attentions, seeds=args.seeds,
-                                        epochs=args.epochs, dataset=dataset, data_dir=args.data_dir)
+        plan = study.plan_compare(preset=args.preset, models=models, attentions=attentions, seeds=args.seeds,
+                                  epochs=args.epochs, dataset=dataset, data_dir=args.data_dir)
     except (ValueError, TypeError) as err:
         raise UsageError(f"compare: {_one_line(err)}") from None
     try:  # under torchrun run_compare spreads the runs over the ranks; rank 0 writes the report
-        folder = compare_mod.run_compare(plan=plan, out_root=args.out,
-                                         progress=False if args.no_progress else _progress_line)
+        folder = study.run_compare(plan=plan, out_root=args.out,
+                                   progress=False if args.no_progress else _progress_line)
         is_main = current_context().is_main
     except (DatasetError, CheckpointError) as err:   # the same line whether the run failed here or in a worker
         raise UsageError(_one_line(err)) from None
@@ -507,7 +507,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .measure.bench import RESNET_ATTENTIONS, RESNET_DEFAULTS
     from .models.layers import RESIDUAL_POSITIONS
     from .attention import list_attention
-    from .train.compare import DEFAULT_PRESET, list_presets
+    from .study import DEFAULT_PRESET, list_presets
 
     d = _config_default
     parser = _Parser(prog="attnlab", description="What does attention buy a convolutional network? "

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from attnlab import cli
-from attnlab.train import compare
+from attnlab.study import presets
 from attnlab.train.distributed import current_context, init_distributed
 from attnlab.train.trainer import Trainer
 
@@ -33,7 +33,7 @@ def main(out_root: Path, preset_dir: Path) -> None:
     if context.is_main:
         (out_root / "ddp_rank0.json").write_text(json.dumps(result))
     del resumed   # its DDP wrapper holds the process group, which cli.main below destroys
-    compare.PRESET_DIR = preset_dir
+    presets.PRESET_DIR = preset_dir
     code = cli.main(["compare", "--preset", "tiny", "--out", str(out_root / "compare"), "--no-progress"])
     assert code == 0, code
     assert current_context().world_size == 1   # cli.main left the process group

@@ -15,8 +15,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from attnlab.train import compare, distributed
 from attnlab.io.checkpoint import CheckpointError, list_checkpoints, load_checkpoint
+from attnlab.study import presets as study_presets
+from attnlab.study import run_compare
+from attnlab.train import distributed
 from attnlab.train.config import TrainConfig
 from attnlab.train.distributed import DistributedContext, shard_permutation
 from attnlab.train.trainer import Trainer
@@ -157,12 +159,12 @@ def test_compare_spread_over_two_ranks_gives_the_single_process_table(launched, 
     out, presets = launched
     spread = [p for p in (out / "compare").iterdir() if p.is_dir()]
     assert len(spread) == 1, spread   # rank 0 made the folder, rank 1 used it
-    old = compare.PRESET_DIR
-    compare.PRESET_DIR = presets
+    old = study_presets.PRESET_DIR
+    study_presets.PRESET_DIR = presets
     try:
-        alone = compare.run_compare("tiny", out_root=tmp_path, progress=False)
+        alone = run_compare("tiny", out_root=tmp_path, progress=False)
     finally:
-        compare.PRESET_DIR = old
+        study_presets.PRESET_DIR = old
     assert json.loads((spread[0] / "compare.json").read_text())["ranks"] == 2
     with open(spread[0] / "results.csv") as fh:
         spread_rows = list(csv.DictReader(fh))

@@ -485,7 +485,7 @@ def resnet_cifar(depth: int = 20, width: int = 16, **kwargs):
     """CIFAR ResNet of any depth 6n + 2 and stage widths (w, 2w, 4w): resnet_cifar(20, 16) is resnet20.
     The depth and width knobs serve small studies (`attnlab compare`'s quick preset trains a
     ResNet-8) and the report's capacity control, which widens the baseline to match an attention
-    variant's parameter count (`attnlab.train.compare.match_width`)."""
+    variant's parameter count (`attnlab.study.match_width`)."""
     kwargs.setdefault("family", "resnet_cifar")
     return _cifar_resnet(depth, width, **kwargs)
 

@@ -1,14 +1,12 @@
 """Build the effect report of a `compare` run folder: tables, sentences, figures, one HTML file.
 
 Not a paper module. Everything is recomputed from the run folder alone, so ``attnlab report
-RUN_DIR`` regenerates the same report:
-
-    RUN_DIR/compare.json                   the plan: preset, variants (name, model, attention,
-                                           role = baseline | attention | capacity), seeds, input shape
-    RUN_DIR/runs/<variant>/seed<S>/        one training run each (final.json, metrics.jsonl, checkpoint)
-    RUN_DIR/costs.json                     measured once per variant (measured here if missing)
-    RUN_DIR/explain/<variant>/*.png        explanation figures of one checkpoint per variant
-                                           (made here if missing and `explain=True`)
+RUN_DIR`` regenerates the same report. The folder's layout and its plan (compare.json, also as
+older versions wrote it) are those of `attnlab.io.study_files`: the report reads the plan
+(`StudyPlan`: variants with their role = baseline | attention | capacity, seeds, input shape),
+each run's final.json and metrics.jsonl, costs.json (measured here from the first checkpoint
+when missing) and the explanation figures of one checkpoint per variant (made here when missing
+and `explain=True`).
 
 Outputs: results.csv and results.json (one row per variant), report.md, report.html (one
 self-contained file: CSS inline, figures as base64 PNG data URIs, no external reference), and
@@ -33,92 +31,27 @@ import csv
 import html
 import json
 import math
-import re
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Optional
 
+from ..io.run_folder import FINAL_FILE, METRICS_FILE, read_metrics
+from ..io.study_files import StudyFolder, StudyPlan, read_json_object
 from ..measure.stats import effect_sentence, format_p, paired_by_seed, summarize
-from ..io.run_folder import read_metrics
 from . import plots
-
-SEED_DIR = re.compile(r"^seed(\d+)$")
 
 
 # --------------------------------------------------------------------------------------------- reading
 
-PLAN_EXPECTED = "the JSON object `attnlab compare` writes, with a non-empty list of variants"
-
-
-def _read_json(path: Path, expected: str = "a JSON object") -> dict:
-    """The JSON object in file `path`; ValueError naming the file and `expected` when the file
-    cannot be read, is not UTF-8 JSON, or holds something other than an object."""
-    try:
-        data = json.loads(Path(path).read_bytes().decode("utf-8"))
-    except OSError as exc:
-        raise ValueError(f"{path} cannot be read ({exc.strerror or exc}); expected {expected}") from None
-    except UnicodeDecodeError:
-        raise ValueError(f"{path} is not UTF-8 text; expected {expected}") from None
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno}); "
-                         f"expected {expected}") from None
-    if not isinstance(data, dict):
-        kind = {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(type(data), "a number")
-        raise ValueError(f"{path} holds {kind}, not an object; expected {expected}")
-    return data
-
-
-def _check_plan(plan: dict, plan_path: Path) -> dict:
-    """What the report needs of compare.json: variants (objects with a distinct string name and,
-    where given, a string role and baseline) and a baseline among them; notes a list of strings."""
-    variants = plan.get("variants")
-    if not isinstance(variants, list) or not variants:
-        raise ValueError(f"{plan_path}: 'variants' is {variants!r}; expected {PLAN_EXPECTED}")
-    names = []
-    for v in variants:
-        if not isinstance(v, dict) or not isinstance(v.get("name"), str) or not v["name"]:
-            raise ValueError(f"{plan_path}: variant {v!r} is not an object with a 'name' string; expected "
-                             f"{PLAN_EXPECTED}")
-        for key in ("role", "baseline", "model", "attention", "matches"):
-            if v.get(key) is not None and not isinstance(v[key], str):
-                raise ValueError(f"{plan_path}: variant {v['name']!r} has {key} {v[key]!r}; expected a string")
-        names.append(v["name"])
-    if len(set(names)) != len(names):
-        raise ValueError(f"{plan_path}: variant names {names} repeat; expected each name once")
-    plan.setdefault("baseline", names[0])
-    for baseline in [plan["baseline"]] + [v["baseline"] for v in variants if v.get("baseline") is not None]:
-        if baseline not in names:
-            raise ValueError(f"{plan_path}: baseline {baseline!r} is not among the variants {names}")
-    notes = plan.get("notes")
-    if notes is not None and (not isinstance(notes, list) or not all(isinstance(n, str) for n in notes)):
-        raise ValueError(f"{plan_path}: 'notes' is {notes!r}; expected a list of strings")
-    for key in ("cost", "input_shape"):
-        if plan.get(key) is not None and not isinstance(plan[key], (dict if key == "cost" else list)):
-            raise ValueError(f"{plan_path}: {key!r} is {plan[key]!r}; expected "
-                             + ("an object" if key == "cost" else "a list [C, H, W]"))
-    return plan
-
-
-def read_plan(run_dir: Path) -> dict:
-    """compare.json (checked for what the report needs), or a plan inferred from runs/<variant>/
-    folders when it is missing; ValueError naming the file and what was expected."""
-    plan_path = run_dir / "compare.json"
-    if plan_path.is_file():
-        return _check_plan(_read_json(plan_path, PLAN_EXPECTED), plan_path)
-    runs = run_dir / "runs"
-    names = sorted(p.name for p in runs.iterdir() if p.is_dir()) if runs.is_dir() else []
-    if not names:
-        raise ValueError(f"{run_dir} is not a compare run folder: expected compare.json or "
-                         "runs/<variant>/seed<S>/final.json")
-    base = "none" if "none" in names else names[0]
-    names = [base] + [n for n in names if n != base]
-    return {"preset": None, "baseline": base,
-            "variants": [{"name": n, "role": "baseline" if n == base else "attention"} for n in names]}
+def read_plan(run_dir) -> StudyPlan:
+    """compare.json of `run_dir` (checked for what the report needs), or a plan inferred from its
+    runs/<variant>/ folders when it is missing; ValueError naming the file and what was expected."""
+    return StudyFolder(run_dir).read_plan()
 
 
 def _read_final(path: Path) -> dict:
     """A run's final.json: an object whose test_acc is a number (seconds and epochs numbers too, when given)."""
-    final = _read_json(path, "the JSON object a finished training run writes (with its test_acc)")
+    final = read_json_object(path, "the JSON object a finished training run writes (with its test_acc)")
     for key, required in (("test_acc", True), ("seconds", False), ("epochs", False)):
         value = final.get(key)
         if (value is None and required) or (value is not None and (isinstance(value, bool)
@@ -127,56 +60,33 @@ def _read_final(path: Path) -> dict:
     return final
 
 
-def read_costs(run_dir: Path) -> dict:
-    """costs.json ({variant: {figure: value}}), {} when there is none."""
-    path = run_dir / "costs.json"
-    if not path.is_file():
-        return {}
-    costs = _read_json(path, "the JSON object of measured costs, one object per variant")
-    for name, entry in costs.items():
-        if not isinstance(entry, dict):
-            raise ValueError(f"{path}: the costs of {name!r} are {entry!r}; expected an object per variant")
-    return costs
-
-
-def read_run_folder(run_dir) -> tuple[dict, dict, dict, dict]:
+def read_run_folder(run_dir) -> tuple[StudyPlan, dict, dict, dict]:
     """(plan, finals, metrics, costs) of a compare run folder, every file checked: `finals` and
     `metrics` are {variant: {seed: ...}}. ValueError (TypeError for a `run_dir` that is no path)
     naming the file and what was expected, or what is missing."""
     if not isinstance(run_dir, (str, Path)):
         raise TypeError(f"run_dir must be a path, got {type(run_dir).__name__} {run_dir!r}")
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
+    folder = StudyFolder(run_dir)
+    if not folder.root.is_dir():
         raise ValueError(f"run folder {str(run_dir)!r} does not exist; expected the folder `attnlab compare` printed")
-    plan = read_plan(run_dir)
+    plan = folder.read_plan()
     finals, metrics = {}, {}
-    for v in plan["variants"]:
-        finals[v["name"]], metrics[v["name"]] = read_variant_runs(run_dir, v["name"])
+    for v in plan.variants:
+        finals[v.name], metrics[v.name] = read_variant_runs(folder.root, v.name)
     if not any(finals.values()):
-        raise ValueError(f"{run_dir}: no finished run (runs/<variant>/seed<S>/final.json) to report")
-    if plan["baseline"] not in finals or not finals[plan["baseline"]]:
-        raise ValueError(f"{run_dir}: the baseline {plan['baseline']!r} has no finished run")
-    return plan, finals, metrics, read_costs(run_dir)
+        raise ValueError(f"{folder.root}: no finished run (runs/<variant>/seed<S>/{FINAL_FILE}) to report")
+    if plan.baseline not in finals or not finals[plan.baseline]:
+        raise ValueError(f"{folder.root}: the baseline {plan.baseline!r} has no finished run")
+    return plan, finals, metrics, folder.read_costs()
 
 
-def read_variant_runs(run_dir: Path, variant: str) -> tuple[dict[int, dict], dict[int, list[dict]]]:
+def read_variant_runs(run_dir, variant: str) -> tuple[dict[int, dict], dict[int, list[dict]]]:
     """{seed: final.json} and {seed: metrics.jsonl records} of one variant."""
     finals, metrics = {}, {}
-    folder = run_dir / "runs" / variant
-    if not folder.is_dir():
-        return finals, metrics
-    for sub in sorted(folder.iterdir()):
-        m = SEED_DIR.match(sub.name)
-        if not m or not (sub / "final.json").is_file():
-            continue
-        seed = int(m.group(1))
-        finals[seed] = _read_final(sub / "final.json")
-        metrics[seed] = read_metrics(sub / "metrics.jsonl")   # drops a last line cut by an interrupted run
+    for seed, run in StudyFolder(run_dir).finished_runs(variant):
+        finals[seed] = _read_final(run / FINAL_FILE)
+        metrics[seed] = read_metrics(run / METRICS_FILE)   # drops a last line cut by an interrupted run
     return finals, metrics
-
-
-def seed_run_dir(run_dir: Path, variant: str, seed: int) -> Path:
-    return run_dir / "runs" / variant / f"seed{seed}"
 
 
 # --------------------------------------------------------------------------------------------- rows
@@ -189,17 +99,17 @@ COST_KEYS = {"params": "params_ratio", "flops": "flops_ratio", "pooling_ops": "p
 CURVE_KEYS = ("train_loss", "test_loss", "val_loss", "train_acc", "test_acc", "val_acc")
 
 
-def compute_rows(plan: dict, finals: dict, costs: dict) -> list[dict]:
+def compute_rows(plan: StudyPlan, finals: dict, costs: dict) -> list[dict]:
     """One row per variant: accuracy statistics, paired difference to the baseline, costs and ratios."""
     rows = []
-    for v in plan["variants"]:
-        name = v["name"]
-        baseline = v.get("baseline") or plan["baseline"]  # several models: each its own baseline
+    for v in plan.variants:
+        name = v.name
+        baseline = v.baseline or plan.baseline  # several models: each its own baseline
         base_accs = {s: f["test_acc"] for s, f in finals.get(baseline, {}).items()}
         base_cost = costs.get(baseline, {})
         accs = {s: float(f["test_acc"]) for s, f in sorted(finals.get(name, {}).items())}
-        row = {"variant": name, "role": v.get("role", "attention"), "model": v.get("model"),
-               "attention": v.get("attention"), "matches": v.get("matches"), "seeds": sorted(accs),
+        row = {"variant": name, "role": v.role, "model": v.model,
+               "attention": v.attention, "matches": v.matches, "seeds": sorted(accs),
                "seed_accs": accs, "n": len(accs)}
         if accs:
             s = summarize(list(accs.values()))
@@ -232,18 +142,18 @@ def compute_rows(plan: dict, finals: dict, costs: dict) -> list[dict]:
     return rows
 
 
-def collect_curves(plan: dict, metrics: dict) -> dict:
+def collect_curves(plan: StudyPlan, metrics: dict) -> dict:
     """curves[variant][metric] = [per-epoch values for each seed] for the metrics present."""
     curves = {}
-    for v in plan["variants"]:
+    for v in plan.variants:
         per = {}
-        for seed, records in sorted(metrics.get(v["name"], {}).items()):
+        for seed, records in sorted(metrics.get(v.name, {}).items()):
             epoch_records = [r for r in records if isinstance(r, dict) and "epoch" in r]
             for key in CURVE_KEYS:
                 vals = [r[key] for r in epoch_records if isinstance(r.get(key), (int, float))]
                 if vals:
                     per.setdefault(key, []).append(vals)
-        curves[v["name"]] = per
+        curves[v.name] = per
     return curves
 
 
@@ -366,7 +276,7 @@ def _html_table(head, body) -> str:
 
 # --------------------------------------------------------------------------------------------- outputs
 
-def write_results(run_dir: Path, plan: dict, rows: list[dict]) -> tuple[Path, Path]:
+def write_results(run_dir, plan: StudyPlan, rows: list[dict]) -> tuple[Path, Path]:
     """results.json (everything) and results.csv (flat: no per-seed dicts)."""
     def clean(v):
         if isinstance(v, float) and not math.isfinite(v):
@@ -377,11 +287,12 @@ def write_results(run_dir: Path, plan: dict, rows: list[dict]) -> tuple[Path, Pa
             return [clean(x) for x in v]
         return v
 
-    json_path = run_dir / "results.json"
-    json_path.write_text(json.dumps({"preset": plan.get("preset"), "baseline": plan["baseline"],
-                                     "dataset": plan.get("dataset"), "seeds": plan.get("seeds"),
+    folder = StudyFolder(run_dir)
+    json_path = folder.results_json
+    json_path.write_text(json.dumps({"preset": plan.preset, "baseline": plan.baseline,
+                                     "dataset": plan.dataset, "seeds": plan.seeds,
                                      "variants": [clean(r) for r in rows]}, indent=2))
-    csv_path = run_dir / "results.csv"
+    csv_path = folder.results_csv
     skip = {"seed_accs", "seeds", "sentence"}
     fields = [k for k in rows[0] if k not in skip] + ["seeds"]
     with open(csv_path, "w", newline="") as fh:
@@ -403,25 +314,25 @@ code{background:#f3f3f3;padding:0 3px}li{margin:0.2em 0}.note{color:#555;font-si
 SEED_PICTURE = "a_seed_picture.png"  # the same operators for every variant: shown once
 
 
-def _explanation_figures(run_dir: Path, plan: dict) -> dict[str, list[Path]]:
+def _explanation_figures(folder: StudyFolder, plan: StudyPlan) -> dict[str, list[Path]]:
     out, seed_shown = {}, False
-    for v in plan["variants"]:
-        folder = run_dir / "explain" / v["name"]
-        pngs = sorted(folder.glob("*.png")) if folder.is_dir() else []
+    for v in plan.variants:
+        figures = folder.explain_dir(v.name)
+        pngs = sorted(figures.glob("*.png")) if figures.is_dir() else []
         if seed_shown:
             pngs = [p for p in pngs if p.name != SEED_PICTURE]
         seed_shown = seed_shown or any(p.name == SEED_PICTURE for p in pngs)
         if pngs:
-            out[v["name"]] = pngs
+            out[v.name] = pngs
     return out
 
 
-def _explain_summaries(run_dir: Path, plan: dict) -> dict[str, dict]:
+def _explain_summaries(folder: StudyFolder, plan: StudyPlan) -> dict[str, dict]:
     out = {}
-    for v in plan["variants"]:
-        path = run_dir / "explain" / v["name"] / "summary.json"
+    for v in plan.variants:
+        path = folder.explain_summary(v.name)
         if path.is_file():
-            out[v["name"]] = _read_json(path)
+            out[v.name] = read_json_object(path)
     return out
 
 
@@ -445,19 +356,19 @@ def _specificity_table(summaries: dict) -> Optional[tuple]:
     return (head, body) if body else None
 
 
-def render(run_dir: Path, plan: dict, rows: list[dict], figures: dict, explain_figs: dict,
+def render(run_dir: Path, plan: StudyPlan, rows: list[dict], figures: dict, explain_figs: dict,
            summaries: dict, capacity: tuple, notes: list[str]) -> tuple[str, str]:
     """(markdown, html) of the whole report; the HTML embeds every PNG as a data URI."""
-    title = f"attnlab compare: {plan.get('preset') or run_dir.name}"
-    setup = (f"Dataset `{plan.get('dataset')}` at input {tuple(plan.get('input_shape') or ())}, seeds "
-             f"{plan.get('seeds')}, {rows[0].get('epochs', '?')} epochs, baseline `{plan['baseline']}`. "
+    title = f"attnlab compare: {plan.preset or run_dir.name}"
+    setup = (f"Dataset `{plan.dataset}` at input {tuple(plan.input_shape or ())}, seeds "
+             f"{plan.seeds}, {rows[0].get('epochs', '?')} epochs, baseline `{plan.baseline}`. "
              f"Generated {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} from the run folder "
              f"(`attnlab report {run_dir}` regenerates it).")
-    timing = plan.get("seconds") or {}
+    timing = plan.seconds or {}
     if timing:
         setup += (f" The compare took {timing.get('total', sum(timing.values())):.0f} s of wall time ("
                   + ", ".join(f"{k} {v:.0f} s" for k, v in timing.items() if k != "total")
-                  + f") with {plan.get('workers', 1)} worker process(es).")
+                  + f") with {plan.workers if plan.workers is not None else 1} worker process(es).")
     eff = effect_table(rows)
     cost = cost_table(rows)
     cap_lines, cap_table = capacity
@@ -527,43 +438,40 @@ def render(run_dir: Path, plan: dict, rows: list[dict], figures: dict, explain_f
 
 # --------------------------------------------------------------------------------------------- entry
 
-def _measure_missing_costs(run_dir: Path, plan: dict, finals: dict, costs: dict, notes: list[str]) -> bool:
+def _measure_missing_costs(folder: StudyFolder, plan: StudyPlan, finals: dict, costs: dict, notes: list[str]) -> bool:
     """Measure costs of variants missing from costs.json from their first checkpoint; True if any."""
-    missing = [v for v in plan["variants"] if v["name"] not in costs and finals.get(v["name"])]
+    missing = [v for v in plan.variants if v.name not in costs and finals.get(v.name)]
     if not missing:
         return False
     from ..measure.cost import measure_costs
     from ..train import load_trained
-    from ..train.compare import trains_channels_last
 
     changed = False
     for v in missing:
-        seed = min(finals[v["name"]])
+        seed = min(finals[v.name])
         try:
-            model, _ = load_trained(seed_run_dir(run_dir, v["name"], seed))
-            shape = plan.get("input_shape") or list(model.input_size)
-            settings = {k: val for k, val in (plan.get("cost") or {}).items()
-                        if k in ("large_batch", "train_batch", "repeats", "warmup", "threads")}
-            costs[v["name"]] = measure_costs(model, tuple(shape), channels_last=trains_channels_last(plan), **settings)
+            model, _ = load_trained(folder.seed_dir(v.name, seed))
+            shape = plan.input_shape or list(model.input_size)
+            costs[v.name] = measure_costs(model, tuple(shape), channels_last=plan.trains_channels_last,
+                                          **plan.cost_settings)
             changed = True
         except Exception as exc:  # a report with a gap beats no report; the gap is named
-            notes.append(f"costs of {v['name']} could not be measured: {type(exc).__name__}: {exc}")
+            notes.append(f"costs of {v.name} could not be measured: {type(exc).__name__}: {exc}")
     return changed
 
 
-def _make_missing_explanations(run_dir: Path, plan: dict, finals: dict, notes: list[str]) -> None:
+def _make_missing_explanations(folder: StudyFolder, plan: StudyPlan, finals: dict, notes: list[str]) -> None:
     from ..explain import explain_checkpoint
 
-    for v in plan["variants"]:
-        out = run_dir / "explain" / v["name"]
-        if (out.is_dir() and any(out.glob("*.png"))) or not finals.get(v["name"]):
+    for v in plan.variants:
+        out = folder.explain_dir(v.name)
+        if (out.is_dir() and any(out.glob("*.png"))) or not finals.get(v.name):
             continue
-        seed = min(finals[v["name"]])
+        seed = min(finals[v.name])
         try:
-            explain_checkpoint(seed_run_dir(run_dir, v["name"], seed), out,
-                               dataset=plan.get("dataset"), data_dir=plan.get("data_dir"))
+            explain_checkpoint(folder.seed_dir(v.name, seed), out, dataset=plan.dataset, data_dir=plan.data_dir)
         except Exception as exc:  # named in the report, never silently dropped
-            notes.append(f"explanations of {v['name']} failed: {type(exc).__name__}: {exc}")
+            notes.append(f"explanations of {v.name} failed: {type(exc).__name__}: {exc}")
 
 
 def build_report(run_dir, explain: bool = True, measure: bool = True) -> Path:
@@ -573,29 +481,27 @@ def build_report(run_dir, explain: bool = True, measure: bool = True) -> Path:
     checkpoints and the dataset); `measure`: measure costs missing from costs.json.
     """
     plan, finals, metrics, costs = read_run_folder(run_dir)
-    run_dir = Path(run_dir)
-    notes: list[str] = list(plan.get("notes") or [])
-    costs_path = run_dir / "costs.json"
-    if measure and _measure_missing_costs(run_dir, plan, finals, costs, notes):
-        costs_path.write_text(json.dumps(costs, indent=2))
-    for v in plan["variants"]:
-        if not finals.get(v["name"]):
-            notes.append(f"{v['name']}: no finished run in this folder")
+    folder = StudyFolder(run_dir)
+    notes: list[str] = list(plan.notes or [])
+    if measure and _measure_missing_costs(folder, plan, finals, costs, notes):
+        folder.write_costs(costs)
+    for v in plan.variants:
+        if not finals.get(v.name):
+            notes.append(f"{v.name}: no finished run in this folder")
     if explain:
-        _make_missing_explanations(run_dir, plan, finals, notes)
+        _make_missing_explanations(folder, plan, finals, notes)
     rows = compute_rows(plan, finals, costs)
-    write_results(run_dir, plan, rows)
-    fig_dir = run_dir / "figures"
+    write_results(folder.root, plan, rows)
+    fig_dir = folder.figures_dir
     present = [r for r in rows if r["n"]]
     figures = {"accuracy with 95% CI": plots.accuracy_figure(present, fig_dir / "accuracy.png"),
                "accuracy gain vs cost (Pareto)": plots.gain_cost_figure(present, fig_dir / "gain_vs_cost.png"),
                "training curves": plots.training_curves_figure(collect_curves(plan, metrics), fig_dir / "training_curves.png")}
-    md, page = render(run_dir, plan, rows, figures, _explanation_figures(run_dir, plan),
-                      _explain_summaries(run_dir, plan), capacity_section(rows, finals), notes)
-    (run_dir / "report.md").write_text(md)
-    out = run_dir / "report.html"
-    out.write_text(page)
-    return out
+    md, page = render(folder.root, plan, rows, figures, _explanation_figures(folder, plan),
+                      _explain_summaries(folder, plan), capacity_section(rows, finals), notes)
+    folder.report_md.write_text(md)
+    folder.report_html.write_text(page)
+    return folder.report_html
 
 
 __all__ = ["build_report", "compute_rows", "read_plan", "read_run_folder", "read_variant_runs", "write_results"]

@@ -6,7 +6,8 @@ import re
 import pytest
 import torch
 
-from attnlab.train import compare
+from attnlab import study
+from attnlab.study import presets as study_presets
 
 TINY = """
 description: tiny progress study
@@ -28,7 +29,7 @@ def tiny_preset(tmp_path, monkeypatch):
     presets = tmp_path / "presets"
     presets.mkdir()
     (presets / "tiny.yaml").write_text(TINY)
-    monkeypatch.setattr(compare, "PRESET_DIR", presets)
+    monkeypatch.setattr(study_presets, "PRESET_DIR", presets)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield tmp_path / "runs"
@@ -37,7 +38,7 @@ def tiny_preset(tmp_path, monkeypatch):
 
 def test_every_phase_announced_with_per_item_progress_and_eta(tiny_preset, capsys):
     lines = []
-    run_dir = compare.run_compare("tiny", out_root=tiny_preset, progress=lines.append)
+    run_dir = study.run_compare("tiny", out_root=tiny_preset, progress=lines.append)
     text = "\n".join(lines)
     phases = ["training 2 runs ...", "measuring cost of 2 variants", "explaining 2 variants", "writing the report ..."]
     where = [next(i for i, line in enumerate(lines) if line.startswith(p)) for p in phases]

@@ -6,7 +6,10 @@ import json
 import pytest
 import torch
 
-from attnlab.train import compare
+from attnlab import study
+from attnlab.io.study_files import StudyFolder
+from attnlab.study import presets
+from attnlab.study.variants import build_variant
 
 TINY = """
 description: tiny test study
@@ -25,57 +28,57 @@ workers: 1
 
 
 def test_shipped_presets_plan_without_error():
-    assert {"quick", "fashion-mnist", "stn-rts", "cifar10-se"} <= set(compare.list_presets())
-    quick = compare.plan_compare()  # no argument = the quick preset
-    assert quick["preset"] == "quick" and len(quick["seeds"]) >= 3 and quick["dataset"] == "digits"
-    names = [v["name"] for v in quick["variants"]]
+    assert {"quick", "fashion-mnist", "stn-rts", "cifar10-se"} <= set(study.list_presets())
+    quick = study.plan_compare()  # no argument = the quick preset
+    assert quick.preset == "quick" and len(quick.seeds) >= 3 and quick.dataset == "digits"
+    names = [v.name for v in quick.variants]
     assert names[:7] == ["none", "se", "eca", "cbam", "gc", "non_local", "stn"]
-    roles = {v["name"]: v["role"] for v in quick["variants"]}
+    roles = {v.name: v.role for v in quick.variants}
     assert roles["none"] == "baseline" and roles[names[-1]] == "capacity"
-    stn = quick["variants"][6]
-    assert stn["attention"] is None and stn["model_kwargs"]["spatial_transformer"] is True
-    nl = quick["variants"][5]
-    assert nl["attention"] is None and nl["model_kwargs"]["nonlocal_stages"] == [2, 3]
-    cifar = compare.load_preset("cifar10-se")
+    stn = quick.variants[6]
+    assert stn.attention is None and stn.model_kwargs["spatial_transformer"] is True
+    nl = quick.variants[5]
+    assert nl.attention is None and nl.model_kwargs["nonlocal_stages"] == [2, 3]
+    cifar = study.load_preset("cifar10-se")
     assert cifar["train"]["milestones"] == [82, 123] and cifar["train"]["weight_decay"] == 1.0e-4
 
 
 def test_bad_requests_are_named():
     with pytest.raises(ValueError, match="unknown preset 'nope'; accepted: .*quick"):
-        compare.load_preset("nope")
+        study.load_preset("nope")
     with pytest.raises(ValueError, match="seeds"):
-        compare.plan_compare(seeds=[-1])
+        study.plan_compare(seeds=[-1])
     with pytest.raises(ValueError, match="epochs"):
-        compare.plan_compare(epochs=-2)
+        study.plan_compare(epochs=-2)
     with pytest.raises(ValueError, match="unknown attention"):
-        compare.plan_compare(attentions=["sse"])
+        study.plan_compare(attentions=["sse"])
     # cnn_mnist needs 22 px or more; the quick preset's digits are 16 px
     with pytest.raises(ValueError, match="cannot run on digits at \\(1, 16, 16\\)"):
-        compare.plan_compare(models=["cnn_mnist"], attentions=["none"])
+        study.plan_compare(models=["cnn_mnist"], attentions=["none"])
 
 
 def test_match_width_picks_the_closest_parameter_count():
     info = {"num_classes": 10, "in_chans": 1}
-    base = compare.make_variant("none", "resnet_cifar", {"depth": 8, "width": 8})
-    params = {w: sum(p.numel() for p in compare._build(base, info, width=w).parameters()) for w in (8, 9, 10)}
+    base = study.make_variant("none", "resnet_cifar", {"depth": 8, "width": 8})
+    params = {w: sum(p.numel() for p in build_variant(base, info, width=w).parameters()) for w in (8, 9, 10)}
     target = (params[9] + params[10]) // 2 + 1  # just nearer to width 10
-    assert compare.match_width(base, target, info) == (10, params[10])
-    assert compare.match_width(base, params[8], info) == (8, params[8])
+    assert study.match_width(base, target, info) == (10, params[10])
+    assert study.match_width(base, params[8], info) == (8, params[8])
 
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
-    presets = tmp_path_factory.mktemp("presets")
-    (presets / "tiny.yaml").write_text(TINY)
-    old_dir, old_threads = compare.PRESET_DIR, torch.get_num_threads()
-    compare.PRESET_DIR = presets
+    preset_dir = tmp_path_factory.mktemp("presets")
+    (preset_dir / "tiny.yaml").write_text(TINY)
+    old_dir, old_threads = presets.PRESET_DIR, torch.get_num_threads()
+    presets.PRESET_DIR = preset_dir
     torch.set_num_threads(1)
     try:
         out = tmp_path_factory.mktemp("runs")
-        first = compare.run_compare("tiny", out_root=out, progress=False)
-        second_plan = compare.plan_compare("tiny")
+        first = study.run_compare("tiny", out_root=out, progress=False)
+        second_plan = study.plan_compare("tiny")
     finally:
-        compare.PRESET_DIR = old_dir
+        presets.PRESET_DIR = old_dir
         torch.set_num_threads(old_threads)
     return first, second_plan
 
@@ -107,6 +110,6 @@ def test_tiny_compare_writes_runs_costs_explanations_and_report(tiny_run):
 
 
 def test_each_compare_gets_a_new_folder(tiny_run, tmp_path):
-    a = compare._new_run_dir(tmp_path, "x")
-    b = compare._new_run_dir(tmp_path, "x")
+    a = StudyFolder.create(tmp_path, "x").root
+    b = StudyFolder.create(tmp_path, "x").root
     assert a != b and a.is_dir() and b.is_dir()

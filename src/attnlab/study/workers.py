@@ -1,0 +1,119 @@
+"""Where a study's training runs execute: in this process, in a pool of spawned worker
+processes, or spread over the ranks of a torchrun launch.
+
+* Workers: `workers` processes with one intra-op thread each (default: one per CPU core, 1 on
+  CUDA). Small models train faster side by side, one thread each, than one after another with
+  every thread (two single-threaded ResNet-8 runs on 2 cores finish in about half the time of
+  two runs with two threads each), and single-threaded runs do not fight over the cores of a
+  shared machine. The workers are spawned processes, so a script that calls `run_compare`
+  needs the usual ``if __name__ == "__main__":`` guard; ``workers=1`` trains in this process.
+  A run's error reaches the caller as the same exception as in one process, and the pool stops
+  at the first failure.
+* torchrun (`torchrun --nproc_per_node=N -m attnlab compare ...`): the runs are dealt
+  round-robin to the N ranks (train.distributed.spread_jobs), each run single-process; the
+  output folder must be on a filesystem all ranks share.
+"""
+from __future__ import annotations
+
+import pickle
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+from typing import Optional
+
+from ..data.datasets import load_dataset, resolve_dataset_name
+from ..io.run_folder import FINAL_FILE
+from ..io.study_files import StudyFolder, StudyPlan
+from ..train import distributed
+from ..train.config import TrainConfig
+from ..train.trainer import Trainer
+from .plan import train_config
+from .progress import Phase
+
+SPREAD_TIMEOUT_MINUTES = 7 * 24 * 60   # ranks wait for each other's share of runs: allow long studies
+
+_DATA_CACHE: dict = {}
+
+
+def train_runs(plan: StudyPlan, folder: StudyFolder, workers: int, context, progress, then: str) -> None:
+    """Train every run of `plan` into `folder`: here when `workers` is 1 (this rank's share
+    under torchrun), else in a pool of `workers` spawned processes; one progress line per run."""
+    jobs = plan.runs()
+    mine = list(distributed.spread_jobs(jobs, context)) if workers == 1 else jobs
+    training = Phase(progress, "training", len(mine), f"training {len(mine)} runs", then=then)
+
+    def done(v, s, result) -> None:
+        training.step(f"{v.name} seed {s}: test acc {100 * result['test_acc']:.2f}% in {result['seconds']:.1f} s")
+
+    if workers == 1:
+        for v, s in mine:
+            done(v, s, run_one(train_config(plan, v, s), folder.seed_dir(v.name, s), bool(progress)))
+        return
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+        futures = {pool.submit(_train_worker, train_config(plan, v, s).to_dict(), str(folder.seed_dir(v.name, s)), 1):
+                   (v, s) for v, s in jobs}
+        for fut in as_completed(futures):
+            v, s = futures[fut]
+            try:
+                result = fut.result()
+            except BaseException:
+                for other in futures:   # stop at the first failed run, as one process does
+                    other.cancel()
+                raise
+            done(v, s, result)
+
+
+def run_one(config: TrainConfig, out_dir, progress: bool) -> dict:
+    """Train one run; the dataset is loaded once per process (every seed sees the same splits:
+    seeds change only the synthetic set, which is keyed by seed)."""
+    synthetic = resolve_dataset_name(config.dataset)[1] == "synthetic"
+    size = tuple(config.image_size) if isinstance(config.image_size, list) else config.image_size
+    key = (config.dataset, config.data_dir, size, config.seed if synthetic else None)
+    if key not in _DATA_CACHE:
+        _DATA_CACHE.clear()  # one dataset at a time is enough
+        _DATA_CACHE[key] = load_dataset(config.dataset, config.data_dir, seed=config.seed, image_size=config.image_size)
+    # Always one process per run, also inside a torchrun launch (there the ranks share the runs).
+    return Trainer(config, out_dir, progress, data=_DATA_CACHE[key], dist_context=distributed.SINGLE_PROCESS).fit()
+
+
+def _train_worker(config: dict, out_dir: str, threads: Optional[int]) -> dict:
+    """One training run in a worker process (module-level so that it pickles). An error reaches
+    the parent as the same exception (type and message) that the run raised in one process."""
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        return run_one(TrainConfig.from_dict(config), out_dir, progress=False)
+    except Exception as err:  # noqa: BLE001 - only made portable here, handled by the parent
+        raise portable_error(err) from None
+
+
+def portable_error(err: BaseException) -> BaseException:
+    """`err` if it survives pickling into the parent process unchanged, else a RuntimeError with
+    its type and message (an exception whose constructor needs more than its message would
+    otherwise break the process pool)."""
+    try:
+        back = pickle.loads(pickle.dumps(err))
+        if type(back) is type(err) and str(back) == str(err):
+            return err
+    except Exception:  # noqa: BLE001 - any failure to round-trip means: send a plain copy
+        pass
+    return RuntimeError(f"{type(err).__name__}: {err}")
+
+
+def gather_spread_runs(context, plan: StudyPlan, folder: StudyFolder) -> None:
+    """Wait for every rank's share of runs; rank 0 checks that it sees every run's final.json
+    (the output folder must be shared by all ranks) and names the missing ones."""
+    jobs = plan.runs()
+    context.gather_objects(len(distributed.spread_jobs(jobs, context)))
+    if context.is_main:
+        missing = [str(d) for d in (folder.seed_dir(v.name, s) for v, s in jobs) if not (Path(d) / FINAL_FILE).exists()]
+        if missing:
+            raise RuntimeError(f"compare over {context.world_size} ranks: rank 0 cannot see {len(missing)} run(s), "
+                               f"e.g. {missing[0]}; the output folder must be on a filesystem every rank shares")
+
+
+__all__ = ["SPREAD_TIMEOUT_MINUTES", "gather_spread_runs", "portable_error", "run_one", "train_runs"]
