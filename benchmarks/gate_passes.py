@@ -7,8 +7,8 @@ in one pass. This script times exactly those calls inside ordinary training step
 with the module, by wrapping `_gating._pools`, `_gating._product_sum` and
 `_gating._PoolForGate.backward` with timers, and times the plain model in the same loop
 (interleaved rounds) for the overhead. What the three passes take is what remains even when
-nothing else of the module costs anything. malloc keeps freed memory, as in the Trainer
-(`keep_freed_memory`). Between processes the total step time of the gated model varied by up to
+nothing else of the module costs anything. malloc keeps freed memory, as in the Trainer with
+ATTNLAB_KEEP_FREED_MEMORY=1 (`attnlab.train.process.keep_freed_memory`). Between processes the total step time of the gated model varied by up to
 8% here while the three passes did not; run it more than once.
 
     python benchmarks/gate_passes.py --attention se --threads 1
@@ -27,7 +27,7 @@ from torch.nn import functional as F
 
 import attnlab
 from attnlab.attention import _gating
-from attnlab.train.trainer import keep_freed_memory
+from attnlab.train.process import keep_freed_memory
 from profile_step import print_report  # benchmarks/, the script's own folder
 
 PASSES = {"_pools": "squeeze (pooling, forward)", "_product_sum": "gate gradient sum(dy * x)",

@@ -13,8 +13,9 @@ normalise) in both loops.
   normalise: what torchvision's transforms do per sample), a shuffling `DataLoader`, and the
   textbook loop (`zero_grad`, forward, `backward`, `step`); best of num_workers 0 and 2.
 
-Each loop runs in a fresh process (spawned), so that none inherits another's state: the Trainer
-tells malloc to keep freed memory (`attnlab.train.trainer.keep_freed_memory`), which a plain
+Each loop runs in a fresh process (spawned), so that none inherits another's state: with
+ATTNLAB_KEEP_FREED_MEMORY=1 the Trainer tells malloc to keep freed memory
+(`attnlab.train.process.keep_freed_memory`, a setting that lasts for the process), which a plain
 script does not do.
 
 Also measured in the same run: the fp32 matrix-multiply throughput (best of several 2048^3
@@ -115,7 +116,7 @@ def _call_with_threads(threads: int, fn, *args):
 
 def in_fresh_process(fn, threads: int, *args):
     """fn(*args) in a new interpreter: each loop starts from the same process state (the Trainer
-    changes malloc's settings for its process, `keep_freed_memory`; the idiomatic loop must not
+    may change malloc's settings for its process, `keep_freed_memory`; the idiomatic loop must not
     inherit them)."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor

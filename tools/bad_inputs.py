@@ -127,7 +127,7 @@ def cases(tmp: Path) -> list[Case]:
     from attnlab.models.pretrained import read_state_dict
     from attnlab.models.shufflenet import ShuffleNetV1
     from attnlab.train import Trainer, TrainConfig, evaluate, load_checkpoint, load_trained
-    from attnlab.train.trainer import resolve_device
+    from attnlab.train.device import resolve_device
 
     f = _scratch(tmp)
 

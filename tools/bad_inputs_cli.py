@@ -15,7 +15,7 @@ import torch
 def _absent(*names: str) -> str:
     """The first device name of `names` that this process cannot use (so that each case refuses
     on any machine); 'cuda:99' when all are present."""
-    from attnlab.train.trainer import available_devices
+    from attnlab.train.device import available_devices
 
     present = available_devices()
     return next((n for n in names if n not in present), "cuda:99")
@@ -78,7 +78,8 @@ def cases(tmp: Path, Case) -> list:
     from attnlab.report import build_report
     from attnlab.train import TrainConfig, evaluate
     from attnlab.study import plan_compare, run_compare
-    from attnlab.train.trainer import load_trained, resolve_device
+    from attnlab.train import load_trained
+    from attnlab.train.device import resolve_device
 
     f = _files(tmp)
     out = str(tmp / "run")                  # never made: every train case is refused before it

@@ -100,9 +100,9 @@ def _check_writable_dir(path: str, what: str = "--out") -> Path:
 
 
 def _check_device(name: str, what: str = "--device") -> str:
-    """`name` if it names a device that is present (train.trainer.resolve_device), else one line
+    """`name` if it names a device that is present (train.device.resolve_device), else one line
     naming it and the available devices."""
-    from .train.trainer import resolve_device
+    from .train.device import resolve_device
 
     try:
         resolve_device(name)
@@ -123,21 +123,19 @@ def _parse_json_dict(text: Optional[str], what: str) -> dict:
     return value
 
 
-def _check_model_takes_data(model_name: str, dataset: str, image_size=None, attention=None,
-                            attention_kwargs=None, attention_stages=None, attention_position=None,
-                            model_kwargs=None) -> None:
-    """Build the model for the dataset's shape and push one zero image through it."""
+def _check_model_takes_data(config) -> None:
+    """Build the model of TrainConfig `config` for its dataset's shape and push one zero image
+    through it."""
     import torch
 
     from .data.datasets import dataset_info
-    from .models import create_model
+    from .train.loading import build_model
 
-    info = dataset_info(dataset, image_size)
+    model_name, dataset = config.model, config.dataset
+    info = dataset_info(dataset, config.image_size)
     chans, (h, w) = info["in_chans"], info["image_size"]
     try:
-        model = create_model(model_name, num_classes=info["num_classes"] or 2, in_chans=chans, attention=attention,
-                             attention_kwargs=attention_kwargs or None, attention_stages=attention_stages,
-                             attention_position=attention_position, **(model_kwargs or {}))
+        model = build_model(config, info["num_classes"] or 2, chans)
     except (ValueError, TypeError) as err:
         raise UsageError(f"cannot build model {model_name!r}: {_one_line(err)}") from None
     model.eval()
@@ -289,9 +287,7 @@ def cmd_train(args) -> int:
                          "or choose another folder")
     if args.resume and not list_checkpoints(out):
         raise UsageError(f"--resume: no checkpoint in {out / 'checkpoints'} to continue from")
-    _check_model_takes_data(config.model, config.dataset, config.image_size, config.attention,
-                            config.attention_kwargs, config.attention_stages, config.attention_position,
-                            config.model_kwargs)
+    _check_model_takes_data(config)
     from .train.distributed import init_distributed, shutdown_distributed
 
     try:  # under torchrun: join the process group (NCCL on GPUs, gloo on CPU); alone: nothing changes
@@ -329,7 +325,7 @@ def _resume_command(args) -> str:
 def cmd_eval(args) -> int:
     from .data.datasets import DatasetError, dataset_info, load_dataset
     from .train import CheckpointError, load_checkpoint
-    from .train.trainer import evaluate, load_trained
+    from .train import evaluate, load_trained
 
     if args.batch_size is not None and args.batch_size < 1:
         raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")

@@ -1,4 +1,4 @@
-"""train.trainer.keep_freed_memory: glibc keeps freed blocks, so a training step stops page-faulting.
+"""train.process.keep_freed_memory: glibc keeps freed blocks, so a training step stops page-faulting.
 Each check runs in a fresh interpreter (the setting is per process and cannot be undone)."""
 import os
 import subprocess
@@ -8,7 +8,7 @@ import pytest
 
 PROBE = """
 import resource, sys, torch, attnlab
-from attnlab.train.trainer import keep_freed_memory
+from attnlab.train.process import keep_freed_memory
 torch.set_num_threads(1)
 model = attnlab.create_model("resnet20", num_classes=10)
 x = torch.randn(32, 3, 32, 32)            # activations of 0.5-2 MiB: above glibc's mmap threshold

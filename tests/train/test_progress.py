@@ -14,7 +14,7 @@ from torch import nn
 
 from attnlab.data.datasets import load_dataset
 from attnlab.train import Trainer, TrainConfig
-from attnlab.train.trainer import ProgressBar
+from attnlab.train.progress import ProgressBar
 
 EPOCH_LINE = re.compile(r"^epoch (\d+)/(\d+): train loss [\d.]+, train acc [\d.]+%, test acc [\d.]+%, "
                         r"[\d,]+ img/s, elapsed \d+:\d\d:\d\d(, ETA \d+:\d\d:\d\d)?$")

@@ -381,7 +381,7 @@ def run_bench(models: Optional[Sequence[str]] = None, attentions: Optional[Seque
     Returns:
         A list of dicts, one per (model, attention, implementation, variant); see `COLUMNS`.
     """
-    from ..train.trainer import resolve_device
+    from ..train.device import resolve_device
 
     try:
         device = resolve_device(device)

@@ -45,6 +45,7 @@ from torch.utils._pytree import tree_flatten
 from torch.utils.flop_counter import FlopCounterMode
 
 from ..checks import check_int, check_positive_int
+from ..train.process import num_threads
 
 
 # --------------------------------------------------------------------------------------------- input
@@ -229,20 +230,9 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-class _Threads:
-    """Run a block with `n` intra-op CPU threads (None: leave torch's setting), then restore."""
-
-    def __init__(self, n: Optional[int], owner: str):
-        self.n = n if n is None else check_int(owner, "threads", n, 1)
-
-    def __enter__(self):
-        self.old = torch.get_num_threads()
-        if self.n is not None:
-            torch.set_num_threads(self.n)
-
-    def __exit__(self, *exc):
-        torch.set_num_threads(self.old)
-        return False
+def _threads(n: Optional[int], owner: str):
+    """A block run with `n` intra-op CPU threads (None: torch's setting), restored after it."""
+    return num_threads(n if n is None else check_int(owner, "threads", n, 1))
 
 
 def _median_time(fn: Callable[[], object], device: torch.device, repeats: int, warmup: int, owner: str) -> float:
@@ -266,7 +256,7 @@ def inference_latency(model: nn.Module, input_shape, batch_size: int = 1, repeat
     (`threads`: CPU threads during the measurement; None keeps torch's setting)."""
     x = make_input(model, input_shape, batch_size=batch_size)
     device = x.device
-    with _EvalMode(model), torch.no_grad(), _Threads(threads, "inference_latency"):
+    with _EvalMode(model), torch.no_grad(), _threads(threads, "inference_latency"):
         return _median_time(lambda: model(x), device, repeats, warmup, "inference_latency")
 
 
@@ -303,7 +293,7 @@ def train_step_time(model: nn.Module, input_shape, batch_size: int = 32, repeats
         loss.backward()
         opt.step()
 
-    with _EvalMode(work, train=True), _Threads(threads, "train_step_time"):
+    with _EvalMode(work, train=True), _threads(threads, "train_step_time"):
         return _median_time(step, x.device, repeats, warmup, "train_step_time")
 
 

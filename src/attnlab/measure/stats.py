@@ -27,6 +27,8 @@ from typing import Iterable, Mapping, Optional, Sequence
 import numpy as np
 from scipy import stats as _scipy_stats
 
+from ..checks import check_int
+
 
 def _as_values(values: Iterable[float], what: str) -> np.ndarray:
     if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
@@ -47,8 +49,7 @@ def _check_level(confidence: float) -> None:
 def t_critical(n: int, confidence: float = 0.95) -> float:
     """The two-sided Student t quantile for a mean of `n` values (n - 1 degrees of freedom)."""
     _check_level(confidence)
-    if isinstance(n, bool) or not isinstance(n, int) or n < 2:
-        raise ValueError(f"t_critical needs n >= 2 values, got n={n!r}")
+    check_int("t_critical", "n (the number of values)", n, 2)
     return float(_scipy_stats.t.ppf(0.5 + confidence / 2.0, n - 1))
 
 

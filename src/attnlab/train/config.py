@@ -5,9 +5,12 @@ Not a paper module. Defaults follow the CIFAR ResNet recipe of He et al. 2016 (S
 0.9, batch 128, lr 0.1) with a cosine schedule instead of the paper's steps (the step schedule is
 `schedule='step'`, `milestones=[...]` in epochs, `gamma=0.1`), and Nesterov momentum on by
 default (switch `nesterov`). `channels_last=None` (the default) turns the channels-last memory
-format on, on CPU and CUDA alike: on the 2-core CPU of this project it makes ResNet-20 training
-steps ~20% faster (interleaved measurement, one thread). The spatial transformer's localisation network trains at
+format on, on CPU and CUDA alike (ResNet-20 training steps measured about 20% faster on a CPU,
+one thread, interleaved with the contiguous layout; benchmarks/RESULTS.md); `channels_last=False`
+keeps the contiguous layout. The spatial transformer's localisation network trains at
 `stn_lr_scale` times the base learning rate (the STN paper lowers it for the localisation net).
+The attention fields (`attention`, `attention_kwargs`, `attention_stages`,
+`attention_position`) together make the model's `Placement` (`TrainConfig.placement`).
 
 Validation happens in one place, `TrainConfig.validate`, which every way of making a config goes
 through (the constructor, `from_dict` and `from_yaml`, `replace`, the CLI flags): first the type
@@ -27,6 +30,8 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Union
+
+from ..models.layers import Placement
 
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("cosine", "step", "constant")
@@ -115,6 +120,12 @@ class TrainConfig:
 
     def replace(self, **changes) -> "TrainConfig":
         return dataclasses.replace(self, **changes)
+
+    @property
+    def placement(self) -> Placement:
+        """The model's attention placement made of the four attention fields (a ValueError or
+        TypeError naming the field when they do not make one)."""
+        return Placement(self.attention, self.attention_kwargs, self.attention_stages, self.attention_position)
 
     # ------------------------------------------------------------------ validation
     def validate(self) -> "TrainConfig":

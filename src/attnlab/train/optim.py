@@ -21,6 +21,7 @@ import math
 import torch
 from torch import nn
 
+from ..checks import check_int
 from .config import TrainConfig
 
 
@@ -63,8 +64,7 @@ class LRSchedule:
     """lr(step) = base_lr * warm-up factor * decay factor; `apply(optimizer, step)` sets it."""
 
     def __init__(self, config: TrainConfig, steps_per_epoch: int):
-        if steps_per_epoch < 1:
-            raise ValueError(f"steps_per_epoch must be >= 1, got {steps_per_epoch}")
+        check_int("LRSchedule", "steps_per_epoch", steps_per_epoch, 1)
         self.base_lr = config.lr
         self.kind = config.schedule
         self.steps_per_epoch = steps_per_epoch

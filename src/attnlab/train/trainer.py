@@ -6,11 +6,18 @@ Not a paper module. The loop is shaped after airbench / nanoGPT: the data stay i
 uint8 tensors on the training device; each step gathers a batch by index, augments it as a whole
 (`data.augment`), runs forward/backward, and sets the learning rate from the step number. No
 DataLoader is used for in-memory sets (it would collate samples one by one in Python); lazily
-decoded image folders use one with workers. Speed settings: `torch.set_flush_denormal(True)`,
-malloc told to reuse freed blocks on the CPU (`keep_freed_memory`: no page faults per step),
-channels_last by default (ResNet-20, batch 128, one thread on this project's 2-core CPU: 0.35 s
-against 0.42 s a step, interleaved; benchmarks/RESULTS.md has the same), `zero_grad(set_to_none=True)`, AMP (float16 + GradScaler) on CUDA
-only - never bfloat16 on CPU, where it is ~100x slower than float32 - and optional torch.compile.
+decoded image folders use one with workers. Speed choices: channels_last by default (ResNet-20,
+batch 128, one CPU thread: 0.35 s against 0.42 s a step, interleaved; benchmarks/RESULTS.md),
+`zero_grad(set_to_none=True)`, AMP (float16 + GradScaler) on CUDA only - never bfloat16 autocast
+on a CPU, where it is about 100x slower than float32 without bf16 matrix units - optional
+torch.compile, and the process-wide settings of train.process (flushed denormals, the thread
+count), set for `fit` and restored after it.
+
+Where the parts live: the progress bar and epoch lines in train.progress, `evaluate` in
+train.evaluate, `build_model` / `load_trained` in train.loading, the process-wide settings and
+signal handling in train.process, devices in train.device, data-parallel helpers in
+train.distributed. This file holds the loop (`fit` -> `_run_epoch` -> `train_step`) and, after
+it, its checkpoint / resume bookkeeping.
 
 Writes into `out_dir`: config.yaml, metrics.jsonl (one JSON line per epoch), final.json, and
 checkpoints/ (see io.checkpoint), holding the folder's lock while it does (io.run_folder: one
@@ -38,8 +45,6 @@ import json
 import os
 import random
 import signal
-import sys
-import threading
 import time
 import warnings
 from contextlib import nullcontext
@@ -48,19 +53,22 @@ from typing import Optional
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from ..data.augment import BatchAugment, normalise
+from ..data.augment import BatchAugment
 from ..data.datasets import DatasetSplits, load_dataset
-from ..io.checkpoint import (CHECKPOINT_SUBDIR, CheckpointError, atomic_write, best_checkpoint, list_checkpoints,
-                             remove_stale_temporaries, resolve_checkpoint, rotate_checkpoints, save_checkpoint,
-                             write_failed)
+from ..io.checkpoint import (CHECKPOINT_SUBDIR, CheckpointError, atomic_write, list_checkpoints,
+                             remove_stale_temporaries, rotate_checkpoints, save_checkpoint, write_failed)
 from ..io.run_folder import RunFolderInUse, lock_run_folder, read_metrics
-from .run_checkpoint import load_checkpoint
 from . import distributed
 from .config import RESUMABLE_CHANGES, TrainConfig
+from .device import resolve_device
+from .evaluate import evaluate
+from .loading import build_model, current_keys
 from .optim import LRSchedule, build_optimizer
+from .process import stop_signals, training_settings
+from .progress import ProgressBar, epoch_line
+from .run_checkpoint import load_checkpoint
 
 
 class NonFiniteLossError(RuntimeError):
@@ -75,73 +83,6 @@ class TrainingInterrupted(RuntimeError):
         self.checkpoint = checkpoint
 
 
-# ---------------------------------------------------------------------------- small helpers
-def available_devices() -> list[str]:
-    """The device names this process can use: cpu, then each CUDA device, mps and xpu when present."""
-    names = ["cpu"]
-    if torch.cuda.is_available():
-        names += ["cuda"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
-    mps = getattr(torch.backends, "mps", None)
-    if mps is not None and mps.is_available():
-        names.append("mps")
-    xpu = getattr(torch, "xpu", None)
-    if xpu is not None and xpu.is_available():
-        names += ["xpu"] + [f"xpu:{i}" for i in range(xpu.device_count())]
-    return names
-
-
-def resolve_device(name: str | torch.device = "auto") -> torch.device:
-    """The torch.device that `name` names; "auto" is CUDA when available, else the CPU. A name
-    that is no device, or a device that is not present, raises a ValueError naming it and the
-    available ones (the one check behind train, eval, explain, bench and compare)."""
-    if isinstance(name, torch.device):
-        name = str(name)
-    if not isinstance(name, str):
-        raise TypeError(f"device must be a name like 'cpu' or 'cuda:0', got {type(name).__name__} {name!r}")
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    available = available_devices()
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ValueError(f"device {name!r} is not a device name; available: auto, {', '.join(available)}") from None
-    if device.type != "cpu" and (device.type not in available
-                                 or (device.index is not None and str(device) not in available)):
-        raise ValueError(f"device {name!r} is not available; available: auto, {', '.join(available)}")
-    return device
-
-
-def keep_freed_memory() -> bool:
-    """Ask glibc's malloc to keep and reuse freed blocks of up to 32 MiB instead of returning them
-    to the system at every free. Returns True when the setting was applied.
-
-    PyTorch's CPU tensors come from malloc, and glibc serves blocks above its mmap threshold
-    (128 KiB at start) with fresh pages from the kernel: every activation and gradient of a
-    training step is then page-faulted and zeroed again at each step (ResNet-20, batch 128:
-    about 2,300 page faults a step; with this setting none once the heap has grown). The
-    mallopt(3) calls below are what the environment variables MALLOC_MMAP_THRESHOLD_ and
-    MALLOC_TRIM_THRESHOLD_ do, applied from inside the process. The cost: the heap keeps the
-    peak working set of a step. Linux with glibc only (elsewhere a no-op, False); set
-    ATTNLAB_KEEP_FREED_MEMORY=0 to leave malloc alone.
-    """
-    global _FREED_MEMORY_KEPT
-    if _FREED_MEMORY_KEPT or os.environ.get("ATTNLAB_KEEP_FREED_MEMORY", "1") == "0" or not sys.platform.startswith("linux"):
-        return _FREED_MEMORY_KEPT
-    import ctypes
-
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):   # musl or another C library
-        return False
-    m_trim_threshold, m_mmap_threshold = -1, -3
-    _FREED_MEMORY_KEPT = bool(mallopt(m_mmap_threshold, 32 << 20)) and bool(mallopt(m_trim_threshold, 1 << 30))
-    return _FREED_MEMORY_KEPT
-
-
-_FREED_MEMORY_KEPT = False
-
-
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -150,143 +91,6 @@ def seed_everything(seed: int) -> None:
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
-
-
-def _is_terminal(stream) -> bool:
-    """True when `stream` is an interactive terminal (a pipe, a file or a closed stream is not)."""
-    try:
-        return bool(stream.isatty())
-    except (AttributeError, ValueError, OSError):
-        return False
-
-
-class ProgressBar:
-    """Progress of one epoch on stderr (or `stream`); silent when disabled.
-
-    On a terminal the bar (count, images/s, ETA, extra fields) is redrawn in place at most every
-    `interval` seconds, and `finish(text)` replaces it by one lasting line. Anywhere else (a pipe,
-    a log file) nothing is drawn per step, so that a log holds no carriage returns: only the
-    lines given to `finish`, one per epoch."""
-
-    def __init__(self, total: int, desc: str = "", enabled: bool = True, interval: float = 0.25,
-                 stream=None, width: int = 24):
-        self.total, self.desc, self.enabled, self.interval, self.width = total, desc, enabled, interval, width
-        self.stream = stream if stream is not None else sys.stderr
-        self.live = enabled and _is_terminal(self.stream)     # draw the bar (a terminal only)
-        self.count, self.images, self.start, self.last_draw = 0, 0, time.perf_counter(), 0.0
-        self.fields: dict = {}
-        self.drawn = 0                # characters of the bar now on the line; 0 = none
-        self.closed = False
-
-    def update(self, steps: int = 1, images: int = 0, **fields) -> None:
-        self.count += steps
-        self.images += images
-        self.fields.update(fields)
-        now = time.perf_counter()
-        if self.live and (now - self.last_draw >= self.interval or self.count >= self.total):
-            self.last_draw = now
-            self._draw(now)
-
-    def _draw(self, now: float) -> None:
-        elapsed = max(now - self.start, 1e-9)
-        frac = min(1.0, self.count / self.total) if self.total else 1.0
-        bar = "#" * int(frac * self.width) + "." * (self.width - int(frac * self.width))
-        eta = elapsed / self.count * (self.total - self.count) if self.count else 0.0
-        extra = " ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in self.fields.items())
-        line = (f"{self.desc} [{bar}] {self.count}/{self.total} {self.images / elapsed:,.0f} img/s "
-                f"ETA {_format_seconds(eta)} {extra}")[:200].ljust(max(80, self.drawn))
-        self.stream.write("\r" + line)
-        self.stream.flush()
-        self.drawn = len(line)
-
-    def finish(self, text: str) -> None:
-        """End the bar with the lasting line `text` (on a terminal it overwrites the bar)."""
-        if not self.enabled or self.closed:
-            return
-        self.closed = True
-        self.stream.write(("\r" + text.ljust(self.drawn) if self.drawn else text) + "\n")
-        self.stream.flush()
-
-    def close(self) -> None:
-        """End the bar where it stands (a stop or an error in the middle of the epoch)."""
-        if self.live and not self.closed:
-            self._draw(time.perf_counter())
-            self.stream.write("\n")
-            self.stream.flush()
-        self.closed = True
-
-
-def _format_seconds(seconds: float) -> str:
-    seconds = int(round(seconds))
-    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
-
-
-# ---------------------------------------------------------------------------- model + evaluation
-def build_model(config: TrainConfig, num_classes: int, in_chans: int) -> nn.Module:
-    """The model a config describes, for a dataset with `num_classes` and `in_chans`."""
-    from ..models import create_model
-
-    return create_model(config.model, num_classes=num_classes, in_chans=in_chans,
-                        attention=config.attention, attention_kwargs=dict(config.attention_kwargs) or None,
-                        attention_stages=config.attention_stages, attention_position=config.attention_position,
-                        **dict(config.model_kwargs))
-
-
-@torch.no_grad()
-def evaluate(model: nn.Module, x, y: Optional[torch.Tensor] = None, batch_size: int = 512,
-             device: Optional[torch.device | str] = None, mean=None, std=None, normalise_input: bool = True,
-             channels_last: bool = False, amp: bool = False, num_workers: int = 0) -> dict:
-    """Accuracy and mean cross-entropy of `model` on images `x` (N, C, H, W) with labels `y`.
-
-    `x` may also be a torch Dataset of (image, label) pairs (then `y` is None; `num_workers`
-    DataLoader workers decode it). Images that are
-    uint8 are divided by 255; with `mean`/`std` (per channel, 0..1 scale) they are standardised.
-    The model's train/eval mode is restored afterwards. Returns {"acc", "loss", "count"}.
-    """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"evaluate: batch_size must be an int >= 1, got {batch_size!r}")
-    if device is None:
-        device = next(iter(model.parameters()), torch.empty(0)).device
-    device = resolve_device(device)
-    was_training = model.training
-    model.eval()
-    total_loss, correct, count = 0.0, 0, 0
-    try:
-        for xb, yb in _eval_batches(x, y, batch_size, num_workers):
-            xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
-            if normalise_input and mean is not None and std is not None:
-                xb = normalise(xb, mean, std)
-            elif xb.dtype == torch.uint8:
-                xb = xb.float().div_(255.0)
-            if channels_last:
-                xb = xb.contiguous(memory_format=torch.channels_last)
-            ctx = torch.autocast("cuda", dtype=torch.float16) if (amp and device.type == "cuda") else nullcontext()
-            with ctx:
-                logits = model(xb)
-            if yb.numel() and (int(yb.min()) < 0 or int(yb.max()) >= logits.shape[1]):
-                raise ValueError(f"evaluate: labels span {int(yb.min())}..{int(yb.max())} but the model predicts "
-                                 f"{logits.shape[1]} classes (expected labels 0..{logits.shape[1] - 1})")
-            total_loss += float(F.cross_entropy(logits.float(), yb, reduction="sum"))
-            correct += int((logits.argmax(1) == yb).sum())
-            count += len(yb)
-    finally:
-        model.train(was_training)
-    if count == 0:
-        raise ValueError("evaluate: no samples to evaluate")
-    return {"acc": correct / count, "loss": total_loss / count, "count": count}
-
-
-def _eval_batches(x, y, batch_size, num_workers=0):
-    if isinstance(x, torch.Tensor):
-        if y is None or len(y) != len(x):
-            raise ValueError(f"evaluate: need labels y with one entry per image, got {None if y is None else len(y)} "
-                             f"for {len(x)} images")
-        for start in range(0, len(x), batch_size):
-            yield x[start:start + batch_size], y[start:start + batch_size]
-    else:
-        loader = torch.utils.data.DataLoader(x, batch_size=batch_size, shuffle=False, num_workers=num_workers)
-        for xb, yb in loader:
-            yield xb, torch.as_tensor(yb, dtype=torch.int64)
 
 
 # ---------------------------------------------------------------------------- the Trainer
@@ -309,9 +113,6 @@ class Trainer:
         self.writes = self.out_dir is not None and self.dist.is_main   # only rank 0 writes files
         self.progress = progress and self.dist.is_main
         self.device = distributed.rank_device(resolve_device(config.device), self.dist)
-        torch.set_flush_denormal(True)
-        if self.device.type == "cpu":
-            keep_freed_memory()
         seed_everything(config.seed)
         if data is not None and not isinstance(data, DatasetSplits):
             raise TypeError(f"Trainer: data must be a DatasetSplits (attnlab.data.load_dataset), got {type(data).__name__}")
@@ -329,8 +130,8 @@ class Trainer:
             self.forward_model = torch.compile(self.forward_model)
         self.amp = config.amp and self.device.type == "cuda"
         if config.amp and not self.amp:
-            warnings.warn("amp=True ignored: mixed precision is used on CUDA only (bfloat16 on this CPU is ~100x slower)",
-                          stacklevel=2)
+            warnings.warn("amp=True ignored: mixed precision is used on CUDA only (bfloat16 autocast on a CPU "
+                          "without bf16 matrix units is about 100x slower than float32)", stacklevel=2)
         self.scaler = torch.amp.GradScaler("cuda") if self.amp else None
         augment = {**self.data.default_augment, **{k: v for k, v in config.augment.items() if v is not None}}
         self.augment = BatchAugment(self.data.mean, self.data.std, augment["crop_padding"], augment["flip"],
@@ -360,54 +161,7 @@ class Trainer:
         self._stop_signal: Optional[int] = None
         self._progress_start: Optional[tuple[float, int]] = None   # (time, epoch) this process began training
 
-    # ------------------------------------------------------------------ data order
-    def epoch_permutation(self, epoch: int) -> torch.Tensor:
-        gen = torch.Generator().manual_seed(self.config.seed * 1_000_003 + epoch)
-        return torch.randperm(self.data.num_train, generator=gen)
-
-    def _train_batches(self, epoch: int, start_batch: int):
-        bs = self.config.batch_size
-        perm = distributed.shard_permutation(self.epoch_permutation(epoch), bs, self.steps_per_epoch, self.dist)
-        if self.data.in_memory:
-            perm = perm.to(self.device)
-            for b in range(start_batch, self.steps_per_epoch):
-                idx = perm[b * bs:(b + 1) * bs]
-                yield b, self.train_x[idx], self.train_y[idx]
-            return
-        order = perm[start_batch * bs:self.steps_per_epoch * bs].tolist()
-        loader = torch.utils.data.DataLoader(torch.utils.data.Subset(self.data.train_set, order),
-                                             batch_size=min(bs, len(order)) or 1, shuffle=False,
-                                             num_workers=self.config.num_workers, drop_last=True,
-                                             pin_memory=self.device.type == "cuda")
-        for offset, (xb, yb) in enumerate(loader):
-            yield (start_batch + offset, xb.to(self.device, non_blocking=True),
-                   torch.as_tensor(yb, dtype=torch.int64).to(self.device, non_blocking=True))
-
-    # ------------------------------------------------------------------ one step
-    def train_step(self, xb: torch.Tensor, yb: torch.Tensor) -> tuple[Optional[torch.Tensor], torch.Tensor]:
-        """Augment, forward, backward, update. Returns (loss or None when non-finite, logits)."""
-        inputs = self.augment(xb, self.augment_generator, train=True)
-        self.schedule.apply(self.optimizer, self.global_step)
-        ctx = torch.autocast("cuda", dtype=torch.float16) if self.amp else nullcontext()
-        with ctx:
-            logits = self.forward_model(inputs)
-            if logits.shape[-1] < self.data.num_classes:
-                raise ValueError(f"the model predicts {logits.shape[-1]} classes but dataset {self.data.name!r} has "
-                                 f"{self.data.num_classes}; build it with num_classes={self.data.num_classes}")
-            loss = self.criterion(logits.float(), yb)
-        self.optimizer.zero_grad(set_to_none=True)
-        if distributed.any_rank_nonfinite(loss, self.dist):
-            return None, logits
-        if self.scaler is not None:
-            self.scaler.scale(loss).backward()
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-        else:
-            loss.backward()
-            self.optimizer.step()
-        return loss.detach(), logits.detach()
-
-    # ------------------------------------------------------------------ fit
+    # ------------------------------------------------------------------ the loop: fit -> _run_epoch -> train_step
     def fit(self, resume: bool = False) -> dict:
         """Train for `config.epochs` epochs (continuing from the newest checkpoint with
         `resume=True`) and return final.json's content.
@@ -417,21 +171,7 @@ class Trainer:
         anything. Temporary files left by a writer killed mid-write are removed at the start. A
         file that cannot be written (disk full) raises `RunWriteError` (an OSError) naming the
         folder; the checkpoints written before stay intact."""
-        lock, refused = None, None
-        if self.writes:
-            try:
-                self.out_dir.mkdir(parents=True, exist_ok=True)
-                lock = lock_run_folder(self.out_dir)
-            except OSError as err:
-                refused = write_failed("the run folder", self.out_dir.parent, err)
-            except CheckpointError as err:
-                refused = err
-        if self.dist.enabled:   # under torchrun rank 0 locks; every rank stops if it could not
-            message = self.dist.broadcast_object(str(refused) if refused is not None else None)
-            if message is not None and refused is None:
-                refused = RunFolderInUse(message)
-        if refused is not None:
-            raise refused
+        lock = self._lock_run_folder()
         try:
             if lock is not None:
                 remove_stale_temporaries(self.out_dir)
@@ -440,18 +180,6 @@ class Trainer:
         finally:
             if lock is not None:
                 lock.release()
-
-    def _write_run_file(self, name: str, text: str, append: bool = False) -> None:
-        """Write (atomically) or append to a file of the run folder; RunWriteError if that fails."""
-        path = self.out_dir / name
-        try:
-            if append:
-                with open(path, "a") as fh:
-                    fh.write(text)
-            else:
-                atomic_write(path, text.encode())
-        except OSError as err:
-            raise write_failed(name, self.out_dir, err) from err
 
     def _fit(self, resume: bool) -> dict:
         cfg = self.config
@@ -469,24 +197,10 @@ class Trainer:
                 self._write_config()
         elif resume:
             raise ValueError("resume=True needs an out_dir holding checkpoints")
-        deterministic_before = torch.are_deterministic_algorithms_enabled()
-        if cfg.deterministic:
-            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-            torch.use_deterministic_algorithms(True, warn_only=True)
-            torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
-        threads_before = torch.get_num_threads()
-        if cfg.threads is not None:
-            torch.set_num_threads(cfg.threads)
-        old_handlers = self._install_signal_handlers()
         self.model.train()
-        try:
+        with training_settings(cfg.threads, cfg.deterministic, self.device), stop_signals(self._note_signal):
             while self.epoch < cfg.epochs:
                 self._run_epoch()
-        finally:
-            self._restore_signal_handlers(old_handlers)
-            torch.set_num_threads(threads_before)
-            if cfg.deterministic:
-                torch.use_deterministic_algorithms(deterministic_before)
         return self._finish()
 
     def _run_epoch(self) -> None:
@@ -528,6 +242,11 @@ class Trainer:
         except BaseException:
             bar.close()              # the error's message starts on a line of its own
             raise
+        self._end_epoch(sums, train_seconds, test, bar)
+
+    def _end_epoch(self, sums: dict, train_seconds: float, test: dict, bar: ProgressBar) -> None:
+        """Count the finished epoch, log its metrics row and line, checkpoint when due."""
+        cfg = self.config
         self.epoch += 1
         self.batch_in_epoch = 0
         self.seconds += train_seconds
@@ -540,21 +259,59 @@ class Trainer:
         if self.writes:
             self._write_run_file("metrics.jsonl", json.dumps(row) + "\n", append=True)
         self.last_row = row
-        bar.finish(self._epoch_line(row))
+        started, first_epoch = self._progress_start
+        bar.finish(epoch_line(self.epoch, cfg.epochs, row, time.perf_counter() - started, self.epoch - first_epoch))
         due = cfg.checkpoint_every and (self.epoch % cfg.checkpoint_every == 0)
         if due or self.epoch == cfg.epochs:
             self._checkpoint({"test_acc": test["acc"], "test_loss": test["loss"]})
 
-    def _epoch_line(self, row: dict) -> str:
-        """The lasting progress line of a finished epoch (a log gets one such line per epoch)."""
-        started, first_epoch = self._progress_start
-        elapsed = time.perf_counter() - started
-        left = (self.config.epochs - self.epoch) * elapsed / max(1, self.epoch - first_epoch)
-        return (f"epoch {self.epoch}/{self.config.epochs}: train loss {row['train_loss']:.4f}, "
-                f"train acc {100 * row['train_acc']:.2f}%, test acc {100 * row['test_acc']:.2f}%, "
-                f"{row['images_per_s']:,.0f} img/s, elapsed {_format_seconds(elapsed)}"
-                + (f", ETA {_format_seconds(left)}" if self.epoch < self.config.epochs else ""))
+    def train_step(self, xb: torch.Tensor, yb: torch.Tensor) -> tuple[Optional[torch.Tensor], torch.Tensor]:
+        """Augment, forward, backward, update. Returns (loss or None when non-finite, logits)."""
+        inputs = self.augment(xb, self.augment_generator, train=True)
+        self.schedule.apply(self.optimizer, self.global_step)
+        ctx = torch.autocast("cuda", dtype=torch.float16) if self.amp else nullcontext()
+        with ctx:
+            logits = self.forward_model(inputs)
+            if logits.shape[-1] < self.data.num_classes:
+                raise ValueError(f"the model predicts {logits.shape[-1]} classes but dataset {self.data.name!r} has "
+                                 f"{self.data.num_classes}; build it with num_classes={self.data.num_classes}")
+            loss = self.criterion(logits.float(), yb)
+        self.optimizer.zero_grad(set_to_none=True)
+        if distributed.any_rank_nonfinite(loss, self.dist):
+            return None, logits
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            loss.backward()
+            self.optimizer.step()
+        return loss.detach(), logits.detach()
 
+    # ------------------------------------------------------------------ data order
+    def epoch_permutation(self, epoch: int) -> torch.Tensor:
+        gen = torch.Generator().manual_seed(self.config.seed * 1_000_003 + epoch)
+        return torch.randperm(self.data.num_train, generator=gen)
+
+    def _train_batches(self, epoch: int, start_batch: int):
+        bs = self.config.batch_size
+        perm = distributed.shard_permutation(self.epoch_permutation(epoch), bs, self.steps_per_epoch, self.dist)
+        if self.data.in_memory:
+            perm = perm.to(self.device)
+            for b in range(start_batch, self.steps_per_epoch):
+                idx = perm[b * bs:(b + 1) * bs]
+                yield b, self.train_x[idx], self.train_y[idx]
+            return
+        order = perm[start_batch * bs:self.steps_per_epoch * bs].tolist()
+        loader = torch.utils.data.DataLoader(torch.utils.data.Subset(self.data.train_set, order),
+                                             batch_size=min(bs, len(order)) or 1, shuffle=False,
+                                             num_workers=self.config.num_workers, drop_last=True,
+                                             pin_memory=self.device.type == "cuda")
+        for offset, (xb, yb) in enumerate(loader):
+            yield (start_batch + offset, xb.to(self.device, non_blocking=True),
+                   torch.as_tensor(yb, dtype=torch.int64).to(self.device, non_blocking=True))
+
+    # ------------------------------------------------------------------ evaluation and bad steps
     def _evaluate_test(self) -> dict:
         if self.dist.enabled:   # each rank evaluates its share of the test set, then the sums are merged
             return distributed.reduce_evaluation(self._evaluate_shard(), self.dist, self.device)
@@ -608,12 +365,46 @@ class Trainer:
             self._write_run_file("final.json", json.dumps(result, indent=2) + "\n")
         return result
 
-    # ------------------------------------------------------------------ checkpoints
+    # ------------------------------------------------------------------ run files
+    def _lock_run_folder(self):
+        """The lock of `out_dir` (None when this process does not write); RunFolderInUse, or
+        RunWriteError when the folder cannot be made, before anything is written. Under torchrun
+        rank 0 locks and every rank stops if it could not."""
+        lock, refused = None, None
+        if self.writes:
+            try:
+                self.out_dir.mkdir(parents=True, exist_ok=True)
+                lock = lock_run_folder(self.out_dir)
+            except OSError as err:
+                refused = write_failed("the run folder", self.out_dir.parent, err)
+            except CheckpointError as err:
+                refused = err
+        if self.dist.enabled:
+            message = self.dist.broadcast_object(str(refused) if refused is not None else None)
+            if message is not None and refused is None:
+                refused = RunFolderInUse(message)
+        if refused is not None:
+            raise refused
+        return lock
+
+    def _write_run_file(self, name: str, text: str, append: bool = False) -> None:
+        """Write (atomically) or append to a file of the run folder; RunWriteError if that fails."""
+        path = self.out_dir / name
+        try:
+            if append:
+                with open(path, "a") as fh:
+                    fh.write(text)
+            else:
+                atomic_write(path, text.encode())
+        except OSError as err:
+            raise write_failed(name, self.out_dir, err) from err
+
     def _write_config(self) -> None:
         import yaml
 
         self._write_run_file("config.yaml", yaml.safe_dump(self.config.to_dict(), sort_keys=False))
 
+    # ------------------------------------------------------------------ checkpoints
     def state(self, metrics: dict) -> dict:
         """Everything but the model weights that a resume needs (tensors go to safetensors)."""
         rng = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
@@ -713,21 +504,8 @@ class Trainer:
             self.augment_generator.set_state(own["augment"].to(self.augment_generator.get_state().device))
 
     # ------------------------------------------------------------------ signals
-    def _install_signal_handlers(self):
-        if threading.current_thread() is not threading.main_thread():
-            return None
-        old = {}
-
-        def handler(signum, frame):
-            self._stop_signal = signum
-
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            old[sig] = signal.signal(sig, handler)
-        return old
-
-    def _restore_signal_handlers(self, old) -> None:
-        for sig, h in (old or {}).items():
-            signal.signal(sig, h)
+    def _note_signal(self, signum: int) -> None:
+        self._stop_signal = signum
 
     def _interrupt(self) -> None:
         name = signal.Signals(self._stop_signal).name
@@ -757,34 +535,4 @@ def _restore(ckpt, field: str, apply) -> None:
         raise CheckpointError(f"checkpoint {ckpt.path}: field {field} cannot be restored ({reason})") from None
 
 
-def current_keys(model: nn.Module, model_state: dict) -> dict:
-    """An attnlab checkpoint's model state under `model`'s current parameter names: a family that
-    renamed its modules maps the old names in `remap_pretrained(state, "attnlab")`."""
-    remap = getattr(model, "remap_pretrained", None)
-    return remap(dict(model_state), "attnlab") if callable(remap) else model_state
-
-
-def load_trained(path: str | os.PathLike, which: str = "latest", device: str | torch.device = "cpu"):
-    """(model in eval mode, TrainConfig) from a run folder, a checkpoints folder or a checkpoint
-    file. `which='best'` picks the checkpoint with the best test accuracy in a folder."""
-    if which not in ("latest", "best"):
-        raise ValueError(f"which must be 'latest' or 'best', got {which!r}")
-    device = resolve_device(device)
-    target = Path(path)
-    if which == "best" and target.is_dir():
-        target = best_checkpoint(target) or resolve_checkpoint(target)
-    ckpt = load_checkpoint(target, needs="run")   # the config and the data's shape are checked there
-    config = TrainConfig.from_dict(ckpt.state["config"])
-    data = ckpt.state["data"]
-    try:
-        model = build_model(config, data["num_classes"], data["in_chans"])
-    except (ValueError, TypeError) as err:
-        raise CheckpointError(f"checkpoint {ckpt.path}: fields state.config / state.data do not build a model "
-                              f"({' '.join(str(err).split())})") from None
-    missing, unexpected = model.load_state_dict(current_keys(model, ckpt.model_state()), strict=False)
-    if missing or unexpected:
-        raise CheckpointError(f"checkpoint {ckpt.path} does not fit model {config.model!r}: missing "
-                              f"{missing[:5]}, unexpected {unexpected[:5]}")
-    model.to(device).eval()
-    model.data_info = data
-    return model, config
+__all__ = ["Trainer", "train", "NonFiniteLossError", "TrainingInterrupted"]

@@ -1,0 +1,154 @@
+"""Process-wide settings a training run changes, each set for the run and restored after it.
+
+    with training_settings(threads=1, deterministic=False, device=torch.device("cpu")):
+        ...   # the training loop
+
+* `torch.set_num_threads(threads)` when `threads` is given; the previous count comes back.
+* `torch.set_flush_denormal(True)`: float32 results below 1.2e-38 become 0 instead of slow
+  denormal arithmetic. torch has no getter for this flag, so `denormals_flushed` probes it (one
+  multiplication whose exact result is denormal) and the probed state is put back.
+* deterministic algorithms (`deterministic=True`): torch.use_deterministic_algorithms (warn only),
+  cuDNN deterministic and not benchmarking, CUBLAS_WORKSPACE_CONFIG when unset; all restored.
+* SIGINT / SIGTERM (`stop_signals`): while the run holds them, a signal is recorded instead of
+  stopping the process, so that the loop can finish its step and write a checkpoint; the previous
+  handlers come back.
+
+One setting cannot be restored and is therefore opt-in: `keep_freed_memory` (glibc's malloc keeps
+freed blocks for reuse), applied by the Trainer on the CPU only when the environment variable
+ATTNLAB_KEEP_FREED_MEMORY is 1.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+from contextlib import contextmanager
+from typing import Callable, Iterator, Optional
+
+import torch
+
+KEEP_FREED_MEMORY_ENV = "ATTNLAB_KEEP_FREED_MEMORY"
+
+
+def keep_freed_memory() -> bool:
+    """Ask glibc's malloc to keep and reuse freed blocks of up to 32 MiB instead of returning them
+    to the system at every free. Returns True when the setting was applied.
+
+    PyTorch's CPU tensors come from malloc, and glibc serves blocks above its mmap threshold
+    (128 KiB at start) with fresh pages from the kernel: every activation and gradient of a
+    training step is then page-faulted and zeroed again at each step (ResNet-20, batch 128:
+    about 2,300 page faults a step; with this setting none once the heap has grown). The
+    mallopt(3) calls below are what the environment variables MALLOC_MMAP_THRESHOLD_ and
+    MALLOC_TRIM_THRESHOLD_ do, applied from inside the process. The cost: the heap keeps the
+    peak working set of a step.
+
+    The setting lasts for the life of the process: mallopt has no getter, so it cannot be
+    restored. The Trainer therefore applies it only when ATTNLAB_KEEP_FREED_MEMORY=1 (default:
+    off); ATTNLAB_KEEP_FREED_MEMORY=0 turns this function into a no-op (False) for every caller.
+    Linux with glibc only (elsewhere a no-op, False).
+    """
+    global _FREED_MEMORY_KEPT
+    if _FREED_MEMORY_KEPT or os.environ.get(KEEP_FREED_MEMORY_ENV, "") == "0" or not sys.platform.startswith("linux"):
+        return _FREED_MEMORY_KEPT
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):   # musl or another C library
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    _FREED_MEMORY_KEPT = bool(mallopt(m_mmap_threshold, 32 << 20)) and bool(mallopt(m_trim_threshold, 1 << 30))
+    return _FREED_MEMORY_KEPT
+
+
+_FREED_MEMORY_KEPT = False
+
+
+def keep_freed_memory_requested() -> bool:
+    """True when ATTNLAB_KEEP_FREED_MEMORY=1 asks the Trainer to call `keep_freed_memory`."""
+    return os.environ.get(KEEP_FREED_MEMORY_ENV, "") == "1"
+
+
+def denormals_flushed() -> bool:
+    """Whether this thread flushes denormal float32 results to zero (`torch.set_flush_denormal`).
+
+    torch offers a setter only, so this multiplies the smallest normal float32 scale by 1e-3,
+    whose exact result (about 1e-41) is denormal: flushed, it is 0."""
+    tiny = torch.full((1,), 1e-38, dtype=torch.float32)
+    return bool((tiny * 1e-3).item() == 0.0)
+
+
+@contextmanager
+def flush_denormals() -> Iterator[None]:
+    """Flush denormal float32 results to zero inside the block; the previous state after it."""
+    before = denormals_flushed()
+    torch.set_flush_denormal(True)
+    try:
+        yield
+    finally:
+        torch.set_flush_denormal(before)
+
+
+@contextmanager
+def num_threads(threads: Optional[int]) -> Iterator[None]:
+    """torch's intra-op thread count set to `threads` inside the block (None: left as it is)."""
+    before = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@contextmanager
+def deterministic_algorithms(enabled: bool) -> Iterator[None]:
+    """With `enabled`, deterministic algorithms (warn only where none exists), cuDNN deterministic
+    and not benchmarking, and CUBLAS_WORKSPACE_CONFIG=:4096:8 when unset; all restored after."""
+    if not enabled:
+        yield
+        return
+    before = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+              torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+    cublas_set = "CUBLAS_WORKSPACE_CONFIG" not in os.environ
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before[0], warn_only=before[1])
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = before[2], before[3]
+        if cublas_set:
+            os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
+
+
+@contextmanager
+def stop_signals(on_signal: Callable[[int], None]) -> Iterator[None]:
+    """Inside the block SIGINT and SIGTERM call `on_signal(signum)` instead of stopping the
+    process; the previous handlers come back after it. Only the main thread can install signal
+    handlers: elsewhere the block runs with the handlers as they are."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = {sig: signal.signal(sig, lambda signum, frame: on_signal(signum)) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+
+
+@contextmanager
+def training_settings(threads: Optional[int], deterministic: bool, device: torch.device) -> Iterator[None]:
+    """Every process-wide setting of a training run (see the module docstring), restored after."""
+    if device.type == "cpu" and keep_freed_memory_requested():
+        keep_freed_memory()
+    with num_threads(threads), flush_denormals(), deterministic_algorithms(deterministic):
+        yield
+
+
+__all__ = ["keep_freed_memory", "keep_freed_memory_requested", "denormals_flushed", "flush_denormals",
+           "num_threads", "deterministic_algorithms", "stop_signals", "training_settings"]
