@@ -62,7 +62,7 @@ def tiny_bench(monkeypatch):
         return {"ref:tiny": TinyNet()} if attention is None else {}
 
     return dict(models=["tiny"], attentions=[None, "se"], batch_sizes=(1, 2), repeats=repeats,
-                memory_formats=("channels_last",), reference_builders=refs, warmup=1,
+                memory_formats=("channels_last",), reference=True, reference_builders=refs, warmup=1,
                 min_sample_s=0.0, matmul_size=MATMUL_SIZE)
 
 

@@ -339,7 +339,7 @@ def _check_models_take_size(models: Sequence[str], image_size) -> None:
 
 def run_bench(models: Optional[Sequence[str]] = None, attentions: Optional[Sequence[Optional[str]]] = None,
               batch_sizes: Sequence[int] = (1, 64), image_size=None, repeats: int = 5,
-              device: str | torch.device = "cpu", reference: bool = True, out_dir: Optional[str] = None,
+              device: str | torch.device = "cpu", reference: bool = False, out_dir: Optional[str] = None,
               reference_builders: Optional[ReferenceBuilders] = None, train_batch_size: Optional[int] = None,
               memory_formats: Sequence[str] = ("channels_last", "contiguous"),
               precisions: Optional[Sequence[str]] = None, compile: Optional[bool] = None,

@@ -21,7 +21,7 @@ from ..data.datasets import dataset_info, load_dataset
 from ..io.study_files import BASELINE, StudyPlan, Variant
 from ..models.registry import resolve_model_name
 from ..train.config import TrainConfig, check_seed
-from ..train.trainer import resolve_device
+from ..train.device import resolve_device
 from .capacity import add_capacity_variant
 from .presets import DEFAULT_PRESET, load_preset
 from .variants import build_variant, make_variant, variants_from_lists
