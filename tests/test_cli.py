@@ -145,3 +145,16 @@ def test_sigint_finishes_the_step_writes_a_checkpoint_and_says_how_to_resume(tmp
     assert proc.returncode == 130 and "--resume" in err and "Traceback" not in err, err
     latest = load_checkpoint(run_dir)
     assert latest.state["step"] > 0 and str(latest.path) in err
+
+
+def test_the_command_takes_process_settings_that_main_as_a_library_call_does_not(monkeypatch, capsys):
+    from attnlab import cli
+    from attnlab.train import process
+
+    applied = []
+    monkeypatch.setattr(process, "keep_freed_memory", lambda: applied.append(True) or True)
+    assert cli.main(["list", "attention"]) == 0 and applied == []
+    assert cli.console_main.__module__ == "attnlab.cli"
+    monkeypatch.setattr(sys, "argv", ["attnlab", "list", "attention"])
+    assert cli.console_main() == 0 and applied == [True]
+    assert "se" in capsys.readouterr().out.split()

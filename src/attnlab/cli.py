@@ -695,3 +695,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         except (OSError, ValueError):   # stdout without a file descriptor (captured in tests)
             pass
         return EXIT_BROKEN_PIPE
+
+
+def console_main() -> int:
+    """The `attnlab` command and `python -m attnlab`: `main` in a process of attnlab's own, which
+    may therefore take process-wide settings that a library call must not (malloc keeps freed
+    blocks: train.process.keep_freed_memory; ATTNLAB_KEEP_FREED_MEMORY=0 leaves malloc alone)."""
+    from .train.process import keep_freed_memory
+
+    keep_freed_memory()
+    return main()

@@ -83,6 +83,9 @@ def _train_worker(config: dict, out_dir: str, threads: Optional[int]) -> dict:
     the parent as the same exception (type and message) that the run raised in one process."""
     import torch
 
+    from ..train.process import keep_freed_memory
+
+    keep_freed_memory()   # the worker is a process of attnlab's own: the setting ends with it
     if threads:
         torch.set_num_threads(threads)
     try:
