@@ -158,3 +158,31 @@ def test_the_command_takes_process_settings_that_main_as_a_library_call_does_not
     monkeypatch.setattr(sys, "argv", ["attnlab", "list", "attention"])
     assert cli.console_main() == 0 and applied == [True]
     assert "se" in capsys.readouterr().out.split()
+
+
+@pytest.mark.parametrize("command, target, error", [
+    (["compare", "--seeds", "0", "--epochs", "1"], "attnlab.study.run_compare", "RunWriteError"),
+    (["compare", "--seeds", "0", "--epochs", "1"], "attnlab.study.run_compare", "NonFiniteLossError"),
+    (["report", "."], "attnlab.report.builder.read_run_folder", "OSError"),
+])
+def test_a_failure_while_writing_or_training_is_one_line_with_status_1(monkeypatch, tmp_path, capsys, command,
+                                                                        target, error):
+    import errno
+
+    from attnlab import cli
+    from attnlab.io.checkpoint import RunWriteError
+    from attnlab.train.trainer import NonFiniteLossError
+
+    raised = {"RunWriteError": RunWriteError("cannot write checkpoint ckpt-000000010 in x: No space left on device "
+                                             "(errno 28); files written there before are intact", errno.ENOSPC),
+              "NonFiniteLossError": NonFiniteLossError("loss is nan at step 3"),
+              "OSError": OSError(errno.ENOSPC, "No space left on device")}[error]
+
+    def fail(*args, **kwargs):
+        raise raised
+    module, name = target.rsplit(".", 1)
+    monkeypatch.setattr(__import__(module, fromlist=[name]), name, fail)
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(command) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "Traceback" not in err[0] and str(raised).split(":")[0].split("]")[-1].strip() in err[0]

@@ -383,6 +383,7 @@ def cmd_compare(args) -> int:
     from .data.datasets import DatasetError
     from .io.checkpoint import CheckpointError
     from .train.distributed import current_context, shutdown_distributed
+    from .train.trainer import NonFiniteLossError
 
     try:  # every variant, seed, model shape, the device and the data, checked before any work
         plan = study.plan_compare(preset=args.preset, models=models, attentions=attentions, seeds=args.seeds,
@@ -395,6 +396,9 @@ def cmd_compare(args) -> int:
         is_main = current_context().is_main
     except (DatasetError, CheckpointError) as err:   # the same line whether the run failed here or in a worker
         raise UsageError(_one_line(err)) from None
+    except NonFiniteLossError as err:                 # a run diverged: what train says, for that run
+        print(f"attnlab compare: error: {_one_line(err)}", file=sys.stderr)
+        return 1
     finally:
         shutdown_distributed()
     if is_main:
@@ -695,6 +699,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         except (OSError, ValueError):   # stdout without a file descriptor (captured in tests)
             pass
         return EXIT_BROKEN_PIPE
+    except OSError as err:   # a full disk, a folder made read-only mid-run: the system's reason, one line
+        print(f"attnlab: error: {_one_line(err)}", file=sys.stderr)
+        return 1
 
 
 def console_main() -> int:
