@@ -20,18 +20,10 @@ import torch
 # as two pytest-xdist workers instead (README's test command: -n 2), one per core.
 torch.set_num_threads(1)
 
-_torchvision_ops_library = None  # kept alive for the whole session: dropping it removes the schemas
-
-
 def _import_torchvision():
-    global _torchvision_ops_library
-    try:
-        torch.ops.torchvision.nms  # noqa: B018  (present when torchvision's own ops loaded)
-    except (AttributeError, RuntimeError):
-        if _torchvision_ops_library is None:
-            _torchvision_ops_library = torch.library.Library("torchvision", "DEF")
-            for name in ("nms", "qnms"):
-                _torchvision_ops_library.define(f"{name}(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
+    from attnlab.measure.reference import _define_torchvision_ops
+
+    _define_torchvision_ops()   # the same schema workaround `attnlab bench --reference` uses
     return pytest.importorskip("torchvision")
 
 
