@@ -59,7 +59,7 @@ from ..data.augment import BatchAugment
 from ..data.datasets import DatasetSplits, load_dataset
 from ..io.checkpoint import (CHECKPOINT_SUBDIR, CheckpointError, atomic_write, list_checkpoints,
                              remove_stale_temporaries, rotate_checkpoints, save_checkpoint, write_failed)
-from ..io.run_folder import RunFolderInUse, lock_run_folder, read_metrics
+from ..io.run_folder import CONFIG_FILE, FINAL_FILE, METRICS_FILE, RunFolderInUse, lock_run_folder, read_metrics
 from . import distributed
 from .config import RESUMABLE_CHANGES, TrainConfig
 from .device import resolve_device
@@ -192,7 +192,7 @@ class Trainer:
                     raise CheckpointError(f"{self.out_dir} already holds checkpoints of a run; pass resume=True "
                                           "(--resume) to continue it, or choose a new output folder")
                 if self.writes:
-                    self._write_run_file("metrics.jsonl", "")
+                    self._write_run_file(METRICS_FILE, "")
             if self.writes:
                 self._write_config()
         elif resume:
@@ -257,7 +257,7 @@ class Trainer:
         self.epoch_sums = {"loss": 0.0, "correct": 0, "seen": 0, "seconds": 0.0}
         self.best_acc = max(self.best_acc, test["acc"])
         if self.writes:
-            self._write_run_file("metrics.jsonl", json.dumps(row) + "\n", append=True)
+            self._write_run_file(METRICS_FILE, json.dumps(row) + "\n", append=True)
         self.last_row = row
         started, first_epoch = self._progress_start
         bar.finish(epoch_line(self.epoch, cfg.epochs, row, time.perf_counter() - started, self.epoch - first_epoch))
@@ -358,11 +358,11 @@ class Trainer:
             "test_acc": test["acc"], "test_loss": test["loss"], "best_test_acc": max(self.best_acc, test["acc"]),
             "params": self.params, "seconds": self.seconds, "bad_steps": self.bad_steps,
             "image_size": list(self.data.image_size), "num_classes": self.data.num_classes,
-            "history": str(self.out_dir / "metrics.jsonl") if self.out_dir else None,
+            "history": str(self.out_dir / METRICS_FILE) if self.out_dir else None,
             "checkpoint": str(self.last_checkpoint) if self.last_checkpoint else None,
         }
         if self.writes:
-            self._write_run_file("final.json", json.dumps(result, indent=2) + "\n")
+            self._write_run_file(FINAL_FILE, json.dumps(result, indent=2) + "\n")
         return result
 
     # ------------------------------------------------------------------ run files
@@ -402,7 +402,7 @@ class Trainer:
     def _write_config(self) -> None:
         import yaml
 
-        self._write_run_file("config.yaml", yaml.safe_dump(self.config.to_dict(), sort_keys=False))
+        self._write_run_file(CONFIG_FILE, yaml.safe_dump(self.config.to_dict(), sort_keys=False))
 
     # ------------------------------------------------------------------ checkpoints
     def state(self, metrics: dict) -> dict:
@@ -458,7 +458,7 @@ class Trainer:
         found = list_checkpoints(self.out_dir)
         if not found:
             raise CheckpointError(f"nothing to resume: no checkpoint in {self.out_dir / CHECKPOINT_SUBDIR}")
-        metrics_path = self.out_dir / "metrics.jsonl"
+        metrics_path = self.out_dir / METRICS_FILE
         records = read_metrics(metrics_path)   # a line cut short by a kill is dropped; other damage is refused
         ckpt = load_checkpoint(found[-1], expect_config=self.config.to_dict(), ignore_fields=RESUMABLE_CHANGES,
                                needs="resume")
@@ -487,7 +487,7 @@ class Trainer:
             self.dist.barrier()   # every rank reads the file before rank 0 rewrites it
             kept = [record for record in records if record.get("epoch", 0) <= self.epoch]
             if self.writes:
-                self._write_run_file("metrics.jsonl", "".join(json.dumps(record) + "\n" for record in kept))
+                self._write_run_file(METRICS_FILE, "".join(json.dumps(record) + "\n" for record in kept))
             if kept:
                 self.last_row = kept[-1]
 
