@@ -3,9 +3,12 @@ import pytest
 import torch
 from torch import nn
 
+import statistics
+
+from attnlab.measure import cost
 from attnlab.measure.cost import (PeakMemoryTracker, count_elementwise, count_flops, count_params,
-                                  inference_latency, measure_costs, peak_memory, peak_memory_bytes,
-                                  train_step_time)
+                                  inference_latency, inference_timings, measure_costs, peak_memory,
+                                  peak_memory_bytes, train_step_time, train_step_timings)
 
 
 def test_conv_flops_closed_form():
@@ -89,6 +92,29 @@ def test_timings_and_measure_costs():
         assert key in costs
     assert costs["params"] == 4 * 9 + 4 + 144 * 2 + 2
     assert model.training  # the mode flag is restored
+
+
+def test_timings_are_each_call_and_the_latency_their_median(monkeypatch):
+    # A clock read twice per timed call (before, after), the calls lasting 5, 1, 4, 2, 3 ms
+    durations = [0.005, 0.001, 0.004, 0.002, 0.003]
+    reads = iter([t for i, d in enumerate(durations) for t in (float(i), i + d)] * 2)
+    monkeypatch.setattr(cost.time, "perf_counter", lambda: next(reads))
+    model = nn.Conv2d(1, 1, 1)
+    assert inference_timings(model, (1, 2, 2), repeats=5, warmup=0) == pytest.approx(durations)
+    assert inference_latency(model, (1, 2, 2), repeats=5, warmup=0) == pytest.approx(0.003)  # median by hand
+
+
+def test_measure_costs_keeps_every_repeat():
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.Flatten(), nn.Linear(4 * 6 * 6, 2))
+    repeats = 3
+    costs = measure_costs(model, (1, 8, 8), large_batch=4, train_batch=4, repeats=repeats, warmup=0)
+    # batch 1 gets twice the repeats (a short call), the others `repeats`
+    for name, n in (("latency_b1", 2 * repeats), ("latency_large", repeats), ("train_step", repeats)):
+        runs = costs[f"{name}_runs"]
+        assert len(runs) == n and all(isinstance(t, float) and t > 0 for t in runs)
+        assert costs[f"{name}_s"] == statistics.median(runs)
+    assert len(inference_timings(model, (1, 8, 8), batch_size=2, repeats=4, warmup=0)) == 4
+    assert len(train_step_timings(model, (1, 8, 8), batch_size=2, repeats=2, warmup=0)) == 2
 
 
 def test_bad_input_is_named():

@@ -20,9 +20,10 @@ FLOPs yet 10% to the GPU training time). How each figure is measured:
 * Latency: wall time of a no-grad forward pass in eval mode at batch 1 and at a large batch; the
   median over `repeats` timed calls after `warmup` untimed ones (``time.perf_counter``; on CUDA
   with a synchronisation before each clock read). `measure_costs` times on one CPU thread by
-  default (see there).
+  default (see there) and keeps every timed call beside the median, so that a reader sees the
+  spread (on a shared machine the slowest call can be many times the fastest).
 * Training step time: forward, cross-entropy loss, backward and an SGD-with-momentum step in
-  train mode, median over repeats after warm-up.
+  train mode, median over repeats after warm-up (every repeat kept as for latency).
 * Peak memory: on CUDA ``torch.cuda.max_memory_allocated``. On the CPU there is no allocator
   statistic, so `PeakMemoryTracker` (a ``TorchDispatchMode``) records every storage an aten op
   outputs, keyed by a weak reference to the storage, and after each op drops the storages that
@@ -235,7 +236,8 @@ def _threads(n: Optional[int], owner: str):
     return num_threads(n if n is None else check_int(owner, "threads", n, 1))
 
 
-def _median_time(fn: Callable[[], object], device: torch.device, repeats: int, warmup: int, owner: str) -> float:
+def _timed_runs(fn: Callable[[], object], device: torch.device, repeats: int, warmup: int, owner: str) -> list[float]:
+    """Seconds of each of `repeats` calls of `fn` after `warmup` untimed ones."""
     check_int(owner, "repeats", repeats, 1)
     check_int(owner, "warmup", warmup, 0)
     for _ in range(warmup):
@@ -247,17 +249,24 @@ def _median_time(fn: Callable[[], object], device: torch.device, repeats: int, w
         fn()
         sync(device)
         times.append(time.perf_counter() - t0)
-    return float(statistics.median(times))
+    return times
+
+
+def inference_timings(model: nn.Module, input_shape, batch_size: int = 1, repeats: int = 20,
+                      warmup: int = 3, threads: Optional[int] = None) -> list[float]:
+    """Seconds of each of `repeats` no-grad eval-mode forward passes of a batch of `batch_size`,
+    in the order they ran (`threads`: CPU threads during the measurement; None keeps torch's
+    setting)."""
+    x = make_input(model, input_shape, batch_size=batch_size)
+    with _EvalMode(model), torch.no_grad(), _threads(threads, "inference_timings"):
+        return _timed_runs(lambda: model(x), x.device, repeats, warmup, "inference_timings")
 
 
 def inference_latency(model: nn.Module, input_shape, batch_size: int = 1, repeats: int = 20,
                       warmup: int = 3, threads: Optional[int] = None) -> float:
-    """Median seconds of one no-grad eval-mode forward pass of a batch of `batch_size`
-    (`threads`: CPU threads during the measurement; None keeps torch's setting)."""
-    x = make_input(model, input_shape, batch_size=batch_size)
-    device = x.device
-    with _EvalMode(model), torch.no_grad(), _threads(threads, "inference_latency"):
-        return _median_time(lambda: model(x), device, repeats, warmup, "inference_latency")
+    """Median seconds of one no-grad eval-mode forward pass of a batch of `batch_size`: the
+    median of `inference_timings`."""
+    return float(statistics.median(inference_timings(model, input_shape, batch_size, repeats, warmup, threads)))
 
 
 def _sgd(model: nn.Module) -> torch.optim.Optimizer:
@@ -272,9 +281,10 @@ def _num_outputs(model: nn.Module, x: torch.Tensor) -> int:
     return y.shape[1]
 
 
-def train_step_time(model: nn.Module, input_shape, batch_size: int = 32, repeats: int = 10,
-                    warmup: int = 2, threads: Optional[int] = None) -> float:
-    """Median seconds of one training step (forward, cross-entropy, backward, SGD step).
+def train_step_timings(model: nn.Module, input_shape, batch_size: int = 32, repeats: int = 10,
+                       warmup: int = 2, threads: Optional[int] = None) -> list[float]:
+    """Seconds of each of `repeats` training steps (forward, cross-entropy, backward, SGD step),
+    in the order they ran.
 
     Works on a deep copy so that the caller's weights and BN statistics stay untouched.
     """
@@ -293,8 +303,14 @@ def train_step_time(model: nn.Module, input_shape, batch_size: int = 32, repeats
         loss.backward()
         opt.step()
 
-    with _EvalMode(work, train=True), _threads(threads, "train_step_time"):
-        return _median_time(step, x.device, repeats, warmup, "train_step_time")
+    with _EvalMode(work, train=True), _threads(threads, "train_step_timings"):
+        return _timed_runs(step, x.device, repeats, warmup, "train_step_timings")
+
+
+def train_step_time(model: nn.Module, input_shape, batch_size: int = 32, repeats: int = 10,
+                    warmup: int = 2, threads: Optional[int] = None) -> float:
+    """Median seconds of one training step: the median of `train_step_timings`."""
+    return float(statistics.median(train_step_timings(model, input_shape, batch_size, repeats, warmup, threads)))
 
 
 # --------------------------------------------------------------------------------------------- memory
@@ -427,7 +443,10 @@ def measure_costs(model: nn.Module, input_shape, large_batch: int = 64, train_ba
 
     Keys: params, flops, macs, pooling_ops, elementwise_ops, latency_b1_s, latency_large_s,
     large_batch, train_step_s, train_batch, peak_train_bytes, peak_infer_bytes, input_shape,
-    threads, memory_format. `input_shape` is (C, H, W); the model's weights are not changed.
+    threads, memory_format, and the timings behind each median (seconds, in the order they ran):
+    latency_b1_runs (2 * `repeats` calls: a batch-1 call is short, so it gets twice as many),
+    latency_large_runs and train_step_runs (`repeats` each). `input_shape` is (C, H, W); the
+    model's weights are not changed.
     `channels_last`: time and measure a channels_last copy of the model with channels_last
     inputs (what the Trainer trains by default), instead of the model's own layout.
 
@@ -450,10 +469,13 @@ def measure_costs(model: nn.Module, input_shape, large_batch: int = 64, train_ba
            "memory_format": "channels_last" if _is_channels_last(model) else "contiguous"}
     out.update(count_flops(model, shape))
     out.update(count_elementwise(model, shape))
-    out["latency_b1_s"] = inference_latency(model, shape, 1, repeats=repeats * 2, warmup=warmup, threads=threads)
-    out["latency_large_s"] = inference_latency(model, shape, large_batch, repeats=repeats, warmup=warmup, threads=threads)
+    timings = {"latency_b1": inference_timings(model, shape, 1, repeats * 2, warmup, threads),
+               "latency_large": inference_timings(model, shape, large_batch, repeats, warmup, threads),
+               "train_step": train_step_timings(model, shape, train_batch, repeats, warmup, threads)}
+    for name, runs in timings.items():
+        out[f"{name}_s"] = float(statistics.median(runs))
+        out[f"{name}_runs"] = runs
     out["large_batch"] = large_batch
-    out["train_step_s"] = train_step_time(model, shape, train_batch, repeats=repeats, warmup=warmup, threads=threads)
     out["train_batch"] = train_batch
     out["peak_train_bytes"] = peak_memory(model, shape, train_batch, training=True)["peak_bytes"]
     out["peak_infer_bytes"] = peak_memory(model, shape, large_batch, training=False)["peak_bytes"]
@@ -462,5 +484,5 @@ def measure_costs(model: nn.Module, input_shape, large_batch: int = 64, train_ba
 
 
 __all__ = ["count_params", "count_flops", "count_flops_of", "count_elementwise", "inference_latency",
-           "train_step_time", "peak_memory", "peak_memory_bytes", "PeakMemoryTracker", "tensor_bytes", "sync",
-           "measure_costs", "make_input"]
+           "inference_timings", "train_step_time", "train_step_timings", "peak_memory", "peak_memory_bytes",
+           "PeakMemoryTracker", "tensor_bytes", "sync", "measure_costs", "make_input"]
