@@ -1,9 +1,9 @@
 """Cost measurement: FLOPs against closed forms, the element-wise counter, memory and timing."""
+import statistics
+
 import pytest
 import torch
 from torch import nn
-
-import statistics
 
 from attnlab.measure import cost
 from attnlab.measure.cost import (PeakMemoryTracker, count_elementwise, count_flops, count_params,
