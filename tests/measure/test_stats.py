@@ -249,5 +249,5 @@ def test_sentence_shows_and_uses_the_adjusted_p_value():
     p = paired_difference([b + e for b, e in zip([0.80, 0.81, 0.79, 0.82, 0.80], [0.01, 0.02, 0.03, 0.02, 0.02])],
                           [0.80, 0.81, 0.79, 0.82, 0.80])
     assert effect_sentence("SE", p, p_adjusted=0.012) == \
-        "SE: +2.0 points, 95% CI [+1.1, +2.9], p=0.003 (adjusted p=0.01) over 5 seeds"
+        "SE: +2.0 points, 95% CI [+1.1, +2.9], p=0.003, adjusted p=0.01, over 5 seeds"
     assert effect_sentence("SE", p, p_adjusted=0.09).startswith("SE: no detectable difference from the baseline (")

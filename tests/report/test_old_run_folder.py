@@ -132,11 +132,23 @@ def test_the_report_rebuilds_and_leaves_compare_json_alone(old_run):
     assert rows["se"]["acc_mean"] == pytest.approx(0.235) and rows["se"]["diff_mean"] == pytest.approx(0.005)
     assert rows["se"]["params_ratio"] == pytest.approx(75793 / 75002) and rows["se"]["matched_width"] == 1.0
     md = folder.report_md.read_text()
-    assert ("The compare took 92 s of wall time (train 42 s, cost 18 s, explain 29 s, report 3 s) with 2 worker "
+    assert ("the compare took 92 s of wall time (train 42 s, cost 18 s, explain 29 s, report 3 s) with 2 worker "
             "process(es).") in md
-    assert "Dataset `digits` at input (1, 16, 16), seeds [0, 1], 1 epochs, baseline `none`." in md
+    assert "- **Data**: digits at 16x16 pixels (compare.json's input shape), 10 classes;" in md
+    assert "- **Seeds**: 0, 1;" in md and "learning rate 0.05;" in md and "epochs 1; batch 64;" in md
     assert "- capacity control: se adds fewer parameters than one step of width (16 -> 17)" in md
     assert "timed in the channels_last memory format" in md
+
+
+def test_what_the_old_runs_did_not_record_is_said(old_run):
+    md = StudyFolder(old_run).report_md.read_text()
+    top = md.split("## 1. Effect")[0]
+    assert top.index("## Headline") < top.index("## Setup")
+    assert "No per-example test: test_predictions.json not recorded" in top
+    assert "precision not recorded; torch.compile not recorded" in top
+    assert "training-set size not recorded; test-set size not recorded" in top
+    assert "The repeats behind each timing were not recorded in costs.json" in md
+    assert "It costs 1.01x the parameters, 1.00x the FLOPs and 2.25x the batch-1 latency of its baseline." in top
 
 
 def test_the_cli_rebuilds_it_too(old_run, capsys):

@@ -404,7 +404,7 @@ def effect_sentence(name: str, paired: Mapping, unit: str = "points", scale: flo
     p-value adjusted for the number of variants compared, is shown beside the raw one and
     decides. A difference is claimed only when `supports_difference`:
 
-        "SE: +0.8 points, 95% CI [+0.3, +1.3], p=0.01 (adjusted p=0.02) over 5 seeds"
+        "SE: +0.8 points, 95% CI [+0.3, +1.3], p=0.01, adjusted p=0.02, over 5 seeds"
         "ECA: no detectable difference from the baseline (+0.2 points, 95% CI [-0.4, +0.8], p=0.41 over 5 seeds)"
     """
     if not isinstance(name, str) or not name:
@@ -423,7 +423,7 @@ def effect_sentence(name: str, paired: Mapping, unit: str = "points", scale: flo
     interval = f"{level * 100:.0f}% CI [{_signed(lo, digits)}, {_signed(hi, digits)}]"
     p_text = format_p(paired["p_value"])
     if p_adjusted is not None:
-        p_text += f" (adjusted {format_p(p_adjusted)})"
+        p_text += f", adjusted {format_p(p_adjusted)},"
     body = f"{_signed(mean, digits)} {unit}, {interval}, {p_text} {seeds}"
     if supports_difference(paired, p_adjusted):
         return f"{name}: {body}"

@@ -1,44 +1,59 @@
-"""Build the effect report of a `compare` run folder: tables, sentences, figures, one HTML file.
+"""Build the effect report of a `compare` run folder: headline, setup, statistics, costs, capacity
+control, figures and explanations, as Markdown and as one self-contained HTML page.
 
 Not a paper module. Everything is recomputed from the run folder alone, so ``attnlab report
 RUN_DIR`` regenerates the same report. The folder's layout and its plan (compare.json, also as
 older versions wrote it) are those of `attnlab.io.study_files`: the report reads the plan
 (`StudyPlan`: variants with their role = baseline | attention | capacity, seeds, input shape),
-each run's final.json and metrics.jsonl, costs.json (measured here from the first checkpoint
-when missing) and the explanation figures of one checkpoint per variant (made here when missing
-and `explain=True`).
+each run's final.json, metrics.jsonl, config.yaml and test_predictions.json (runs written before
+it existed have none: the per-example test then says "not recorded"), costs.json (measured here
+from the first checkpoint when missing) and the explanation figures of one checkpoint per variant
+(made here when missing and `explain=True`).
 
-Outputs: results.csv and results.json (one row per variant), report.md, report.html (one
-self-contained file: CSS inline, figures as base64 PNG data URIs, no external reference), and
-figures/*.png.
+Outputs: results.csv and results.json (one row per variant; strict JSON: a value that does not
+exist is null, with a ``*_note`` saying why where it helps), report.md, report.html (rendered
+from report.md by Python-Markdown, see `report.html`) and figures/*.png.
 
-Statistics (attnlab.measure.stats): mean and sample std of test accuracy over seeds, the 95%
-t interval of the mean, and for every variant the paired difference to the baseline over the
-seeds both share (same seed = same data order and, where the layers agree, the same initial
-weights) with its own t interval and paired t-test p-value. The plain sentence claims a
-difference only when that interval excludes 0.
+Statistics (`attnlab.measure.stats`, each with its reference in the report's method note): per
+variant the mean and sample std of test accuracy over seeds and an interval that stays inside
+[0, 100]% (t interval on the logit scale); per variant against its baseline, over the seeds both
+share, the paired difference with a percentile bootstrap interval, the paired t-test, P(A > B)
+on a new seed, the minimum detectable effect and the seeds needed, and the exact McNemar test on
+the shared test set pooled over those seeds; p-values adjusted by Holm's method over the variants
+compared, raw and adjusted both shown. A difference is claimed only when the interval excludes 0
+and the Holm-adjusted paired test is below 0.05.
 
-Capacity control: a variant with role ``capacity`` is the baseline made wider (width multiplier
-solved so that its parameter count matches the attention variant named in its ``matches``
-field); the report compares that attention variant with it, paired over seeds, so the gain of
-attention is separated from the gain of size. Without such a variant the section says so and
-lists the width each attention variant would need (``costs.json``: ``matched_width``).
+Capacity control: a variant with role ``capacity`` is the baseline made wider (width solved so
+that its parameter count matches the attention variant named in its ``matches`` field); the
+report compares that attention variant with it, paired over seeds, so the gain of attention is
+separated from the gain of size. Every other attention variant gets one sentence: why it has no
+trained matched baseline and which width would match it (``costs.json``: ``matched_width``).
 """
 from __future__ import annotations
 
-import base64
 import csv
-import html
 import json
 import math
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Optional
 
-from ..io.run_folder import FINAL_FILE, METRICS_FILE, read_metrics
+import numpy as np
+
+from ..io.run_folder import FINAL_FILE, METRICS_FILE, PREDICTIONS_FILE, read_metrics
 from ..io.study_files import StudyFolder, StudyPlan, read_json_object
-from ..measure.stats import effect_sentence, format_p, paired_by_seed, summarize
+from ..measure.stats import (BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, accuracy_interval, effect_sentence, holm,
+                             mcnemar_exact, paired_comparison, supports_difference)
 from . import plots
+from .costs import cost_entries, cost_section
+from .explanations import explanation_section, write_explanations
+from .format import finite, human, interval, listing, md_table, num, pct, points
+from .headline import headline
+from .html import markdown_to_html
+from .setup import setup_section
+
+CONFIDENCE = 0.95
+POWER = 0.8
 
 
 # --------------------------------------------------------------------------------------------- reading
@@ -89,56 +104,138 @@ def read_variant_runs(run_dir, variant: str) -> tuple[dict[int, dict], dict[int,
     return finals, metrics
 
 
+def read_predictions(path: Path) -> Optional[dict]:
+    """test_predictions.json of one run as {"labels", "predictions"} (int arrays of one length),
+    None when the run has none; ValueError naming the file for any other content."""
+    if not path.is_file():
+        return None
+    expected = 'the object {"labels": [int, ...], "predictions": [int, ...]} of equal length'
+    data = read_json_object(path, expected)
+    arrays = {}
+    for key in ("labels", "predictions"):
+        values = data.get(key)
+        if not isinstance(values, list) or not values or not all(isinstance(v, int) and not isinstance(v, bool)
+                                                                  for v in values):
+            raise ValueError(f"{path}: {key} is not a non-empty list of ints; expected {expected}")
+        arrays[key] = np.asarray(values, dtype=np.int64)
+    if len(arrays["labels"]) != len(arrays["predictions"]):
+        raise ValueError(f"{path}: {len(arrays['labels'])} labels but {len(arrays['predictions'])} predictions; "
+                         f"expected {expected}")
+    return arrays
+
+
+def read_study_predictions(folder: StudyFolder, finals: dict) -> dict[str, dict[int, dict]]:
+    """{variant: {seed: predictions}} for the finished runs that recorded them."""
+    out = {}
+    for name, per_seed in finals.items():
+        found = {s: read_predictions(folder.seed_dir(name, s) / PREDICTIONS_FILE) for s in per_seed}
+        out[name] = {s: p for s, p in found.items() if p is not None}
+    return out
+
+
 # --------------------------------------------------------------------------------------------- rows
 
-# cost figure -> the name of its ratio to the baseline
-COST_KEYS = {"params": "params_ratio", "flops": "flops_ratio", "pooling_ops": "pooling_ops_ratio",
-             "elementwise_ops": "elementwise_ops_ratio", "latency_b1_s": "latency_b1_ratio",
-             "latency_large_s": "latency_large_ratio", "train_step_s": "train_step_ratio",
-             "peak_train_bytes": "peak_train_ratio", "peak_infer_bytes": "peak_infer_ratio"}
 CURVE_KEYS = ("train_loss", "test_loss", "val_loss", "train_acc", "test_acc", "val_acc")
+NOT_RECORDED_PREDICTIONS = f"{PREDICTIONS_FILE} not recorded (runs made before per-example predictions were kept)"
 
 
-def compute_rows(plan: StudyPlan, finals: dict, costs: dict) -> list[dict]:
-    """One row per variant: accuracy statistics, paired difference to the baseline, costs and ratios."""
+def _accuracies(finals: dict, name: str) -> dict[int, float]:
+    return {s: float(f["test_acc"]) for s, f in sorted(finals.get(name, {}).items())}
+
+
+def per_example_test(treatment: dict[int, dict], baseline: dict[int, dict], seeds: list[int]) -> dict:
+    """The exact McNemar test of two variants on the test examples of the `seeds` both recorded,
+    pooled (the same seed's runs paired); keys mcnemar_* or mcnemar_note saying what was missing."""
+    usable = [s for s in seeds if s in treatment and s in baseline]
+    if not usable:
+        return {"mcnemar_note": NOT_RECORDED_PREDICTIONS}
+    for s in usable:
+        if not np.array_equal(treatment[s]["labels"], baseline[s]["labels"]):
+            return {"mcnemar_note": f"the runs of seed {s} were tested on different examples; no per-example test"}
+    right = [np.concatenate([p[s]["predictions"] == p[s]["labels"] for s in usable]) for p in (treatment, baseline)]
+    result = mcnemar_exact(*right)
+    out = {f"mcnemar_{k}": v for k, v in result.items()}
+    out["mcnemar_p"] = out.pop("mcnemar_p_value")
+    out["mcnemar_seeds"] = usable
+    if len(usable) < len(seeds):
+        out["mcnemar_note"] = f"pooled over the {len(usable)} of {len(seeds)} shared seeds that recorded predictions"
+    return out
+
+
+def compare_variants(name: str, accs: dict, other: str, other_accs: dict, predictions: dict) -> dict:
+    """The paired statistics of variant `name` against `other` over the seeds both finished
+    (`paired_comparison` and `per_example_test`), as row entries."""
+    shared = sorted(set(accs) & set(other_accs))
+    if not shared:
+        return {"paired_n": 0, "diff_note": f"no seed shared with {other}"}
+    c = paired_comparison(accs, other_accs, CONFIDENCE, POWER)
+    out = {"paired_n": c["n"], "diff_mean": c["mean_diff"], "diff_std": c["std_diff"], "diff_ci_low": c["ci_low"],
+           "diff_ci_high": c["ci_high"], "diff_t_ci_low": c["t_ci_low"], "diff_t_ci_high": c["t_ci_high"],
+           "p_value": c["p_value"], "p_better": c["p_better"], "p_better_low": c["p_better_low"],
+           "p_better_high": c["p_better_high"], "mde": c["mde"], "seeds_needed": c["seeds_needed"]}
+    if c["n"] < 2:
+        out["diff_note"] = "one shared seed: no interval, no test"
+    out.update(per_example_test(predictions.get(name, {}), predictions.get(other, {}), shared))
+    return out
+
+
+def adjust_and_judge(rows: list[dict]) -> None:
+    """Holm-adjust the paired and the per-example p-values over the rows compared, then decide
+    in each row whether its difference is claimed and write its sentence."""
+    for key, adjusted in (("p_value", "p_holm"), ("mcnemar_p", "mcnemar_holm")):
+        for row, p in zip(rows, holm([r.get(key, math.nan) for r in rows])):
+            row[adjusted] = p
+    for r in rows:
+        if not r.get("paired_n"):
+            r["claimed"] = False
+            r["sentence"] = (f"{r['variant']}: the baseline, {pct(r['acc_mean'])}% over {r['n']} seeds"
+                             if r["role"] == "baseline" else f"{r['variant']}: no paired comparison ({r['diff_note']})")
+            continue
+        paired = _as_paired(r)
+        r["claimed"] = supports_difference(paired, r["p_holm"])
+        r["sentence"] = effect_sentence(r["variant"], paired, baseline=f"its baseline '{r['baseline']}'",
+                                        p_adjusted=r["p_holm"] if finite(r["p_holm"]) else None)
+
+
+def _as_paired(r: dict) -> dict:
+    return {"n": r["paired_n"], "mean_diff": r["diff_mean"], "ci_low": r.get("diff_ci_low", math.nan),
+            "ci_high": r.get("diff_ci_high", math.nan), "p_value": r.get("p_value", math.nan), "confidence": CONFIDENCE}
+
+
+NAN_FIELDS = ("acc_mean", "acc_std", "acc_ci_low", "acc_ci_high", "diff_mean", "diff_std", "diff_ci_low",
+              "diff_ci_high", "diff_t_ci_low", "diff_t_ci_high", "p_value", "p_better", "p_better_low",
+              "p_better_high", "mde", "mcnemar_p")
+
+
+def compute_rows(plan: StudyPlan, finals: dict, costs: dict, predictions: Optional[dict] = None) -> list[dict]:
+    """One row per variant: accuracy statistics, paired comparison with its baseline, costs."""
+    predictions = predictions or {}
+    counts = {len(p["labels"]) for per in predictions.values() for p in per.values()}
+    test_count = counts.pop() if len(counts) == 1 else None   # the test-set size, when the runs agree on it
     rows = []
     for v in plan.variants:
-        name = v.name
-        baseline = v.baseline or plan.baseline  # several models: each its own baseline
-        base_accs = {s: f["test_acc"] for s, f in finals.get(baseline, {}).items()}
-        base_cost = costs.get(baseline, {})
-        accs = {s: float(f["test_acc"]) for s, f in sorted(finals.get(name, {}).items())}
-        row = {"variant": name, "role": v.role, "model": v.model,
-               "attention": v.attention, "matches": v.matches, "seeds": sorted(accs),
-               "seed_accs": accs, "n": len(accs)}
+        name, baseline = v.name, v.baseline or plan.baseline   # several models: each its own baseline
+        accs = _accuracies(finals, name)
+        row = {"variant": name, "role": v.role, "model": v.model, "attention": v.attention, "matches": v.matches,
+               "baseline": baseline, "seeds": sorted(accs), "seed_accs": accs, "n": len(accs)}
+        row.update({k: math.nan for k in NAN_FIELDS})
+        row.update(paired_n=0, seeds_needed=None)
         if accs:
-            s = summarize(list(accs.values()))
-            row.update(acc_mean=s["mean"], acc_std=s["std"], acc_ci_low=s["ci_low"], acc_ci_high=s["ci_high"])
-        else:
-            row.update(acc_mean=math.nan, acc_std=math.nan, acc_ci_low=math.nan, acc_ci_high=math.nan)
-        row.update(diff_mean=math.nan, diff_ci_low=math.nan, diff_ci_high=math.nan, p_value=math.nan, paired_n=0)
-        if name != baseline and accs and base_accs and set(accs) & set(base_accs):
-            p = paired_by_seed(accs, base_accs)
-            row.update(diff_mean=p["mean_diff"], diff_ci_low=p["ci_low"], diff_ci_high=p["ci_high"],
-                       p_value=p["p_value"], paired_n=p["n"])
-            row["sentence"] = effect_sentence(name, p, baseline=f"the baseline '{baseline}'")
-        elif name == baseline:
-            row["sentence"] = f"{name}: the baseline, {100 * row['acc_mean']:.1f}% over {len(accs)} seeds"
-        else:
-            row["sentence"] = f"{name}: no paired comparison (no seed shared with the baseline)"
-        c = costs.get(name, {})
-        row["memory_format"] = c.get("memory_format")   # absent in runs measured before it was recorded
-        for key, ratio_key in COST_KEYS.items():
-            value, base = c.get(key, math.nan), base_cost.get(key, math.nan)
-            row[key] = value
-            usable = all(isinstance(x, (int, float)) and math.isfinite(x) for x in (value, base)) and base != 0
-            row[ratio_key] = value / base if usable else math.nan
-        row["large_batch"] = c.get("large_batch")
-        row["train_batch"] = c.get("train_batch")
-        row["matched_width"] = c.get("matched_width")
+            values = list(accs.values())
+            ci = accuracy_interval(values, CONFIDENCE, count=test_count)
+            row.update(acc_mean=ci["mean"], acc_std=float(np.std(values, ddof=1)) if len(values) > 1 else math.nan,
+                       acc_ci_low=ci["ci_low"], acc_ci_high=ci["ci_high"], acc_ci_method=ci["method"])
+            if len(values) < 2:
+                row["acc_ci_note"] = "one seed: no interval"
+        if name == baseline:
+            row["diff_note"] = "the baseline itself"
+        elif accs:
+            row.update(compare_variants(name, accs, baseline, _accuracies(finals, baseline), predictions))
+        row.update(cost_entries(costs.get(name, {}), costs.get(baseline, {}), v.role))
         row["epochs"] = max((f.get("epochs", 0) for f in finals.get(name, {}).values()), default=0)
         row["train_seconds"] = sum(f.get("seconds", 0.0) for f in finals.get(name, {}).values())
         rows.append(row)
+    adjust_and_judge(rows)
     return rows
 
 
@@ -157,283 +254,209 @@ def collect_curves(plan: StudyPlan, metrics: dict) -> dict:
     return curves
 
 
-# --------------------------------------------------------------------------------------------- formatting
+# --------------------------------------------------------------------------------------------- the effect section
 
-def _num(v, fmt: str = "{:.3g}") -> str:
-    if v is None or (isinstance(v, float) and not math.isfinite(v)):
-        return "n/a"
-    return fmt.format(v)
-
-
-def _pct(v, digits: int = 2) -> str:
-    return _num(100 * v if isinstance(v, (int, float)) else v, f"{{:.{digits}f}}")
+def accuracy_table(rows: list[dict]) -> str:
+    head = ["variant", "role", "seeds", "test accuracy % (mean ± std)", "95% CI %", "min-max over seeds %"]
+    body = [[r["variant"], r["role"], str(r["n"]), f"{pct(r['acc_mean'])} ± {pct(r['acc_std'])}",
+             interval(r["acc_ci_low"], r["acc_ci_high"]),
+             interval(min(r["seed_accs"].values()), max(r["seed_accs"].values())) if r["n"] else "n/a"] for r in rows]
+    return md_table(head, body)
 
 
-def _signed_pts(v) -> str:
-    return _num(100 * v if isinstance(v, (int, float)) else v, "{:+.2f}")
-
-
-def _ms(seconds, digits: int) -> str:
-    ok = isinstance(seconds, (int, float)) and math.isfinite(seconds)
-    return _num(1e3 * seconds if ok else math.nan, f"{{:.{digits}f}}")
-
-
-def _ratio(v) -> str:
-    return _num(v, "{:.2f}x")
-
-
-def _human(n, unit: str = "") -> str:
-    if not isinstance(n, (int, float)) or not math.isfinite(n):
-        return "n/a"
-    for div, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if abs(n) >= div:
-            return f"{n / div:.3g}{suffix}{unit}"
-    return f"{n:.3g}{unit}"
-
-
-def effect_table(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
-    head = ["variant", "seeds", "test acc % (mean +- std)", "95% CI", "diff vs baseline (points)", "diff 95% CI", "p"]
+def seeds_table(rows: list[dict]) -> str:
+    head = ["variant", "vs", "diff (% points)", "95% CI (bootstrap)", "p (paired t)", "p (Holm)",
+            "P(better on a new seed) %", "detectable effect (% points)", "seeds to resolve the diff"]
     body = []
     for r in rows:
-        body.append([r["variant"], str(r["n"]), f"{_pct(r['acc_mean'])} +- {_pct(r['acc_std'])}",
-                     f"[{_pct(r['acc_ci_low'])}, {_pct(r['acc_ci_high'])}]",
-                     "baseline" if r["role"] == "baseline" else _signed_pts(r["diff_mean"]),
-                     "" if r["role"] == "baseline" else f"[{_signed_pts(r['diff_ci_low'])}, {_signed_pts(r['diff_ci_high'])}]",
-                     "" if r["role"] == "baseline" else format_p(r["p_value"]).replace("p=", "").replace("p", "")])
-    return head, body
+        if not r.get("paired_n"):
+            continue
+        body.append([r["variant"], r["baseline"], points(r["diff_mean"]), interval(r["diff_ci_low"], r["diff_ci_high"], points),
+                     num(r["p_value"], "{:.3f}"), num(r["p_holm"], "{:.3f}"),
+                     f"{pct(r['p_better'], 0)} {interval(r['p_better_low'], r['p_better_high'], pct, 0)}",
+                     num(100 * r["mde"] if finite(r["mde"]) else r["mde"], "{:.2f}"),
+                     _seeds_to_resolve(r)])
+    return md_table(head, body)
 
 
-def cost_table(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
-    lb = next((r["large_batch"] for r in rows if r.get("large_batch")), "N")
-    tb = next((r["train_batch"] for r in rows if r.get("train_batch")), "N")
-    head = ["variant", "params", "FLOPs", "pool + elementwise ops", "latency b1 (ms)", f"latency b{lb} (ms)",
-            f"train step b{tb} (ms)", "peak train mem", "peak infer mem"]
-    body = []
-    for r in rows:
-        body.append([
-            r["variant"],
-            f"{_human(r['params'])} ({_ratio(r['params_ratio'])})",
-            f"{_human(r['flops'])} ({_ratio(r['flops_ratio'])})",
-            f"{_human(r['pooling_ops'])} + {_human(r['elementwise_ops'])}",
-            f"{_ms(r['latency_b1_s'], 2)} ({_ratio(r['latency_b1_ratio'])})",
-            f"{_ms(r['latency_large_s'], 1)} ({_ratio(r['latency_large_ratio'])})",
-            f"{_ms(r['train_step_s'], 1)} ({_ratio(r['train_step_ratio'])})",
-            f"{_human(r['peak_train_bytes'], 'B')} ({_ratio(r['peak_train_ratio'])})",
-            f"{_human(r['peak_infer_bytes'], 'B')} ({_ratio(r['peak_infer_ratio'])})",
-        ])
-    return head, body
+def _seeds_to_resolve(r: dict) -> str:
+    if r["claimed"]:
+        return "resolved"
+    if r.get("seeds_needed"):
+        return f"{r['seeds_needed']:,}"
+    if r["paired_n"] < 2:
+        return "n/a"
+    return "never (no difference)" if r["diff_mean"] == 0 else "> 100,000"
 
 
-def capacity_section(rows: list[dict], finals: dict) -> tuple[list[str], Optional[tuple]]:
-    """Sentences and an optional table comparing attention variants with matched-size baselines."""
+def examples_table(rows: list[dict]) -> Optional[str]:
+    head = ["variant", "vs", "test examples (pooled over seeds)", "right only for the variant",
+            "right only for the baseline", "p (exact McNemar)", "p (Holm)"]
+    body = [[r["variant"], r["baseline"], f"{r['mcnemar_examples']:,}", f"{r['mcnemar_treatment_only']:,}",
+             f"{r['mcnemar_baseline_only']:,}", num(r["mcnemar_p"], "{:.3g}"), num(r["mcnemar_holm"], "{:.3g}")]
+            for r in rows if finite(r.get("mcnemar_p"))]
+    return md_table(head, body) if body else None
+
+
+def method_note(rows: list[dict]) -> str:
+    compared = sum(1 for r in rows if finite(r.get("p_value")))
+    return (
+        "How these numbers are computed. Accuracy interval: Student's t interval of the mean over seeds computed on "
+        "the logit scale and mapped back, so it stays inside 0-100% (a seed at exactly 0 or 100% is moved half a test "
+        "example inward; without the test-set size, the percentile bootstrap over seeds is used instead). Paired "
+        "difference: the variant minus its baseline seed by seed (same seed = same data order and, where the layers "
+        f"agree, the same initial weights), with a 95% percentile bootstrap interval over seeds ({BOOTSTRAP_RESAMPLES:,} "
+        f"resamples, generator seed {BOOTSTRAP_SEED}; Efron and Tibshirani 1993). At few seeds that interval cannot "
+        "reach beyond the observed differences and is too narrow, so a difference is claimed only when it excludes 0 "
+        f"and the paired t-test, adjusted by Holm's method (Holm 1979) over the {compared} variant(s) compared, also "
+        "gives p < 0.05. P(better on a new seed): the probability that the variant beats its baseline when both are "
+        "trained with a new seed, P(A > B) of Bouthillier et al. (2021, \"Accounting for variance in machine learning "
+        "benchmarks\"), estimated as the share of seeds it won (ties count one half) with an exact binomial interval. "
+        "Per-example test: the exact McNemar test (a binomial test on the test examples exactly one of the two gets "
+        "right; Dietterich 1998) on the shared test set, pooled over the seeds; it treats seed x example pairs as "
+        "independent, which the same example repeated over seeds is not, so its p-value is optimistic, and it speaks "
+        "for this test set only. Detectable effect: the smallest true difference the two-sided paired t-test detects "
+        f"with {100 * POWER:.0f}% power at alpha {1 - CONFIDENCE:.2f} with this number of seeds and this standard deviation of the "
+        "paired differences (noncentral t distribution); seeds to resolve: the number of seeds at which the observed "
+        "difference would be detected with that power.")
+
+
+def effect_section(rows: list[dict]) -> list[str]:
+    lines = ["Test accuracy per variant:", "", accuracy_table(rows), "",
+             "Each variant against its baseline over the seeds both ran:", "", seeds_table(rows), ""]
+    examples = examples_table(rows)
+    if examples:
+        lines += ["Each variant against its baseline on the same test examples:", "", examples, ""]
+    missing = sorted({r["mcnemar_note"] for r in rows if r.get("paired_n") and r.get("mcnemar_note")})
+    lines += [f"- Per-example test: {m}." for m in missing]
+    lines += [f"- {r['sentence']}" for r in rows] + ["", method_note(rows), ""]
+    return lines
+
+
+# --------------------------------------------------------------------------------------------- capacity control
+
+def _width_phrase(plan: StudyPlan, multiplier) -> str:
+    kwarg = (plan.capacity or {}).get("kwarg", "width")
+    base = plan.baseline_variant.model_kwargs.get(kwarg)
+    if isinstance(base, int) and finite(multiplier):
+        return f"{kwarg} {round(base * multiplier)}, {multiplier:.3f}x the baseline's {base}"
+    return f"{kwarg} multiplier {num(multiplier, '{:.3f}')}"
+
+
+def _unmatched_sentence(plan: StudyPlan, row: dict, trained_for: list[str]) -> str:
+    name, width = row["variant"], row.get("matched_width")
+    if not finite(width):
+        return (f"{name} ({human(row['params'])} parameters): no trained matched baseline, and none can be computed: "
+                f"the baseline has no integer width to widen.")
+    if width == 1.0:
+        return (f"{name} ({human(row['params'])} parameters) is matched by the baseline itself: it adds fewer "
+                f"parameters than one step of width, so no wider baseline is closer to it.")
+    why = (f"the study trains one for {listing(trained_for)} only" if trained_for
+           else "the study's preset has no capacity entry (capacity: {match: <variant>, kwarg: width} trains one)")
+    return (f"{name} ({human(row['params'])} parameters) has no trained matched baseline ({why}); a baseline of "
+            f"{_width_phrase(plan, width)} ({human(row.get('matched_width_params'))} parameters) would match it.")
+
+
+def capacity_pairs(rows: list[dict], finals: dict, predictions: dict) -> list[dict]:
+    """For each capacity variant whose attention variant is in the study, the paired comparison
+    of that attention variant with it (judged with Holm over these pairs), as rows."""
     by_name = {r["variant"]: r for r in rows}
-    capacity = [r for r in rows if r["role"] == "capacity"]
-    lines = []
-    if not capacity:
-        lines.append("This run trained no capacity-matched baseline. The width multiplier that would give the "
-                     "baseline each attention variant's parameter count is listed below; the preset's "
-                     "`capacity` entry trains one.")
-        table_rows = [[r["variant"], _human(r["params"]), _num(r.get("matched_width"), "{:.3f}")]
-                      for r in rows if r["role"] == "attention"]
-        return lines, (["attention variant", "params", "baseline width multiplier for equal params"], table_rows)
-    head = ["attention variant", "params", "matched baseline", "its params", "diff (points)", "95% CI", "p", "reading"]
-    body = []
-    for cap in capacity:
+    pairs = []
+    for cap in (r for r in rows if r["role"] == "capacity" and r.get("matches") in by_name):
+        target = by_name[cap["matches"]]
+        stats = compare_variants(target["variant"], _accuracies(finals, target["variant"]), cap["variant"],
+                                 _accuracies(finals, cap["variant"]), predictions)
+        pairs.append({**stats, "variant": target["variant"], "baseline": cap["variant"], "role": "attention",
+                      "n": target["n"], "acc_mean": target["acc_mean"]})
+    adjust_and_judge(pairs)
+    return pairs
+
+
+def capacity_section(plan: StudyPlan, rows: list[dict], pairs: list[dict]) -> list[str]:
+    """Which baseline is matched to which attention variant, the paired comparison of each pair
+    (`capacity_pairs`), and one sentence for every attention variant without a trained match."""
+    by_name = {r["variant"]: r for r in rows}
+    lines = ["Capacity control matches a baseline to an attention variant by parameter count: the baseline is "
+             "widened to the integer width whose parameter count is closest to the variant's, so that a gain of "
+             "attention is not a gain of size.", ""]
+    for cap in (r for r in rows if r["role"] == "capacity"):
         target = by_name.get(cap.get("matches") or "")
         if target is None:
-            lines.append(f"{cap['variant']}: the attention variant it should match ({cap.get('matches')!r}) is not in this run.")
+            lines.append(f"- {cap['variant']}: the attention variant it should match ({cap.get('matches')!r}) is not "
+                         "in this study.")
             continue
-        a = {s: f["test_acc"] for s, f in finals.get(target["variant"], {}).items()}
-        b = {s: f["test_acc"] for s, f in finals.get(cap["variant"], {}).items()}
-        if not (set(a) & set(b)):
-            lines.append(f"{target['variant']} vs {cap['variant']}: no seed in common, no comparison.")
-            continue
-        p = paired_by_seed(a, b)
-        sentence = effect_sentence(f"{target['variant']} vs {cap['variant']}", p, baseline=cap["variant"])
-        lines.append(sentence)
-        body.append([target["variant"], _human(target["params"]), cap["variant"], _human(cap["params"]),
-                     _signed_pts(p["mean_diff"]), f"[{_signed_pts(p['ci_low'])}, {_signed_pts(p['ci_high'])}]",
-                     format_p(p["p_value"]), "attention beats size" if p["ci_low"] > 0 else
-                     ("size beats attention" if p["ci_high"] < 0 else "no detectable difference")])
-    others = [r["variant"] for r in rows if r["role"] == "attention" and r["variant"] not in {c.get("matches") for c in capacity}]
-    if others:
-        lines.append("Attention variants without a trained matched baseline (width multiplier that would match): "
-                     + ", ".join(f"{n} ({_num(by_name[n].get('matched_width'), '{:.3f}')})" for n in others) + ".")
-    return lines, (head, body)
-
-
-def _md_table(head, body) -> str:
-    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    out += ["| " + " | ".join(c.replace("|", "/") for c in row) + " |" for row in body]
-    return "\n".join(out)
-
-
-def _html_table(head, body) -> str:
-    h = "".join(f"<th>{html.escape(c)}</th>" for c in head)
-    b = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in body)
-    return f"<table><thead><tr>{h}</tr></thead><tbody>{b}</tbody></table>"
+        spec = plan.variant(cap["variant"]).capacity or {}
+        width = f"{_width_phrase(plan, spec['multiplier'])}; " if finite(spec.get("multiplier")) else ""
+        lines.append(f"- {cap['variant']} ({width}{human(cap['params'])} parameters) is matched to "
+                     f"{target['variant']} ({human(target['params'])} parameters) by parameter count.")
+    lines += [f"- {p['sentence']}" for p in pairs]
+    trained_for = [r["matches"] for r in rows if r["role"] == "capacity" and r.get("matches")]
+    unmatched = [r for r in rows if r["role"] == "attention" and r["variant"] not in trained_for]
+    lines += [f"- {_unmatched_sentence(plan, r, trained_for)}" for r in unmatched] + [""]
+    if any(p.get("paired_n") for p in pairs):
+        lines += ["Each attention variant against its parameter-matched baseline:", "", seeds_table(pairs), ""]
+    return lines
 
 
 # --------------------------------------------------------------------------------------------- outputs
 
-def write_results(run_dir, plan: StudyPlan, rows: list[dict]) -> tuple[Path, Path]:
-    """results.json (everything) and results.csv (flat: no per-seed dicts)."""
-    def clean(v):
-        if isinstance(v, float) and not math.isfinite(v):
-            return None
-        if isinstance(v, dict):
-            return {str(k): clean(x) for k, x in v.items()}
-        if isinstance(v, (list, tuple)):
-            return [clean(x) for x in v]
-        return v
+def _strict(value):
+    """`value` made strict-JSON ready: NaN and infinities become None, keys strings, numpy scalars Python."""
+    if isinstance(value, dict):
+        return {str(k): _strict(x) for k, x in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_strict(x) for x in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
+
+def write_results(run_dir, plan: StudyPlan, rows: list[dict]) -> tuple[Path, Path]:
+    """results.json (everything, strict JSON) and results.csv (flat: no per-seed lists)."""
     folder = StudyFolder(run_dir)
     json_path = folder.results_json
-    json_path.write_text(json.dumps({"preset": plan.preset, "baseline": plan.baseline,
-                                     "dataset": plan.dataset, "seeds": plan.seeds,
-                                     "variants": [clean(r) for r in rows]}, indent=2))
+    json_path.write_text(json.dumps(_strict({"preset": plan.preset, "baseline": plan.baseline, "dataset": plan.dataset,
+                                             "seeds": plan.seeds, "variants": rows}), indent=2, allow_nan=False))
     csv_path = folder.results_csv
-    skip = {"seed_accs", "seeds", "sentence"}
-    fields = [k for k in rows[0] if k not in skip] + ["seeds"]
+    skip = {"seed_accs", "seeds", "sentence", "mcnemar_seeds"}
+    fields = []
+    for r in rows:
+        fields += [k for k in r if k not in skip and k not in fields]
+    fields.append("seeds")
     with open(csv_path, "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=fields)
         w.writeheader()
         for r in rows:
-            rec = {k: clean(r.get(k)) for k in fields}
+            rec = {k: _strict(r.get(k)) for k in fields}
             rec["seeds"] = " ".join(str(s) for s in r["seeds"])
             w.writerow(rec)
     return json_path, csv_path
 
 
-_CSS = """body{font-family:system-ui,Arial,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
-table{border-collapse:collapse;margin:0.8em 0;font-size:0.9em}th,td{border:1px solid #bbb;padding:3px 7px;text-align:right}
-th{background:#eee}td:first-child,th:first-child{text-align:left}img{max-width:100%;border:1px solid #ddd;margin:0.4em 0}
-code{background:#f3f3f3;padding:0 3px}li{margin:0.2em 0}.note{color:#555;font-size:0.9em}"""
-
-
-SEED_PICTURE = "a_seed_picture.png"  # the same operators for every variant: shown once
-
-
-def _explanation_figures(folder: StudyFolder, plan: StudyPlan) -> dict[str, list[Path]]:
-    out, seed_shown = {}, False
-    for v in plan.variants:
-        figures = folder.explain_dir(v.name)
-        pngs = sorted(figures.glob("*.png")) if figures.is_dir() else []
-        if seed_shown:
-            pngs = [p for p in pngs if p.name != SEED_PICTURE]
-        seed_shown = seed_shown or any(p.name == SEED_PICTURE for p in pngs)
-        if pngs:
-            out[v.name] = pngs
-    return out
-
-
-def _explain_summaries(folder: StudyFolder, plan: StudyPlan) -> dict[str, dict]:
-    out = {}
-    for v in plan.variants:
-        path = folder.explain_summary(v.name)
-        if path.is_file():
-            out[v.name] = read_json_object(path)
-    return out
-
-
-def _reliance_table(summaries: dict) -> Optional[tuple]:
-    head = ["variant", "stage", "accuracy %", "gate = 1 (removed)", "gate = data mean"]
-    body = []
-    for name, s in summaries.items():
-        rel = s.get("reliance") or {}
-        base = rel.get("accuracy")
-        for stage in rel.get("stages", []):
-            body.append([name, str(stage["stage"]), _pct(base), _pct(stage.get("removed")), _pct(stage.get("mean"))])
-    return (head, body) if body else None
-
-
-def _specificity_table(summaries: dict) -> Optional[tuple]:
-    head = ["variant", "module", "signal", "class specificity (between-class / total variance)"]
-    body = []
-    for name, s in summaries.items():
-        for rec in s.get("class_specificity", []):
-            body.append([name, rec["module"], rec["signal"], _num(rec["specificity"], "{:.3f}")])
-    return (head, body) if body else None
-
-
-def render(run_dir: Path, plan: StudyPlan, rows: list[dict], figures: dict, explain_figs: dict,
-           summaries: dict, capacity: tuple, notes: list[str]) -> tuple[str, str]:
-    """(markdown, html) of the whole report; the HTML embeds every PNG as a data URI."""
-    title = f"attnlab compare: {plan.preset or run_dir.name}"
-    setup = (f"Dataset `{plan.dataset}` at input {tuple(plan.input_shape or ())}, seeds "
-             f"{plan.seeds}, {rows[0].get('epochs', '?')} epochs, baseline `{plan.baseline}`. "
-             f"Generated {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} from the run folder "
-             f"(`attnlab report {run_dir}` regenerates it).")
-    timing = plan.seconds or {}
-    if timing:
-        setup += (f" The compare took {timing.get('total', sum(timing.values())):.0f} s of wall time ("
-                  + ", ".join(f"{k} {v:.0f} s" for k, v in timing.items() if k != "total")
-                  + f") with {plan.workers if plan.workers is not None else 1} worker process(es).")
-    eff = effect_table(rows)
-    cost = cost_table(rows)
-    cap_lines, cap_table = capacity
-    rel = _reliance_table(summaries)
-    spec = _specificity_table(summaries)
-    sentences = [r["sentence"] for r in rows]
-    cost_note = ("FLOPs count matrix products and convolutions (attention products included) as 2 per "
-                 "multiply-accumulate (torch.utils.flop_counter); pooling and element-wise operations are "
-                 "counted separately. Latency is the median wall time of a no-grad forward pass after warm-up; "
-                 "the train step is forward + backward + SGD step. Ratios are to the baseline. FLOPs and "
-                 "latency disagree for attention: read both. CPU peak memory = tensors alive at the peak "
-                 "(tracked per aten op) plus weights, gradients and optimizer state.")
-    formats = sorted({r["memory_format"] for r in rows if r.get("memory_format")})
-    if formats:
-        cost_note += f" Models are timed in the {' / '.join(formats)} memory format, the one the Trainer used."
-
-    md = [f"# {title}", "", setup, "", "## 1. Effect of attention on test accuracy", "", _md_table(*eff), ""]
-    md += [f"- {s}" for s in sentences] + [""]
-    md += ["## 2. Cost", "", _md_table(*cost), "", cost_note, ""]
-    md += ["## 3. Capacity control", ""] + [f"- {s}" for s in cap_lines] + [""]
-    if cap_table and cap_table[1]:
-        md += [_md_table(*cap_table), ""]
+def render(folder: StudyFolder, plan: StudyPlan, rows: list[dict], figures: dict, setup: list[str],
+           pairs: list[dict], notes: list[str]) -> tuple[str, str]:
+    """(markdown, html) of the whole report; the HTML is rendered from the Markdown."""
+    root = folder.root
+    title = f"attnlab compare: {plan.preset or root.name}"
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    md = [f"# {title}", "",
+          f"Generated {stamp} from the run folder {root.name} (`attnlab report RUN_DIR` regenerates it).", ""]
+    if plan.description:
+        md += [f"Question: {plan.description.strip()}", ""]
+    md += ["## Headline", "", headline(rows, pairs), "", "## Setup", ""] + setup
+    md += ["## 1. Effect of attention on test accuracy", ""] + effect_section(rows)
+    md += ["## 2. Cost", ""] + cost_section(rows)
+    md += ["## 3. Capacity control", ""] + capacity_section(plan, rows, pairs)
     md += ["## 4. Figures", ""]
     for label, path in figures.items():
-        md += [f"![{label}]({path.relative_to(run_dir).as_posix()})", ""]
-    md += ["## 5. Explanations (one checkpoint per variant)", ""]
-    if spec:
-        md += ["Class specificity of the excitation per module (0 = the same for every class, 1 = fixed by the class):", "",
-               _md_table(*spec), ""]
-    if rel:
-        md += ["Reliance: test accuracy when each stage's attention output is replaced by its neutral value "
-               "(gate 1, mask or transform 0, identity warp) or by its mean over the data:", "", _md_table(*rel), ""]
-    for name, pngs in explain_figs.items():
-        md += [f"### {name}", ""] + [f"![{name} {p.stem}]({p.relative_to(run_dir).as_posix()})" for p in pngs] + [""]
+        md += [f"![{label}]({path.relative_to(root).as_posix()})", ""]
+    md += ["## 5. Explanations (one checkpoint per variant)", ""] + explanation_section(folder, plan)
     if notes:
         md += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
-
-    def img(path: Path, alt: str) -> str:
-        data = base64.b64encode(path.read_bytes()).decode("ascii")
-        return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
-
-    h = [f"<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
-         f"<style>{_CSS}</style></head><body>", f"<h1>{html.escape(title)}</h1>", f"<p>{html.escape(setup)}</p>",
-         "<h2>1. Effect of attention on test accuracy</h2>", _html_table(*eff),
-         "<ul>" + "".join(f"<li>{html.escape(s)}</li>" for s in sentences) + "</ul>",
-         "<h2>2. Cost</h2>", _html_table(*cost), f"<p class=\"note\">{html.escape(cost_note)}</p>",
-         "<h2>3. Capacity control</h2>", "<ul>" + "".join(f"<li>{html.escape(s)}</li>" for s in cap_lines) + "</ul>"]
-    if cap_table and cap_table[1]:
-        h.append(_html_table(*cap_table))
-    h.append("<h2>4. Figures</h2>")
-    h += [img(p, label) for label, p in figures.items()]
-    h.append("<h2>5. Explanations (one checkpoint per variant)</h2>")
-    if spec:
-        h += ["<p>Class specificity of the excitation per module (0 = the same for every class, 1 = fixed by the class):</p>",
-              _html_table(*spec)]
-    if rel:
-        h += ["<p>Reliance: test accuracy when each stage's attention output is replaced by its neutral value "
-              "or by its mean over the data:</p>", _html_table(*rel)]
-    for name, pngs in explain_figs.items():
-        h.append(f"<h3>{html.escape(name)}</h3>")
-        h += [img(p, f"{name} {p.stem}") for p in pngs]
-    if notes:
-        h += ["<h2>Notes</h2>", "<ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in notes) + "</ul>"]
-    h.append("</body></html>")
-    return "\n".join(md), "\n".join(h)
+    text = "\n".join(md)
+    return text, markdown_to_html(text, root, title)
 
 
 # --------------------------------------------------------------------------------------------- entry
@@ -460,20 +483,6 @@ def _measure_missing_costs(folder: StudyFolder, plan: StudyPlan, finals: dict, c
     return changed
 
 
-def _make_missing_explanations(folder: StudyFolder, plan: StudyPlan, finals: dict, notes: list[str]) -> None:
-    from ..explain import explain_checkpoint
-
-    for v in plan.variants:
-        out = folder.explain_dir(v.name)
-        if (out.is_dir() and any(out.glob("*.png"))) or not finals.get(v.name):
-            continue
-        seed = min(finals[v.name])
-        try:
-            explain_checkpoint(folder.seed_dir(v.name, seed), out, dataset=plan.dataset, data_dir=plan.data_dir)
-        except Exception as exc:  # named in the report, never silently dropped
-            notes.append(f"explanations of {v.name} failed: {type(exc).__name__}: {exc}")
-
-
 def build_report(run_dir, explain: bool = True, measure: bool = True) -> Path:
     """Build results.csv, results.json, report.md and report.html in `run_dir`; return the HTML path.
 
@@ -489,19 +498,23 @@ def build_report(run_dir, explain: bool = True, measure: bool = True) -> Path:
         if not finals.get(v.name):
             notes.append(f"{v.name}: no finished run in this folder")
     if explain:
-        _make_missing_explanations(folder, plan, finals, notes)
-    rows = compute_rows(plan, finals, costs)
+        seeds = {name: min(per) for name, per in finals.items() if per}
+        notes += write_explanations(folder, plan, seeds, only_missing=True)
+    predictions = read_study_predictions(folder, finals)
+    rows = compute_rows(plan, finals, costs, predictions)
     write_results(folder.root, plan, rows)
     fig_dir = folder.figures_dir
     present = [r for r in rows if r["n"]]
     figures = {"accuracy with 95% CI": plots.accuracy_figure(present, fig_dir / "accuracy.png"),
                "accuracy gain vs cost (Pareto)": plots.gain_cost_figure(present, fig_dir / "gain_vs_cost.png"),
                "training curves": plots.training_curves_figure(collect_curves(plan, metrics), fig_dir / "training_curves.png")}
-    md, page = render(folder.root, plan, rows, figures, _explanation_figures(folder, plan),
-                      _explain_summaries(folder, plan), capacity_section(rows, finals), notes)
+    test_size = next((len(p["labels"]) for per in predictions.values() for p in per.values()), None)
+    md, page = render(folder, plan, rows, figures, setup_section(folder, plan, finals, metrics, costs, test_size),
+                      capacity_pairs(rows, finals, predictions), notes)
     folder.report_md.write_text(md)
     folder.report_html.write_text(page)
     return folder.report_html
 
 
-__all__ = ["build_report", "compute_rows", "read_plan", "read_run_folder", "read_variant_runs", "write_results"]
+__all__ = ["build_report", "compute_rows", "read_plan", "read_run_folder", "read_variant_runs", "read_predictions",
+           "write_results"]

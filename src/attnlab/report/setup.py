@@ -1,0 +1,183 @@
+"""The report's setup section: what was trained, how, on what, and on which machine.
+
+Everything is read from the run folder: the plan (compare.json), the TrainConfig each run saved
+(config.yaml), each run's final.json (image size, classes, precision, compile, seconds), its
+metrics.jsonl (images per epoch) and test_predictions.json (the test-set size). What a run did
+not record is said to be "not recorded", never guessed. The runs record no hardware; the section
+then names the machine the report was built on, labelled as such.
+"""
+from __future__ import annotations
+
+import platform
+from pathlib import Path
+from typing import Optional
+
+import yaml
+
+from ..io.run_folder import CONFIG_FILE
+from ..io.study_files import StudyFolder, StudyPlan
+from .format import finite, human, listing, md_table
+
+NOT_RECORDED = "not recorded"
+
+
+# --------------------------------------------------------------------------------------------- reading
+
+def read_config(folder: StudyFolder, variant: str, seed: int) -> dict:
+    """The config.yaml a run saved, as written ({} when it is missing or not a mapping)."""
+    path = folder.seed_dir(variant, seed) / CONFIG_FILE
+    if not path.is_file():
+        return {}
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def first_run(plan: StudyPlan, finals: dict) -> Optional[tuple[str, int]]:
+    """(variant, seed) of the baseline's first finished run, else of any variant's."""
+    for name in [plan.baseline] + [v.name for v in plan.variants]:
+        if finals.get(name):
+            return name, min(finals[name])
+    return None
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def build_machine() -> str:
+    """One line naming the machine this code runs on: platform, CPU, core count, library versions."""
+    import os
+
+    import numpy
+    import scipy
+    import torch
+
+    from .. import __version__
+
+    cores = os.cpu_count()
+    gpu = f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""
+    return (f"{platform.system()} {platform.release()} {platform.machine()}, {_cpu_model()}, {cores} logical cores"
+            f"{gpu}; Python {platform.python_version()}, torch {torch.__version__}, numpy {numpy.__version__}, "
+            f"scipy {scipy.__version__}, attnlab {__version__}")
+
+
+# --------------------------------------------------------------------------------------------- pieces
+
+def _settings(values: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in values.items()) if values else "defaults"
+
+
+def _variant_table(plan: StudyPlan, costs: dict) -> str:
+    base_kwargs = plan.baseline_variant.model_kwargs
+    head = ["variant", "role", "attention", "its settings", "stages", "position", "params"]
+    body = []
+    for v in plan.variants:
+        extra = {k: val for k, val in v.model_kwargs.items() if base_kwargs.get(k) != val}
+        mechanism = v.attention or ("built into the backbone" if v.role == "attention" else "none")
+        role = v.role + (f" (matches {v.matches})" if v.matches else "")
+        body.append([v.name, role, mechanism, _settings({**v.attention_kwargs, **extra}),
+                     "all" if v.attention_stages is None else ", ".join(map(str, v.attention_stages)),
+                     v.attention_position or "default", human(costs.get(v.name, {}).get("params"))])
+    return md_table(head, body)
+
+
+def _recipe(config: dict, plan: StudyPlan, precisions: list[str], compiled: list[bool]) -> str:
+    def get(key):
+        value = config.get(key, plan.train.get(key))
+        return NOT_RECORDED if value is None else value
+
+    optimizer = get("optimizer")
+    if optimizer == "sgd":
+        optimizer = f"SGD (momentum {get('momentum')}{', Nesterov' if config.get('nesterov') else ''})"
+    schedule = get("schedule")
+    if finite(config.get("warmup_epochs")) and config["warmup_epochs"] > 0:
+        schedule = f"{schedule} after {config['warmup_epochs']:g} warm-up epoch(s)"
+    augment = config.get("augment")
+    augment = _settings(augment) if augment else ("the data set's default" if "augment" in config else NOT_RECORDED)
+    parts = [f"optimizer {optimizer}", f"learning rate {get('lr')}", f"weight decay {get('weight_decay')}",
+             f"schedule {schedule}", f"epochs {get('epochs')}", f"batch {get('batch_size')}",
+             f"label smoothing {get('label_smoothing')}", f"augmentation {augment}",
+             f"precision {', '.join(precisions) if precisions else NOT_RECORDED}",
+             "torch.compile " + (listing(sorted({'on' if c else 'off' for c in compiled})) if compiled else NOT_RECORDED),
+             f"channels_last {'on' if plan.trains_channels_last else 'off'}"]
+    return "; ".join(str(p) for p in parts)
+
+
+def _data(plan: StudyPlan, final: dict, metrics: list[dict], test_size: Optional[int]) -> str:
+    size = final.get("image_size")
+    if isinstance(size, list):
+        resolution = "x".join(map(str, size)) + " pixels"
+    elif plan.input_shape:
+        resolution = "x".join(map(str, plan.input_shape[-2:])) + " pixels (compare.json's input shape)"
+    else:
+        resolution = f"a resolution {NOT_RECORDED}"
+    classes = final.get("num_classes", plan.num_classes)
+    test = f"{test_size:,} test images" if test_size else f"test-set size {NOT_RECORDED}"
+    train_size = final.get("train_size")
+    if isinstance(train_size, int):
+        train = f"{train_size:,} training images"
+    else:
+        first = next((r for r in metrics if finite(r.get("images_per_s")) and finite(r.get("seconds"))), None)
+        train = (f"{round(first['images_per_s'] * first['seconds']):,} training images seen per epoch (full batches; "
+                 f"the training-set size itself is {NOT_RECORDED})" if first else f"training-set size {NOT_RECORDED}")
+    return f"{plan.dataset or NOT_RECORDED} at {resolution}, {classes or NOT_RECORDED} classes; {train}; {test}"
+
+
+def _compute(plan: StudyPlan, finals: dict) -> str:
+    seconds = [f.get("seconds") for per in finals.values() for f in per.values()]
+    total = sum(s for s in seconds if finite(s))
+    text = f"{len(seconds)} training runs, {total:.0f} s of training in all (the sum over runs of final.json's seconds)"
+    timing = plan.seconds or {}
+    if timing:
+        text += (f"; the compare took {timing.get('total', sum(timing.values())):.0f} s of wall time ("
+                 + ", ".join(f"{k} {v:.0f} s" for k, v in timing.items() if k != "total")
+                 + f") with {plan.workers if plan.workers is not None else 1} worker process(es)")
+    return text
+
+
+# --------------------------------------------------------------------------------------------- the section
+
+def setup_section(folder: StudyFolder, plan: StudyPlan, finals: dict, metrics: dict, costs: dict,
+                  test_size: Optional[int]) -> list[str]:
+    """The Markdown lines of the setup section."""
+    first = first_run(plan, finals)
+    config = read_config(folder, *first) if first else {}
+    final = finals[first[0]][first[1]] if first else {}
+    base = plan.baseline_variant
+    runs = [f for per in finals.values() for f in per.values()]
+    precisions = sorted({str(f["precision"]) for f in runs if f.get("precision")})
+    reasons = sorted({str(f["precision_reason"]) for f in runs if f.get("precision_reason")})
+    compiled = [bool(f["compile"]) for f in runs if "compile" in f] or (
+        [bool(config["compile"])] if "compile" in config else [])
+    model = base.model or config.get("model") or final.get("model") or NOT_RECORDED
+    kwargs = base.model_kwargs or config.get("model_kwargs") or {}
+    lines = [f"- **Backbone**: {model} ({_settings(kwargs)}), {human(costs.get(base.name, {}).get('params'))} "
+             f"parameters without attention.",
+             f"- **Recipe** (one for every run, read from {_run_name(first) if config else 'compare.json'}): "
+             f"{_recipe(config, plan, precisions, compiled)}."]
+    if reasons:
+        lines.append(f"- **Precision**: {' '.join(reasons)}")
+    lines += [f"- **Data**: {_data(plan, final, metrics.get(first[0], {}).get(first[1], []) if first else [], test_size)}.",
+              f"- **Seeds**: {', '.join(map(str, plan.seeds or [])) or NOT_RECORDED}; one run per variant and seed. "
+              "The same seed gives the same data order and, where the layers agree, the same initial weights.",
+              f"- **Compute**: {_compute(plan, finals)}.",
+              "- **Hardware and libraries**: the runs do not record theirs; this report was built on "
+              f"{build_machine()}.",
+              "", "Variants and their attention settings:", "", _variant_table(plan, costs), ""]
+    return lines
+
+
+def _run_name(first: Optional[tuple[str, int]]) -> str:
+    return f"runs/{first[0]}/seed{first[1]}/{CONFIG_FILE}" if first else "no run"
+
+
+__all__ = ["NOT_RECORDED", "read_config", "first_run", "build_machine", "setup_section"]
