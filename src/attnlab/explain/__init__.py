@@ -1,15 +1,16 @@
 """Explanations: `capture` what attention modules computed, `override_gates` for the reliance
-study, and `explain_checkpoint` (figures.py), imported on first use so that `import attnlab`
-does not load matplotlib."""
+study, and from figures.py `explain_checkpoint` / `explain_model` and `seed_figure` (the
+operator illustration, the same for every model), imported on first use so that
+`import attnlab` does not load matplotlib."""
 from .capture import capture, override_gates
 
 
 def __getattr__(name):
-    if name in ("explain_checkpoint", "explain_model"):
+    if name in ("explain_checkpoint", "explain_model", "seed_figure"):
         from . import figures
 
         return getattr(figures, name)
     raise AttributeError(f"module 'attnlab.explain' has no attribute {name!r}")
 
 
-__all__ = ["capture", "override_gates", "explain_checkpoint", "explain_model"]
+__all__ = ["capture", "override_gates", "explain_checkpoint", "explain_model", "seed_figure"]

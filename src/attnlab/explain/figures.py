@@ -15,14 +15,18 @@ figures follow the papers they come from:
     stay, attention moves. The modules are freshly initialised, not the checkpoint's (whose
     channel counts and resolutions differ per stage): the figure is about the operators.
 (b) `affinity_figure`: non-local / self-attention affinity rows of chosen query points
-    (fractions of the map's height and width), overlaid on several inputs.
+    (fractions of the map's height and width), overlaid on several inputs. Where every query
+    point gets the same map (`query_difference` below `QUERY_TOLERANCE`: the block computes one
+    global context, whatever the query), the title and summary.json say so.
 (c) `excitation_figure`: the SE paper's "role of excitation" figure (Hu et al., Fig. 6-7): per
     module (depth), the mean excitation per channel for each class. Signals: those the modules
     declare of kind CHANNEL (SE/ECA/GC 'gate', CBAM 'channel_gate', GC 'transform' with additive
     fusion). Class specificity of a module:
     for each channel the share of the gate's variance over the images that lies between the
     class means (eta^2 = sum_k n_k (m_k - m)^2 / sum_i (g_i - m)^2), averaged over channels with
-    non-zero variance. 0: every class gets the same excitation; 1: the class fixes it.
+    non-zero variance. 0: every class gets the same excitation; 1: the class fixes it. A gate
+    that is constant over the images has no variance to share: its specificity is undefined,
+    written as null with a note.
 (d) `spatial_figure`: the SPATIAL and POOLING signals (CBAM spatial gates, residual-attention
     masks (mean over channels) and GC context weights), upsampled (bilinear) to the input and
     overlaid; `stn_figure`: input, warped
@@ -32,6 +36,11 @@ figures follow the papers they come from:
     transforms / non-local responses 0, the identity warp: the module removed), and by its mean
     over the data (the input-dependence removed).
     A stage is the first component of the module path ('layer2' for 'layer2.0.attention').
+
+Every module gets its panel: a figure holds at most `PANELS_PER_FIGURE` modules, more go into
+further files beside it ('c_excitation_per_class_2.png', ...). summary.json is strict JSON (no
+NaN). The operator illustration (a) does not depend on the checkpoint: `illustration=False`
+leaves it out, for a caller that explains several models and writes it once.
 
 Deviation: accuracy in (e) is on at most `max_images` test images (all 360 for digits), so it is
 an estimate with the binomial error of that sample, not the full test accuracy.
@@ -46,14 +55,19 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+from matplotlib.ticker import MaxNLocator
 from torch import nn
 
 from ..attention.base import AFFINITY, CHANNEL, POOLING, SPATIAL, WARP
-from ..checks import check_int
+from ..checks import check_bool, check_int
+from ..io.study_files import EXPLAIN_SUMMARY
 from .plotting import plt, save_figure
 from .capture import capture, override_gates
 
 QUERY_POINTS = [(0.3, 0.3), (0.5, 0.5), (0.7, 0.65)]
+PANELS_PER_FIGURE = 12          # modules in one figure; more go into further files
+QUERY_TOLERANCE = 0.05          # query points whose maps differ less (relative to the peak) attend alike
+CONSTANT_GATE = "gate constant over the inputs: specificity undefined"
 
 
 # --------------------------------------------------------------------------------------------- helpers
@@ -83,6 +97,22 @@ def _stage_of(path: str) -> str:
     spatial transformer's) the wrapped model's stage."""
     parts = path.split(".") if path else ["model"]
     return parts[1] if parts[0] == "model" and len(parts) > 2 else parts[0]
+
+
+def _parts(items: list, size: int) -> list[list]:
+    """`items` in consecutive groups of at most `size` (none for no items)."""
+    return [items[i:i + size] for i in range(0, len(items), size)]
+
+
+def _part_path(out_path: Path, part: int) -> Path:
+    """Where part `part` (from 1) of a figure goes: the first at `out_path`, the others beside
+    it with the part number ('c_excitation_per_class_2.png')."""
+    out_path = Path(out_path)
+    return out_path if part == 1 else out_path.with_name(f"{out_path.stem}_{part}{out_path.suffix}")
+
+
+def _part_title(title: str, part: int, parts: int) -> str:
+    return title if parts == 1 else f"{title} (part {part} of {parts})"
 
 
 def _forward_capture(model: nn.Module, x: torch.Tensor, query_points=None, batch: int = 256):
@@ -147,7 +177,8 @@ def seed_figure(images: torch.Tensor, out_path: Path, position=(0.5, 0.35), chan
     columns = [("input", None), ("fully connected\nfixed, everywhere", fc_map), ("3x3 convolution\nfixed, local", conv_map),
                ("non-local attention\ndepends on input, everywhere", nl_map),
                ("SE recalibration\nown value x gate(all), log", se_map)]
-    fig, axes = plt.subplots(n, len(columns), figsize=(2.3 * len(columns), 2.4 * n), squeeze=False)
+    fig, axes = plt.subplots(n, len(columns), figsize=(2.3 * len(columns), 2.4 * n), squeeze=False,
+                             layout="constrained")
     for i in range(n):
         for j, (title, maps) in enumerate(columns):
             ax = axes[i][j]
@@ -173,31 +204,79 @@ def seed_figure(images: torch.Tensor, out_path: Path, position=(0.5, 0.35), chan
 
 # --------------------------------------------------------------------------------------------- (b)
 
-def affinity_figure(rec, raw: torch.Tensor, out_path: Path, max_inputs: int = 4, max_modules: int = 2) -> Optional[Path]:
-    """(b) affinity rows of the query points over several inputs, one row per (module, input)."""
-    paths = [p for p in rec.paths() if rec.names_of(p, AFFINITY)][:max_modules]
-    if not paths:
-        return None
+def query_difference(affinity: torch.Tensor) -> float:
+    """How much an attention map changes with its query point: the largest difference, at any
+    position, between the weights of two query points, relative to the largest weight of that
+    input; the maximum over the inputs. `affinity`: (N, Q, Hk, Wk). 0 when every query point
+    attends alike; NaN with fewer than two query points (nothing to compare)."""
+    if not isinstance(affinity, torch.Tensor) or affinity.dim() != 4:
+        raise ValueError(f"query_difference: expected affinity (N, Q, Hk, Wk), got "
+                         f"{tuple(affinity.shape) if isinstance(affinity, torch.Tensor) else type(affinity).__name__}")
+    rows = affinity.double().flatten(2)                              # (N, Q, positions)
+    if rows.shape[1] < 2 or rows.shape[0] == 0:
+        return math.nan
+    spread = (rows.amax(1) - rows.amin(1)).amax(-1)                  # (N,) largest gap between query points
+    peak = rows.abs().flatten(1).amax(-1).clamp_min(torch.finfo(torch.float64).tiny)
+    return float((spread / peak).max())
+
+
+def query_dependence(rec) -> list[dict]:
+    """Per module with an affinity signal: {module, signal, query_points, max_query_difference,
+    query_independent} (`query_difference` below `QUERY_TOLERANCE`: the same map for every
+    query point); difference and verdict null, with a note, for a single query point."""
+    records = []
+    for path in rec.paths():
+        for name in rec.names_of(path, AFFINITY):
+            aff = rec[path][name]
+            diff = query_difference(aff)
+            record = {"module": path, "signal": name, "query_points": int(aff.shape[1])}
+            if math.isfinite(diff):
+                record.update(max_query_difference=diff, query_independent=diff < QUERY_TOLERANCE)
+            else:
+                record.update(max_query_difference=None, query_independent=None,
+                              query_note="one query point: nothing to compare")
+            records.append(record)
+            break
+    return records
+
+
+def affinity_figure(rec, raw: torch.Tensor, out_path: Path, max_inputs: int = 4,
+                    max_rows: int = 8) -> tuple[list[Path], list[dict]]:
+    """(b) affinity rows of the query points over several inputs, one row per (module, input),
+    every module (at most `max_rows` rows a figure, further figures beside `out_path`); the
+    title notes the modules that give every query point the same map. Returns the paths and
+    `query_dependence(rec)`."""
+    records = query_dependence(rec)
+    if not records:
+        return [], records
     points = rec.query_points or [(0.5, 0.5)]
     n = min(max_inputs, raw.shape[0])
-    rows = [(p, i) for p in paths for i in range(n)]
-    fig, axes = plt.subplots(len(rows), 1 + len(points), figsize=(2.0 * (1 + len(points)), 2.0 * len(rows)), squeeze=False)
     size = raw.shape[-2:]
-    for r, (path, i) in enumerate(rows):
-        aff = rec[path][rec.names_of(path, AFFINITY)[0]][i:i + 1]  # (1, Q, Hk, Wk)
-        _imshow(axes[r][0], raw[i])
-        for q, (fy, fx) in enumerate(points):
-            axes[r][0].plot(fx * size[1] - 0.5, fy * size[0] - 0.5, "o", color=f"C{q}", markersize=5)
-            ax = axes[r][1 + q]
-            _imshow(ax, raw[i])
-            heat = _upsample(aff[:, q:q + 1], size)[0, 0].numpy()
-            ax.imshow(heat, cmap="jet", alpha=0.55)
-            ax.plot(fx * size[1] - 0.5, fy * size[0] - 0.5, "o", color="white", markeredgecolor=f"C{q}", markersize=6)
-            if r == 0:
-                ax.set_title(f"query ({fy:.2f}, {fx:.2f})", fontsize=8)
-        axes[r][0].set_ylabel(f"{path}\ninput {i}", fontsize=7)
-    fig.suptitle("Non-local affinity of each query point over the image (red = most weight)", fontsize=9)
-    return save_figure(fig, out_path)
+    groups = _parts(records, max(1, max_rows // n))
+    written = []
+    for part, group in enumerate(groups, 1):
+        rows = [(r, i) for r in group for i in range(n)]
+        fig, axes = plt.subplots(len(rows), 1 + len(points), figsize=(2.0 * (1 + len(points)), 2.0 * len(rows)),
+                                 squeeze=False, layout="constrained")
+        for r, (record, i) in enumerate(rows):
+            aff = rec[record["module"]][record["signal"]][i:i + 1]  # (1, Q, Hk, Wk)
+            _imshow(axes[r][0], raw[i])
+            for q, (fy, fx) in enumerate(points):
+                axes[r][0].plot(fx * size[1] - 0.5, fy * size[0] - 0.5, "o", color=f"C{q}", markersize=5)
+                ax = axes[r][1 + q]
+                _imshow(ax, raw[i])
+                heat = _upsample(aff[:, q:q + 1], size)[0, 0].numpy()
+                ax.imshow(heat, cmap="jet", alpha=0.55)
+                ax.plot(fx * size[1] - 0.5, fy * size[0] - 0.5, "o", color="white", markeredgecolor=f"C{q}", markersize=6)
+                if r == 0:
+                    ax.set_title(f"query ({fy:.2f}, {fx:.2f})", fontsize=8)
+            axes[r][0].set_ylabel(f"{record['module']}\ninput {i}", fontsize=7)
+        title = [_part_title("Non-local affinity of each query point over the image (red = most weight)", part, len(groups))]
+        title += [f"{r['module']}: the same map for every query point (largest difference "
+                  f"{100 * r['max_query_difference']:.1f}% of the peak weight)" for r in group if r["query_independent"]]
+        fig.suptitle("\n".join(title), fontsize=9)
+        written.append(save_figure(fig, _part_path(out_path, part)))
+    return written, records
 
 
 # --------------------------------------------------------------------------------------------- (c)
@@ -224,9 +303,22 @@ def class_specificity(values: torch.Tensor, labels: torch.Tensor) -> float:
     return float((between[ok] / total[ok]).mean())
 
 
+def specificity_record(module: str, signal: str, values: torch.Tensor, labels: torch.Tensor) -> dict:
+    """{module, signal, specificity, channels} of one signal (`class_specificity`); a constant
+    gate's specificity is null with a `specificity_note` saying why (JSON has no NaN)."""
+    spec = class_specificity(values, labels)
+    record = {"module": module, "signal": signal, "specificity": spec if math.isfinite(spec) else None,
+              "channels": int(values.shape[1])}
+    if not math.isfinite(spec):
+        record["specificity_note"] = CONSTANT_GATE
+    return record
+
+
 def excitation_figure(rec, labels: torch.Tensor, classes: Sequence[str], out_path: Path,
-                      max_channels: int = 64, max_modules: int = 8) -> tuple[Optional[Path], list[dict]]:
-    """(c) mean excitation per channel and class at each depth, with the class specificity."""
+                      max_channels: int = 64) -> tuple[list[Path], list[dict]]:
+    """(c) mean excitation per channel and class at each depth, with the class specificity: one
+    panel per module, every module (`PANELS_PER_FIGURE` a figure, further figures beside
+    `out_path`). Returns the paths and the `specificity_record` of each module."""
     found = []
     for path in rec.paths():
         for name in rec.names_of(path, CHANNEL):
@@ -234,68 +326,71 @@ def excitation_figure(rec, labels: torch.Tensor, classes: Sequence[str], out_pat
             if t.dim() == 4 and t.shape[-1] == 1 and t.shape[-2] == 1 and len(t) == len(labels):
                 found.append((path, name, t.flatten(1)))
                 break
-    if not found:
-        return None, []
-    if len(found) > max_modules:  # keep the first, the last and evenly spaced ones between
-        keep = np.unique(np.linspace(0, len(found) - 1, max_modules).round().astype(int))
-        specs_all = found
-        found = [found[i] for i in keep]
-    else:
-        specs_all = found
-    records = [{"module": p, "signal": s, "specificity": class_specificity(v, labels), "channels": v.shape[1]}
-               for p, s, v in specs_all]
-    spec_of = {(r["module"], r["signal"]): r["specificity"] for r in records}
+    records = [specificity_record(p, s, v, labels) for p, s, v in found]
     classes_present = sorted(int(k) for k in labels.unique())
-    fig, axes = plt.subplots(len(found), 1, figsize=(7.5, 1.9 * len(found)), squeeze=False)
     cmap = plt.get_cmap("tab10" if len(classes_present) <= 10 else "tab20")
-    for ax, (path, name, v) in zip(axes[:, 0], found):
-        c = min(max_channels, v.shape[1])
-        for j, k in enumerate(classes_present):
-            label = classes[k] if k < len(classes) else str(k)
-            ax.plot(range(c), v[labels == k, :c].mean(0).numpy(), lw=0.9, color=cmap(j % cmap.N), label=str(label))
-        ax.set_ylabel(name, fontsize=7)
-        ax.set_title(f"{path}: class specificity {spec_of[(path, name)]:.3f}", fontsize=8)
-        ax.tick_params(labelsize=7)
-    axes[-1][0].set_xlabel("channel index")
-    axes[0][0].legend(fontsize=6, ncol=min(10, len(classes_present)), loc="upper right")
-    fig.suptitle("Excitation per channel averaged per class, by depth (SE paper Fig. 6)", fontsize=9)
-    fig.tight_layout()
-    return save_figure(fig, out_path), records
+    groups = _parts(list(zip(found, records)), PANELS_PER_FIGURE)
+    written = []
+    for part, group in enumerate(groups, 1):
+        fig, axes = plt.subplots(len(group), 1, figsize=(7.5, 1.9 * len(group) + 0.6), squeeze=False,
+                                 layout="constrained")
+        for ax, ((path, name, v), record) in zip(axes[:, 0], group):
+            c = min(max_channels, v.shape[1])
+            for j, k in enumerate(classes_present):
+                label = classes[k] if k < len(classes) else str(k)
+                ax.plot(range(c), v[labels == k, :c].mean(0).numpy(), lw=0.9, color=cmap(j % cmap.N), label=str(label))
+            ax.set_ylabel(name, fontsize=7)
+            spec = record["specificity"]
+            ax.set_title(f"{path}: class specificity " + (f"{spec:.3f}" if spec is not None else "undefined (constant gate)"),
+                         fontsize=8)
+            ax.tick_params(labelsize=7)
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        axes[-1][0].set_xlabel("channel index")
+        handles, names = axes[0][0].get_legend_handles_labels()
+        fig.legend(handles, names, loc="outside lower center", fontsize=6, ncol=min(10, len(names)), frameon=False)
+        fig.suptitle(_part_title("Excitation per channel averaged per class, by depth (SE paper Fig. 6)", part,
+                                 len(groups)), fontsize=9)
+        written.append(save_figure(fig, _part_path(out_path, part)))
+    return written, records
 
 
 # --------------------------------------------------------------------------------------------- (d)
 
-def spatial_figure(rec, raw: torch.Tensor, out_path: Path, max_inputs: int = 4, max_modules: int = 4) -> Optional[Path]:
-    """(d) CBAM spatial gates, residual masks, GC context weights overlaid on the inputs."""
+def spatial_figure(rec, raw: torch.Tensor, out_path: Path, max_inputs: int = 4) -> list[Path]:
+    """(d) CBAM spatial gates, residual masks, GC context weights overlaid on the inputs: one row
+    per module (named at its left), one column per input, every module (`PANELS_PER_FIGURE` a
+    figure, further figures beside `out_path`)."""
     found = []
     for path in rec.paths():
         for name in rec.names_of(path, SPATIAL, POOLING):
             t = rec[path][name]
             if t.dim() == 4 and t.shape[-1] * t.shape[-2] > 1:
                 found.append((path, rec.signal(path, name).kind, name, t.float().mean(1, keepdim=True)))
-    if not found:
-        return None
-    if len(found) > max_modules:
-        keep = np.unique(np.linspace(0, len(found) - 1, max_modules).round().astype(int))
-        found = [found[i] for i in keep]
     n = min(max_inputs, raw.shape[0])
-    fig, axes = plt.subplots(n, 1 + len(found), figsize=(2.0 * (1 + len(found)), 2.0 * n), squeeze=False)
-    for i in range(n):
-        _imshow(axes[i][0], raw[i])
-        if i == 0:
-            axes[i][0].set_title("input", fontsize=8)
-        for j, (path, kind, name, maps) in enumerate(found):
-            ax = axes[i][1 + j]
-            _imshow(ax, raw[i])
+    groups = _parts(found, PANELS_PER_FIGURE)
+    written = []
+    for part, group in enumerate(groups, 1):
+        fig, axes = plt.subplots(1 + len(group), n, figsize=(1.8 * n + 1.6, 1.8 * (1 + len(group))), squeeze=False,
+                                 layout="constrained")
+        for i in range(n):
+            _imshow(axes[0][i], raw[i])
+            axes[0][i].set_title(f"input {i}", fontsize=8)
+        axes[0][0].set_ylabel("input", rotation=0, ha="right", va="center", fontsize=7)
+        for j, (path, kind, name, maps) in enumerate(group, 1):
             # gates and masks are in [0, 1]: one fixed scale, so maps compare across inputs and
             # stages; pooling weights (GC's context) sum to 1 over the positions: scaled per image
             scale = {} if kind == POOLING else {"vmin": 0.0, "vmax": 1.0}
-            ax.imshow(_upsample(maps[i:i + 1], raw.shape[-2:])[0, 0].numpy(), cmap="jet", alpha=0.5, **scale)
-            if i == 0:
-                ax.set_title(f"{path}\n{name} ({maps.shape[-2]}x{maps.shape[-1]}, "
-                             f"{'per-image scale' if not scale else 'scale 0-1'})", fontsize=7)
-    fig.suptitle("Where the spatial attention looked (red = high), upsampled to the input", fontsize=9)
-    return save_figure(fig, out_path)
+            for i in range(n):
+                ax = axes[j][i]
+                _imshow(ax, raw[i])
+                ax.imshow(_upsample(maps[i:i + 1], raw.shape[-2:])[0, 0].numpy(), cmap="jet", alpha=0.5, **scale)
+            axes[j][0].set_ylabel(f"{path}\n{name} ({maps.shape[-2]}x{maps.shape[-1]})\n"
+                                  f"{'per-image scale' if not scale else 'scale 0-1'}",
+                                  rotation=0, ha="right", va="center", fontsize=7)
+        fig.suptitle(_part_title("Where the spatial attention looked (red = high), upsampled to the input", part,
+                                 len(groups)), fontsize=9)
+        written.append(save_figure(fig, _part_path(out_path, part)))
+    return written
 
 
 def stn_figure(model: nn.Module, rec, raw: torch.Tensor, out_path: Path, max_inputs: int = 4) -> Optional[Path]:
@@ -310,7 +405,7 @@ def stn_figure(model: nn.Module, rec, raw: torch.Tensor, out_path: Path, max_inp
     h, w = raw.shape[-2:]
     grid = stn.grid(theta[:n], (h, w)).float()  # (n, H, W, 2) in [-1, 1]
     warped = F.grid_sample(raw[:n].float(), grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-    fig, axes = plt.subplots(n, 3, figsize=(6.3, 2.1 * n), squeeze=False)
+    fig, axes = plt.subplots(n, 3, figsize=(6.3, 2.1 * n), squeeze=False, layout="constrained")
     step = max(1, min(h, w) // 8)
     for i in range(n):
         _imshow(axes[i][0], raw[i])
@@ -361,53 +456,62 @@ def reliance_figure(result: dict, out_path: Path) -> Optional[Path]:
     stages = result.get("stages") or []
     if not stages:
         return None
-    fig, ax = plt.subplots(figsize=(max(4.0, 1.2 * len(stages) + 1.5), 3.2))
+    width = max(5.0, 1.2 * len(stages) + 1.5)
+    fig, ax = plt.subplots(figsize=(width, 3.4), layout="constrained")
     idx = np.arange(len(stages))
     ax.bar(idx - 0.2, [100 * s["removed"] for s in stages], 0.4, label="output at neutral value (removed)", color="C3")
     ax.bar(idx + 0.2, [100 * s["mean"] for s in stages], 0.4, label="output at its data mean", color="C0")
     ax.axhline(100 * result["accuracy"], color="k", lw=1, ls="--", label=f"intact ({100 * result['accuracy']:.1f}%)")
     ax.set_xticks(idx, [s["stage"] for s in stages])
     ax.set_ylabel(f"accuracy on {result['images']} test images (%)")
-    ax.set_ylim(0, 105)
-    ax.legend(fontsize=7, loc="lower left")
+    ax.set_ylim(0, 100)
+    fig.legend(loc="outside lower center", fontsize=7, ncol=3 if width >= 5.5 else 1, frameon=False)
     ax.set_title("Reliance: how much the network leans on its attention, per stage", fontsize=9)
     return save_figure(fig, out_path)
 
 
 # --------------------------------------------------------------------------------------------- entry
 
+def _write_summary(summary: dict, path: Path) -> Path:
+    """Write `summary` as strict JSON (a NaN or infinity is an error, never written: JSON has
+    none); tensors' and numpy's numbers as plain numbers."""
+    try:
+        text = json.dumps(summary, indent=2, default=float, allow_nan=False)
+    except ValueError as err:
+        raise ValueError(f"explain: {path.name} would hold a value JSON cannot represent ({err}); "
+                         f"expected finite numbers or null") from None
+    Path(path).write_text(text)
+    return Path(path)
+
+
 def explain_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor, raw: torch.Tensor, out_dir,
-                  classes: Optional[Sequence[str]] = None, query_points=QUERY_POINTS) -> list[Path]:
+                  classes: Optional[Sequence[str]] = None, query_points=QUERY_POINTS,
+                  illustration: bool = True) -> list[Path]:
     """Every figure for `model` on normalised inputs `x` (labels `y`, display images `raw` in
-    [0, 1]); writes PNGs and summary.json into `out_dir` and returns the PNG paths."""
+    [0, 1]); writes PNGs and summary.json into `out_dir` and returns the PNG paths.
+    `illustration=False` leaves out (a), the operator illustration, which is the same for every
+    model (write it once with `seed_figure`)."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"explain_model: expected an nn.Module, got {type(model).__name__}")
     if x.dim() != 4 or len(x) != len(y) or len(raw) != len(x):
         raise ValueError(f"explain_model: x (N, C, H, W), y (N,) and raw (N, C, H, W) must match, got "
                          f"{tuple(x.shape)}, {tuple(y.shape)}, {tuple(raw.shape)}")
+    check_bool("explain_model", "illustration", illustration)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     classes = list(classes) if classes is not None else [str(k) for k in range(int(y.max()) + 1)]
     model.eval()
     rec, _ = _forward_capture(model, x, query_points=query_points)
-    written = [seed_figure(raw[:2], out_dir / "a_seed_picture.png")]
-    for path in (affinity_figure(rec, raw, out_dir / "b_nonlocal_affinity.png"),):
-        if path is not None:
-            written.append(path)
+    written = [seed_figure(raw[:2], out_dir / "a_seed_picture.png")] if illustration else []
+    affinity, query = affinity_figure(rec, raw, out_dir / "b_nonlocal_affinity.png")
     excitation, specificity = excitation_figure(rec, y, classes, out_dir / "c_excitation_per_class.png")
-    if excitation is not None:
-        written.append(excitation)
-    for path in (spatial_figure(rec, raw, out_dir / "d_spatial_maps.png"),
-                 stn_figure(model, rec, raw, out_dir / "d_spatial_transformer.png")):
-        if path is not None:
-            written.append(path)
+    written += affinity + excitation + spatial_figure(rec, raw, out_dir / "d_spatial_maps.png")
+    stn = stn_figure(model, rec, raw, out_dir / "d_spatial_transformer.png")
     rel = reliance(model, x, y, rec) if rec.paths() else {"accuracy": _accuracy(model, x, y), "images": len(y), "stages": []}
-    path = reliance_figure(rel, out_dir / "e_reliance.png")
-    if path is not None:
-        written.append(path)
-    summary = {"modules": dict(rec.modules) if hasattr(rec, "modules") else {}, "class_specificity": specificity,
+    written += [path for path in (stn, reliance_figure(rel, out_dir / "e_reliance.png")) if path is not None]
+    summary = {"modules": dict(rec.modules), "class_specificity": specificity, "affinity": query,
                "reliance": rel, "figures": [p.name for p in written]}
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
+    _write_summary(summary, out_dir / EXPLAIN_SUMMARY)
     return written
 
 
@@ -431,18 +535,21 @@ def load_explain_data(config, data_info: dict, dataset: Optional[str] = None, da
 
 
 def explain_checkpoint(checkpoint, out_dir, dataset: Optional[str] = None, data_dir=None,
-                       max_images: int = 512) -> list[Path]:
+                       max_images: int = 512, illustration: bool = True) -> list[Path]:
     """Figures (a)-(e) and summary.json of a trained run (run folder, checkpoints folder or
-    checkpoint file) on up to `max_images` test images; returns the PNG paths."""
+    checkpoint file) on up to `max_images` test images; returns the PNG paths.
+    `illustration=False` leaves out (a), which does not depend on the checkpoint."""
     from ..train import load_trained
 
     if not isinstance(checkpoint, (str, Path)):
         raise TypeError(f"checkpoint must be a path, got {type(checkpoint).__name__} {checkpoint!r}")
     check_int("explain_checkpoint", "max_images", max_images, 2)
+    check_bool("explain_checkpoint", "illustration", illustration)
     model, config = load_trained(checkpoint)
     x, y, raw, classes = load_explain_data(config, getattr(model, "data_info", {}) or {}, dataset, data_dir, max_images)
-    return explain_model(model, x, y, raw, out_dir, classes)
+    return explain_model(model, x, y, raw, out_dir, classes, illustration=illustration)
 
 
 __all__ = ["explain_checkpoint", "explain_model", "seed_figure", "affinity_figure", "excitation_figure",
-           "spatial_figure", "stn_figure", "reliance", "reliance_figure", "class_specificity", "load_explain_data"]
+           "spatial_figure", "stn_figure", "reliance", "reliance_figure", "class_specificity", "specificity_record",
+           "query_difference", "query_dependence", "load_explain_data"]
