@@ -400,37 +400,3 @@ def test_resnet_blocks_give_the_same_training_step_fused_or_plain(attention, mon
     torch.testing.assert_close(runs[0][0], runs[1][0], atol=1e-6, rtol=1e-6)
     for g1, g2 in zip(runs[0][1], runs[1][1]):
         torch.testing.assert_close(g1, g2, atol=1e-5, rtol=1e-4)
-
-
-def test_gc_one_pass_backward_matches_the_observed_plain_path(monkeypatch):
-    """channels_last, training: _AttentionPool / _AddTerm form dx in one baddbmm; with a recorder
-    the block runs through plain autograd. Same values and gradients, gradient kept channels_last."""
-    taken = []
-    original = GlobalContextBlock._fused_add
-    monkeypatch.setattr(GlobalContextBlock, "_fused_add", lambda self, x: taken.append(1) or original(self, x))
-    torch.manual_seed(11)
-    gc = GlobalContextBlock(C, reduction=4, zero_init=False)
-    y = assert_lean_path_matches_observed_path(gc)
-    assert taken == [1] and y.is_contiguous(memory_format=torch.channels_last)
-    x = torch.randn(2, C, 3, 3).contiguous(memory_format=torch.channels_last).requires_grad_()
-    (g,) = torch.autograd.grad(gc(x).square().sum(), x, create_graph=True)
-    with pytest.raises(RuntimeError):   # once_differentiable
-        g.sum().backward()
-
-
-def test_gc_takes_the_one_pass_path_only_where_it_applies(monkeypatch):
-    taken = []
-    original = GlobalContextBlock._fused_add
-    monkeypatch.setattr(GlobalContextBlock, "_fused_add", lambda self, x: taken.append(1) or original(self, x))
-    cl, nchw = torch.randn(2, C, 4, 4).contiguous(memory_format=torch.channels_last), torch.randn(2, C, 4, 4)
-    cases = [(GlobalContextBlock(C, reduction=4), cl, False),              # no input gradient wanted
-             (GlobalContextBlock(C, reduction=4), nchw, True),             # NCHW map
-             (GlobalContextBlock(C, reduction=4, fusion="mul"), cl, True),
-             (GlobalContextBlock(C, reduction=4, pool="avg"), cl, True)]
-    for module, x, wants_grad in cases:
-        y = module(x.clone().requires_grad_(wants_grad))
-        if wants_grad:
-            y.sum().backward()
-    assert taken == []
-    GlobalContextBlock(C, reduction=4)(cl.clone().requires_grad_()).sum().backward()
-    assert taken == [1]

@@ -127,11 +127,13 @@ def gate_scale(x: torch.Tensor, excite: Callable[..., torch.Tensor], over_channe
     gate broadcastable to x that depends on its inputs. One-pass input gradient (module docstring).
     With `residual` (a tensor of x's shape): residual + x * gate in one pass (`torch.addcmul`),
     the block's residual sum fused with the scaling; residual's gradient is the incoming one."""
-    if not torch.is_grad_enabled() or not x.requires_grad:   # (autograd still serves the residual)
-        return _scale(x, excite(*_pools(x, over_channels, with_max)), residual)
+    if not torch.is_grad_enabled() or not x.requires_grad or torch.compiler.is_compiling():
+        # plain autograd: no gradient wanted, or torch.compile, which fuses the passes itself and
+        # cannot trace the two nodes' shared link without breaking the graph
+        return _scale(x, excite(*_pools(x, over_channels, with_max)).to(x.dtype), residual)
     link = _GradientLink()
     pooled = _PoolForGate.apply(x, link, over_channels, with_max)
-    gate = excite(*pooled) if with_max else excite(pooled)
+    gate = (excite(*pooled) if with_max else excite(pooled)).to(x.dtype)
     return _ScaleByGate.apply(x.detach(), gate, link, over_channels, residual)
 
 

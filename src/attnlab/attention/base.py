@@ -18,6 +18,13 @@ Not a mechanism of its own. Each module in this package subclasses `AttentionMod
 * a residual block can ask for `scale_add(x, shortcut)` = module(x) + shortcut, which the gating
   modules (SE, ECA, CBAM) compute in one pass with `torch.addcmul` (see `_gating.py`).
 
+Mixed precision: under `torch.autocast` (bf16 or fp16) the convolutions run in the low
+precision, but the small, sensitive attention math does not: each module computes its gates
+(pooled descriptor -> MLP -> sigmoid), softmax weights (non-local affinities, GC context weights)
+and the spatial transformer's sampling inside `float32_math(x)` on float32 inputs (`upcast`), and casts the
+result back to the map's dtype only where it multiplies the map. That math is tiny next to the
+convolutions (vectors of C values, or HW x HW weights computed once), so it costs little.
+
 `init_conv_weights` is the one convolution initialiser of attnlab (the backbones' and the
 soft-mask branch's): it leaves nested attention modules to their own initialisation.
 """
@@ -56,6 +63,17 @@ class Signal:
     def neutral_for(self, observed: torch.Tensor):
         """The neutral value for `observed` (a number or a tensor broadcastable to it), or None."""
         return self.neutral(observed) if callable(self.neutral) else self.neutral
+
+
+def float32_math(x: torch.Tensor):
+    """A context in which autocast is off on `x`'s device: operations inside run in the dtype of
+    their inputs, which the caller casts to float32 (see the module docstring)."""
+    return torch.autocast(x.device.type, enabled=False)
+
+
+def upcast(x: torch.Tensor) -> torch.Tensor:
+    """`x` in float32 when it is in a lower precision (bf16, fp16); float32 and float64 as they are."""
+    return x if x.dtype in (torch.float32, torch.float64) else x.float()
 
 
 def is_channels_last(x: torch.Tensor) -> bool:

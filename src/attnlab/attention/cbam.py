@@ -50,7 +50,7 @@ from torch import nn
 from ..checks import check_choice, check_positive_int
 from ._width import reduced_channels
 from ._gating import gate_scale, pooled
-from .base import CHANNEL, SPATIAL, AttentionModule, Signal
+from .base import upcast, CHANNEL, SPATIAL, AttentionModule, Signal, float32_math
 
 CBAM_ORDERS = ("channel_first", "spatial_first", "parallel")
 
@@ -72,8 +72,9 @@ class ChannelAttention(AttentionModule):
     def excite(self, average: torch.Tensor, maximum: torch.Tensor) -> torch.Tensor:
         """Eq. 2 from the pooled (N, C, 1, 1) vectors: one MLP call on both (2N rows), summed."""
         n = average.shape[0]
-        logits = self.fc2(F.relu(self.fc1(torch.cat((average.flatten(1), maximum.flatten(1))))))
-        return torch.sigmoid(logits[:n] + logits[n:])[:, :, None, None]
+        with float32_math(average):
+            logits = self.fc2(F.relu(self.fc1(upcast(torch.cat((average.flatten(1), maximum.flatten(1)))))))
+            return torch.sigmoid(logits[:n] + logits[n:])[:, :, None, None]
 
     def compute_gate(self, x: torch.Tensor) -> torch.Tensor:
         """M_c(x) of shape (N, C, 1, 1)."""
@@ -104,7 +105,8 @@ class SpatialAttention(AttentionModule):
 
     def excite(self, average: torch.Tensor, maximum: torch.Tensor) -> torch.Tensor:
         """Eq. 3 from the channel-pooled (N, 1, H, W) maps."""
-        return torch.sigmoid(self.norm(self.conv(torch.cat((average, maximum), 1))))
+        with float32_math(average):
+            return torch.sigmoid(self.norm(self.conv(upcast(torch.cat((average, maximum), 1)))))
 
     def compute_gate(self, x: torch.Tensor) -> torch.Tensor:
         """M_s(x) of shape (N, 1, H, W)."""
@@ -123,7 +125,7 @@ def _apply_half(owner: AttentionModule, half, x: torch.Tensor, name: str,
     over_channels = isinstance(half, SpatialAttention)
     if owner.recorder is None and owner.gate_override is None:
         return gate_scale(x, half.excite, over_channels=over_channels, with_max=True, residual=residual)
-    return x * owner.observe(name, half.compute_gate(x))
+    return x * owner.observe(name, half.compute_gate(x)).to(x.dtype)
 
 
 class CBAM(AttentionModule):
@@ -162,7 +164,7 @@ class CBAM(AttentionModule):
             return _apply_half(self, self.channel, x, "channel_gate")
         channel_gate = self.observe("channel_gate", self.channel.compute_gate(x))
         spatial_gate = self.observe("spatial_gate", self.spatial.compute_gate(x))
-        return x * channel_gate * spatial_gate
+        return x * (channel_gate * spatial_gate).to(x.dtype)
 
     def _fused_scale_add(self, x: torch.Tensor, residual: torch.Tensor):
         if self.order == "parallel":

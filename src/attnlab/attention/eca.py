@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..checks import check_number, check_positive_int, check_positive_number
-from .base import CHANNEL, AttentionModule, Signal
+from .base import upcast, CHANNEL, AttentionModule, Signal, float32_math
 from ._gating import gate_scale, pooled
 
 
@@ -82,18 +82,15 @@ class EfficientChannelAttention(AttentionModule):
         self.check_input(x)
         if self.recorder is None and self.gate_override is None:
             return gate_scale(x, self.excite)
-        return x * self.observe("gate", self.excite(pooled(x)[0]))
+        return x * self.observe("gate", self.excite(pooled(x)[0])).to(x.dtype)
 
     def _fused_scale_add(self, x: torch.Tensor, residual: torch.Tensor):
         self.check_input(x)
         return gate_scale(x, self.excite, residual=residual)
 
     def excite(self, descriptor: torch.Tensor) -> torch.Tensor:
-        """Eq. 9: the gate w (N, C, 1, 1) from the pooled descriptor y (N, C, 1, 1)."""
-        # The k-tap convolution along C as a windowed dot product: the numbers of self.conv (a
-        # cross-correlation with zero padding) at half its cost on (N, 1, C) inputs, where
-        # Conv1d's set-up dominates (about 120 vs 260 us forward + backward per call on the CPU).
-        k = self.kernel_size
-        padded = F.pad(descriptor.reshape(-1, self.channels), ((k - 1) // 2, (k - 1) // 2))
-        gate = torch.sigmoid(padded.unfold(1, k, 1) @ self.conv.weight.view(k))
+        """Eq. 9: the gate w (N, C, 1, 1) from the pooled descriptor y (N, C, 1, 1): a k-tap
+        convolution along the channels (zero padding), then the sigmoid, in float32."""
+        with float32_math(descriptor):
+            gate = torch.sigmoid(self.conv(upcast(descriptor.reshape(-1, 1, self.channels))))
         return gate.view(-1, self.channels, 1, 1)

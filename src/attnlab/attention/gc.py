@@ -30,12 +30,6 @@ Deviations from the official code (mmcv `ContextBlock`), and why:
   (`F.linear` with the 1x1 conv's own weight, then alpha (N, 1, HW) @ x), so that the input
   gradients come back channels_last too (NCHW gradients summed with channels_last ones were about
   2x slower at 64x64).
-* Speed in training (channels_last, additive fusion, attention pooling, no capture or override):
-  autograd would write the input gradient as two outer products (alpha x d_context from the
-  pooling, d_logits x W_k from the logits) and sum them with the identity path's dy, four passes
-  over the map. `_AttentionPool` and `_AddTerm` (below) form dx = dy + alpha (x) d_context +
-  d_logits (x) W_k in one `torch.baddbmm` (K = 2) instead; the forward is unchanged. Same numbers
-  (a test compares both paths); double backward through this path raises.
 * timm's `GlobalContext` defaults to multiplicative fusion without zero init; here the paper's
   additive fusion is the default.
 
@@ -50,12 +44,10 @@ from collections import OrderedDict
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.autograd.function import once_differentiable
 
 from ..checks import check_choice
 from ._width import reduced_channels
-from ._gating import _GradientLink
-from .base import CHANNEL, POOLING, AttentionModule, Signal, is_channels_last
+from .base import upcast, CHANNEL, POOLING, AttentionModule, Signal, is_channels_last, float32_math
 
 GC_FUSIONS = ("add", "mul")
 GC_POOLS = ("attention", "avg")
@@ -65,47 +57,6 @@ def _rows(x: torch.Tensor) -> torch.Tensor:
     """The (N, HW, C) matrix of a channels_last map: a view, no copy."""
     n, c, h, w = x.shape
     return x.permute(0, 2, 3, 1).reshape(n, h * w, c)
-
-
-class _AttentionPool(torch.autograd.Function):
-    """context = softmax(rows @ w + b) @ rows for rows (N, HW, C); the backward takes dy of the
-    block's output from the link (left by `_AddTerm`) and returns dy plus the pooling's input
-    gradient, formed in one pass."""
-
-    @staticmethod
-    def forward(ctx, rows, weight, bias, link):
-        alpha = torch.softmax(torch.matmul(rows, weight) + bias, dim=1)   # (N, HW)
-        ctx.save_for_backward(rows, weight, alpha)
-        ctx.link = link
-        return torch.bmm(alpha.unsqueeze(1), rows).squeeze(1)
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_context):
-        rows, weight, alpha = ctx.saved_tensors
-        grad_out, ctx.link.grad_out = ctx.link.grad_out, None
-        grad_alpha = torch.bmm(rows, grad_context.unsqueeze(2)).squeeze(2)
-        grad_logits = alpha * (grad_alpha - (alpha * grad_alpha).sum(1, keepdim=True))   # softmax backward
-        factors = torch.stack((alpha, grad_logits), 2)                                   # (N, HW, 2)
-        vectors = torch.stack((grad_context, weight.expand_as(grad_context)), 1)         # (N, 2, C)
-        grad_rows = torch.baddbmm(grad_out, factors, vectors)
-        grad_weight = grad_logits.reshape(1, -1).mm(rows.reshape(-1, rows.shape[2])).view(-1)
-        return grad_rows, grad_weight, grad_logits.sum().view(1), None
-
-
-class _AddTerm(torch.autograd.Function):
-    """rows + term at every position; the backward leaves dy in the link for `_AttentionPool`."""
-
-    @staticmethod
-    def forward(ctx, rows, term, link):
-        ctx.link = link
-        return rows + term.unsqueeze(1)
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_out):
-        ctx.link.grad_out = grad_out
-        return None, grad_out.sum(1), None
 
 
 class GlobalContextBlock(AttentionModule):
@@ -166,28 +117,18 @@ class GlobalContextBlock(AttentionModule):
             logits = F.linear(rows, self.attention_logits.weight.view(1, c), self.attention_logits.bias)
         else:
             rows, logits = None, self.attention_logits(x)
-        weights = torch.softmax(logits.reshape(n, h * w), dim=1)
-        weights = self.observe("context_weights", weights.view(n, 1, h, w))
+        with float32_math(x):
+            weights = torch.softmax(upcast(logits.reshape(n, h * w)), dim=1)
+        weights = self.observe("context_weights", weights.view(n, 1, h, w)).to(x.dtype)
         if rows is not None:
             return torch.bmm(weights.reshape(n, 1, h * w), rows).view(n, c)
         return torch.bmm(x.flatten(2), weights.reshape(n, h * w, 1)).view(n, c)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)
-        if (self.fusion == "add" and self.attention_logits is not None and is_channels_last(x)
-                and torch.is_grad_enabled() and x.requires_grad
-                and self.recorder is None and self.gate_override is None):
-            return self._fused_add(x)
-        term = self.transform(self.context(x))[:, :, None, None]
-        if self.fusion == "add":
-            return x + self.observe("transform", term)
-        return x * self.observe("gate", torch.sigmoid(term))
-
-    def _fused_add(self, x: torch.Tensor) -> torch.Tensor:
-        """x + transform(context(x)) through `_AttentionPool` / `_AddTerm` (module docstring)."""
-        n, c, h, w = x.shape
-        rows = _rows(x)
-        link = _GradientLink()
-        context = _AttentionPool.apply(rows, self.attention_logits.weight.view(c), self.attention_logits.bias, link)
-        out = _AddTerm.apply(rows.detach(), self.transform(context), link)
-        return out.view(n, h, w, c).permute(0, 3, 1, 2)
+        context = self.context(x)
+        with float32_math(x):
+            term = self.transform(upcast(context))[:, :, None, None]
+            if self.fusion == "add":
+                return x + self.observe("transform", term).to(x.dtype)
+            return x * self.observe("gate", torch.sigmoid(term)).to(x.dtype)

@@ -56,7 +56,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..checks import check_choice, check_int, check_positive_int
-from .base import AFFINITY, RESPONSE, AttentionModule, Signal
+from .base import upcast, AFFINITY, RESPONSE, AttentionModule, Signal, float32_math
 from .qkv import query_positions
 
 POSITION_EMBEDDINGS = ("relative", "none")
@@ -155,18 +155,20 @@ class MultiHeadSelfAttention2d(AttentionModule):
         self.check_input(x)
         n, channels, height, width = x.shape
         queries, keys, values = self._split_heads(x)
-        if self.recorder is not None:
-            rows, cols = query_positions(self.recorder, height, width, x.device)
-            picked = queries[:, :, rows * width + cols]
-            weights = self._weights(picked, keys, self._logit_bias(picked, rows, cols, height, width))
-            self.observe("affinity", weights.mean(dim=1).reshape(n, -1, height, width))
-        rows, cols = self._all_positions(height, width, x.device)
-        bias = self._logit_bias(queries, rows, cols, height, width)
-        if self.use_sdpa:
-            attended = F.scaled_dot_product_attention(queries, keys, values, attn_mask=bias,
-                                                      scale=self.head_channels ** -0.5)
-        else:
-            attended = self._weights(queries, keys, bias) @ values      # (N, heads, HW, d)
-        attended = attended.transpose(-1, -2).reshape(n, channels, height, width)
+        with float32_math(x):   # scores, softmax and weighted sum in float32 under autocast
+            queries, keys, values = upcast(queries), upcast(keys), upcast(values)
+            if self.recorder is not None:
+                rows, cols = query_positions(self.recorder, height, width, x.device)
+                picked = queries[:, :, rows * width + cols]
+                weights = self._weights(picked, keys, self._logit_bias(picked, rows, cols, height, width))
+                self.observe("affinity", weights.mean(dim=1).reshape(n, -1, height, width))
+            rows, cols = self._all_positions(height, width, x.device)
+            bias = self._logit_bias(queries, rows, cols, height, width)
+            if self.use_sdpa:
+                attended = F.scaled_dot_product_attention(queries, keys, values, attn_mask=bias,
+                                                          scale=self.head_channels ** -0.5)
+            else:
+                attended = self._weights(queries, keys, bias) @ values      # (N, heads, HW, d)
+        attended = attended.to(x.dtype).transpose(-1, -2).reshape(n, channels, height, width)
         response = self.observe("response", self.bn(self.W_o(attended)))
         return x + response

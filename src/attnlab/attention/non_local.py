@@ -65,7 +65,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..checks import check_bool, check_choice
-from .base import AFFINITY, RESPONSE, AttentionModule, Signal
+from .base import upcast, AFFINITY, RESPONSE, AttentionModule, Signal, float32_math
 from .qkv import attention_scores, check_inner_channels, map_to_tokens, query_token_indices, tokens_to_map
 
 MODES = ("embedded_gaussian", "gaussian", "dot_product", "concatenation")
@@ -150,7 +150,11 @@ class NonLocalBlock(AttentionModule):
         return map_to_tokens(query_map), map_to_tokens(key_map), map_to_tokens(value_map), key_size
 
     def _pairwise(self, queries: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
-        """The explicit weights f(x_i, x_j) / C(x): (N, Q, dk) x (N, L, dk) -> (N, Q, L)."""
+        """The explicit weights f(x_i, x_j) / C(x): (N, Q, dk) x (N, L, dk) -> (N, Q, L), in float32."""
+        with float32_math(queries):
+            return self._pairwise_weights(upcast(queries), upcast(keys))
+
+    def _pairwise_weights(self, queries: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
         num_keys = keys.shape[-2]
         if self.mode in SOFTMAX_MODES:
             return (attention_scores(queries, keys, "dot") * self.score_scale).softmax(dim=-1)
@@ -161,7 +165,12 @@ class NonLocalBlock(AttentionModule):
         return F.relu(pair_logits) / num_keys
 
     def _attend(self, queries, keys, values) -> torch.Tensor:
-        """y (N, HW, d) = the weighted sum of the values, by the cheapest exact path allowed."""
+        """y (N, HW, d) = the weighted sum of the values, by the cheapest exact path allowed; in
+        float32 under autocast (the softmax of HW scores loses too much in bf16), cast back."""
+        with float32_math(values):
+            return self._attend_float(upcast(queries), upcast(keys), upcast(values)).to(values.dtype)
+
+    def _attend_float(self, queries, keys, values) -> torch.Tensor:
         if self.use_sdpa and self.mode in SOFTMAX_MODES:
             # (N, 1, L, d) contiguous tensors: SDPA's fused CPU kernel (linear memory).
             out = F.scaled_dot_product_attention(queries.unsqueeze(1), keys.unsqueeze(1), values.unsqueeze(1),

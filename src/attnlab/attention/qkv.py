@@ -67,7 +67,7 @@ import torch
 from torch import nn
 
 from ..checks import check_choice, check_positive_int
-from .base import AFFINITY, RESPONSE, AttentionModule, Signal
+from .base import upcast, AFFINITY, RESPONSE, AttentionModule, Signal, float32_math
 
 SCORES = ("dot", "scaled_dot", "general", "additive")
 DEFAULT_QUERY_POINTS = ((0.5, 0.5),)
@@ -224,8 +224,10 @@ class QKVAttention(AttentionModule):
         return self._weights(x)
 
     def _weights(self, x: torch.Tensor) -> torch.Tensor:
-        return attention_weights(map_to_tokens(self.query(x)), map_to_tokens(self.key(x)), self.score,
-                                 **self.score_params())
+        """(N, HW, HW) softmax weights, in float32 under autocast."""
+        queries, keys = map_to_tokens(self.query(x)), map_to_tokens(self.key(x))
+        with float32_math(x):
+            return attention_weights(upcast(queries), upcast(keys), self.score, **self.score_params())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)
@@ -234,6 +236,6 @@ class QKVAttention(AttentionModule):
         if self.recorder is not None:
             rows = query_token_indices(self.recorder, height, width, x.device)
             self.observe("affinity", weights[:, rows].reshape(x.shape[0], -1, height, width))
-        attended = weights @ map_to_tokens(self.value(x))             # (N, HW, d)
+        attended = weights.to(x.dtype) @ map_to_tokens(self.value(x))   # (N, HW, d)
         response = self.observe("response", self.output(tokens_to_map(attended, height, width)))
         return x + response

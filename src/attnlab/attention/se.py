@@ -45,7 +45,7 @@ from torch import nn
 from ..checks import check_choice
 from ._width import reduced_channels
 from ._gating import gate_scale, pooled
-from .base import CHANNEL, AttentionModule, Signal
+from .base import upcast, CHANNEL, AttentionModule, Signal, float32_math
 
 SQUEEZE_POOLS = ("avg", "max")
 EXCITATION_GATES = ("sigmoid", "tanh", "relu")
@@ -84,10 +84,10 @@ class SqueezeExcite(AttentionModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)
         if self.pool == "max":
-            return x * self.observe("gate", self.excite(pooled(x, with_max=True)[1]))
+            return x * self.observe("gate", self.excite(pooled(x, with_max=True)[1])).to(x.dtype)
         if self.fused and self.recorder is None and self.gate_override is None:
             return gate_scale(x, self.excite)
-        return x * self.observe("gate", self.excite(pooled(x)[0]))
+        return x * self.observe("gate", self.excite(pooled(x)[0])).to(x.dtype)
 
     def _fused_scale_add(self, x: torch.Tensor, residual: torch.Tensor):
         if self.pool != "avg" or not self.fused:
@@ -97,5 +97,6 @@ class SqueezeExcite(AttentionModule):
 
     def excite(self, squeezed: torch.Tensor) -> torch.Tensor:
         """Eq. 3: the gate s (N, C, 1, 1) from the squeezed descriptor z (N, C, 1, 1)."""
-        gate = _GATE_FUNCTIONS[self.gate](self.fc2(F.relu(self.fc1(squeezed.flatten(1)))))
+        with float32_math(squeezed):
+            gate = _GATE_FUNCTIONS[self.gate](self.fc2(F.relu(self.fc1(upcast(squeezed.flatten(1))))))
         return gate[:, :, None, None]

@@ -30,8 +30,10 @@ Where this code deviates, and why:
 * ``precise_sampling=True`` (default) builds the grid and samples in float64 and casts the output
   back to the input's dtype: in float32 the pixel-centre coordinates of F.affine_grid carry a
   rounding error of about size * 3e-8 pixels, so the identity warp of a 60x60 map differs from
-  its input by ~1e-5; in float64 it reproduces it to 1e-6 at any size. False samples in the
-  input's dtype (cheaper, for large feature maps).
+  its input by ~1e-5; in float64 it reproduces it to 1e-6 at any size. False samples in
+  float32 (cheaper, for large feature maps). Under autocast (bf16 / fp16) theta, the grid and the
+  sampling still run in float32 or float64: a bf16 grid would misplace samples by up to a
+  quarter of a pixel on a 64-pixel side.
 * The thin-plate-spline transform of the paper is not implemented.
 
 Explainability: 'theta' (N, 2, 3) or (N, 3, 3) goes through ``self.observe`` before the grid is
@@ -47,7 +49,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..checks import check_choice, check_int, check_positive_int, check_positive_number
-from .base import WARP, AttentionModule, Signal
+from .base import upcast, WARP, AttentionModule, Signal, float32_math
 
 TRANSFORMS = ("affine", "projective")
 
@@ -129,7 +131,9 @@ class SpatialTransformer(AttentionModule):
 
     def predict_theta(self, x: torch.Tensor) -> torch.Tensor:
         """theta for each sample: (N, 2, 3) affine or (N, 3, 3) projective."""
-        params = self.regression(self.localisation(x))
+        features = self.localisation(x)
+        with float32_math(features):   # theta, the grid and the sampling stay float32 under autocast
+            params = self.regression(upcast(features))
         if self.transform == "affine":
             return params.view(-1, 2, 3)
         ones = torch.ones_like(params[:, :1])
@@ -161,9 +165,9 @@ class SpatialTransformer(AttentionModule):
         self.check_input(x)
         theta = self.observe("theta", self.predict_theta(x))
         size = self.out_size or (x.shape[2], x.shape[3])
-        if self.precise_sampling and x.dtype != torch.float64:
-            grid = self.grid(theta.double(), size)
-            out = F.grid_sample(x.double(), grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-            return out.to(x.dtype)
-        grid = self.grid(theta, size)
-        return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        # Sampling in float64 (`precise_sampling`) or at least float32, also under autocast.
+        dtype = torch.float64 if self.precise_sampling or x.dtype == torch.float64 else torch.float32
+        with float32_math(x):
+            grid = self.grid(theta.to(dtype), size)
+            out = F.grid_sample(x.to(dtype), grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        return out.to(x.dtype)
