@@ -20,6 +20,10 @@ EPOCH_LINE = re.compile(r"^epoch (\d+)/(\d+): train loss [\d.]+, train acc [\d.]
                         r"[\d,]+ img/s, elapsed \d+:\d\d:\d\d(, ETA \d+:\d\d:\d\d)?$")
 
 
+# The line a run prints before its first epoch: the arithmetic and compilation it chose.
+SETUP_LINE = re.compile(r"precision (fp32|bf16|fp16) \(.+\); compile (on|off)")
+
+
 class Terminal(io.StringIO):
     """A stream that says it is a terminal."""
 
@@ -97,7 +101,8 @@ def test_training_into_a_pipe_writes_one_plain_line_per_epoch(digits, monkeypatc
     with os.fdopen(read_fd) as fh:
         text = fh.read()
     assert "\r" not in text
-    lines = text.splitlines()
+    setup, *lines = text.splitlines()
+    assert SETUP_LINE.fullmatch(setup), setup
     assert len(lines) == 3, text
     for k, line in enumerate(lines, 1):
         match = EPOCH_LINE.match(line)
@@ -112,7 +117,8 @@ def test_training_on_a_terminal_leaves_one_line_per_epoch(digits, monkeypatch):
     monkeypatch.undo()
     text = terminal.getvalue()
     assert "\r" in text and "[" in text                 # the bar was drawn
-    shown = [line for line in screen(text) if line]
+    setup, *shown = [line for line in screen(text) if line]
+    assert SETUP_LINE.fullmatch(setup), setup
     assert len(shown) == 2 and all(EPOCH_LINE.match(line) for line in shown), shown
 
 

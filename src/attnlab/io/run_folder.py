@@ -39,6 +39,7 @@ LOCK_NAME = ".attnlab-run.lock"
 CONFIG_FILE = "config.yaml"        # the run's TrainConfig
 METRICS_FILE = "metrics.jsonl"     # one JSON object per epoch (read_metrics)
 FINAL_FILE = "final.json"          # written when the run ends: test accuracy, seconds, epochs, ...
+PREDICTIONS_FILE = "test_predictions.json"   # at the end: {"labels": [...], "predictions": [...]}, test-set order
 
 
 class RunFolderInUse(CheckpointError):

@@ -88,6 +88,8 @@ def _train_worker(config: dict, out_dir: str, threads: Optional[int]) -> dict:
     keep_freed_memory()   # the worker is a process of attnlab's own: the setting ends with it
     if threads:
         torch.set_num_threads(threads)
+        if config.get("threads") is None:   # the pool's share of the cores, not the Trainer's own choice
+            config = {**config, "threads": threads}
     try:
         return run_one(TrainConfig.from_dict(config), out_dir, progress=False)
     except Exception as err:  # noqa: BLE001 - only made portable here, handled by the parent

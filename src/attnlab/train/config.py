@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, Optional, Union
 
 from ..models.layers import Placement
+from .precision import PRECISIONS
 
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("cosine", "step", "constant")
@@ -74,7 +75,8 @@ class TrainConfig:
     seed: int = 0
     deterministic: bool = False
     channels_last: Optional[bool] = None             # None: on (CPU and CUDA: faster convolutions)
-    amp: bool = False
+    precision: str = "auto"                          # auto | fp32 | bf16 | fp16 (train.precision)
+    amp: bool = False                                # older name: True = fp16 autocast on CUDA only
     compile: bool = False
     sync_bn: bool = False                            # torchrun only: BatchNorm statistics over all ranks
     stn_lr_scale: float = 0.1
@@ -189,6 +191,7 @@ class TrainConfig:
              "device", f"one of {', '.join(DEVICES)} or cuda:N")
         need(self.num_workers >= 0, "num_workers", "an int >= 0")
         need(self.threads is None or self.threads >= 1, "threads", "None or an int >= 1")
+        need(self.precision in PRECISIONS, "precision", f"one of {', '.join(PRECISIONS)}")
         return self
 
 

@@ -3,7 +3,9 @@
     with training_settings(threads=1, deterministic=False, device=torch.device("cpu")):
         ...   # the training loop
 
-* `torch.set_num_threads(threads)` when `threads` is given; the previous count comes back.
+* `torch.set_num_threads(threads)` when `threads` is given; the previous count comes back. When it
+  is not, the Trainer sets the count of `FreeCores` before each epoch (the cores that other
+  processes leave free), restored after the run.
 * `torch.set_flush_denormal(True)`: float32 results below 1.2e-38 become 0 instead of slow
   denormal arithmetic. torch has no getter for this flag, so `denormals_flushed` probes it (one
   multiplication whose exact result is denormal) and the probed state is put back.
@@ -23,6 +25,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from contextlib import contextmanager
 from typing import Callable, Iterator, Optional
 
@@ -106,6 +109,77 @@ def num_threads(threads: Optional[int]) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
+def _cpu_jiffies(cpus: set[int]) -> Optional[tuple[int, int]]:
+    """(busy, total) clock ticks of the CPUs `cpus` since boot, from /proc/stat; None without it."""
+    try:
+        with open("/proc/stat") as fh:
+            lines = fh.read().splitlines()
+    except OSError:
+        return None
+    busy = total = 0
+    for line in lines:
+        name, _, rest = line.partition(" ")
+        if not name.startswith("cpu") or not name[3:].isdigit() or int(name[3:]) not in cpus:
+            continue
+        ticks = [int(v) for v in rest.split()]
+        idle = ticks[3] + (ticks[4] if len(ticks) > 4 else 0)      # idle + iowait
+        busy += sum(ticks[:8]) - idle                              # user .. steal (guest time is inside user)
+        total += sum(ticks[:8])
+    return (busy, total) if total else None
+
+
+class FreeCores:
+    """How many of this process's CPU cores other processes leave free: the thread count that
+    keeps a training run fast on a busy machine.
+
+    With every core's thread in each parallel region, one core shared with another process makes
+    every region wait for the thread that got half a core: a run beside one CPU-bound process on
+    2 cores trained at a fraction of its idle speed, while one thread kept most of it. So the
+    Trainer (when `threads` is not set and the run is not deterministic) asks `threads()` before
+    each epoch: the cores this process may run on (`os.sched_getaffinity`) minus the cores the
+    others kept busy since the last call, measured from the per-core tick counts of /proc/stat
+    minus this process's own CPU time. The first call samples `first_window` seconds. Where
+    /proc/stat is missing, every core counts as free.
+    """
+
+    def __init__(self, first_window: float = 0.2, clock: Callable[[], float] = time.monotonic):
+        self.cpus = set(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else set(range(os.cpu_count() or 1))
+        self.cores = max(1, len(self.cpus))
+        self.first_window, self.clock = first_window, clock
+        self.ticks_per_second = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+        self._mark = None
+
+    def _sample(self):
+        jiffies = _cpu_jiffies(self.cpus)
+        return None if jiffies is None else (self.clock(), jiffies[0], time.process_time())
+
+    def others_busy(self) -> Optional[float]:
+        """Cores kept busy by other processes since the last call (the first call waits
+        `first_window` seconds to measure); None where /proc/stat cannot be read."""
+        if self._mark is None:
+            self._mark = self._sample()
+            if self._mark is None:
+                return None
+            time.sleep(self.first_window)
+        now = self._sample()
+        if now is None or self._mark is None:
+            return None
+        (t0, busy0, own0), (t1, busy1, own1) = self._mark, now
+        self._mark = now
+        wall = t1 - t0
+        if wall <= 0:
+            return 0.0
+        others = (busy1 - busy0) / self.ticks_per_second - (own1 - own0)
+        return min(float(self.cores), max(0.0, others / wall))
+
+    def threads(self) -> int:
+        """The cores left free, rounded, at least 1."""
+        others = self.others_busy()
+        if others is None:
+            return self.cores
+        return max(1, min(self.cores, int(self.cores - others + 0.5)))
+
+
 @contextmanager
 def deterministic_algorithms(enabled: bool) -> Iterator[None]:
     """With `enabled`, deterministic algorithms (warn only where none exists), cuDNN deterministic
@@ -153,5 +227,5 @@ def training_settings(threads: Optional[int], deterministic: bool, device: torch
         yield
 
 
-__all__ = ["keep_freed_memory", "keep_freed_memory_requested", "denormals_flushed", "flush_denormals",
+__all__ = ["FreeCores", "keep_freed_memory", "keep_freed_memory_requested", "denormals_flushed", "flush_denormals",
            "num_threads", "deterministic_algorithms", "stop_signals", "training_settings"]

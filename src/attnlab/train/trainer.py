@@ -8,10 +8,11 @@ uint8 tensors on the training device; each step gathers a batch by index, augmen
 DataLoader is used for in-memory sets (it would collate samples one by one in Python); lazily
 decoded image folders use one with workers. Speed choices: channels_last by default (ResNet-20,
 batch 128, one CPU thread: 0.35 s against 0.42 s a step, interleaved; benchmarks/RESULTS.md),
-`zero_grad(set_to_none=True)`, AMP (float16 + GradScaler) on CUDA only - never bfloat16 autocast
-on a CPU, where it is about 100x slower than float32 without bf16 matrix units - optional
-torch.compile, and the process-wide settings of train.process (flushed denormals, the thread
-count), set for `fit` and restored after it.
+`zero_grad(set_to_none=True)`, the precision of train.precision (`precision="auto"`: bf16
+autocast where the hardware runs it natively and a probe confirms it is faster, fp16 with a
+GradScaler on GPUs without bf16, float32 otherwise; printed at start, recorded in config.yaml and
+final.json), optional torch.compile, and the process-wide settings of train.process (flushed
+denormals, the thread count), set for `fit` and restored after it.
 
 Where the parts live: the progress bar and epoch lines in train.progress, `evaluate` in
 train.evaluate, `build_model` / `load_trained` in train.loading, the process-wide settings and
@@ -19,7 +20,9 @@ signal handling in train.process, devices in train.device, data-parallel helpers
 train.distributed. This file holds the loop (`fit` -> `_run_epoch` -> `train_step`) and, after
 it, its checkpoint / resume bookkeeping.
 
-Writes into `out_dir`: config.yaml, metrics.jsonl (one JSON line per epoch), final.json, and
+Writes into `out_dir`: config.yaml, metrics.jsonl (one JSON line per epoch), final.json,
+test_predictions.json (the final model's predicted class for every test example, for paired
+per-example tests across runs), and
 checkpoints/ (see io.checkpoint), holding the folder's lock while it does (io.run_folder: one
 writer per run folder; a second one is refused naming the holder). Resume restores weights,
 optimizer, every RNG stream and the data-order position (epoch and batch), so in deterministic mode
@@ -45,9 +48,9 @@ import json
 import os
 import random
 import signal
+import sys
 import time
 import warnings
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Optional
 
@@ -59,14 +62,16 @@ from ..data.augment import BatchAugment
 from ..data.datasets import DatasetSplits, load_dataset
 from ..io.checkpoint import (CHECKPOINT_SUBDIR, CheckpointError, atomic_write, list_checkpoints,
                              remove_stale_temporaries, rotate_checkpoints, save_checkpoint, write_failed)
-from ..io.run_folder import CONFIG_FILE, FINAL_FILE, METRICS_FILE, RunFolderInUse, lock_run_folder, read_metrics
+from ..io.run_folder import (CONFIG_FILE, FINAL_FILE, METRICS_FILE, PREDICTIONS_FILE, RunFolderInUse, lock_run_folder,
+                             read_metrics)
 from . import distributed
 from .config import RESUMABLE_CHANGES, TrainConfig
 from .device import resolve_device
 from .evaluate import evaluate
 from .loading import build_model, current_keys
 from .optim import LRSchedule, build_optimizer
-from .process import stop_signals, training_settings
+from .precision import PrecisionChoice, resolve_precision
+from .process import FreeCores, stop_signals, training_settings
 from .progress import ProgressBar, epoch_line
 from .run_checkpoint import load_checkpoint
 
@@ -128,11 +133,12 @@ class Trainer:
         self.forward_model = distributed.wrap_model(self.model, self.device, self.dist, config.sync_bn)
         if config.compile:
             self.forward_model = torch.compile(self.forward_model)
-        self.amp = config.amp and self.device.type == "cuda"
-        if config.amp and not self.amp:
-            warnings.warn("amp=True ignored: mixed precision is used on CUDA only (bfloat16 autocast on a CPU "
-                          "without bf16 matrix units is about 100x slower than float32)", stacklevel=2)
-        self.scaler = torch.amp.GradScaler("cuda") if self.amp else None
+        self.precision = self._choose_precision()
+        self.scaler = self.precision.scaler()
+        # threads=None on a CPU: the cores other processes leave free, chosen again before each
+        # epoch (train.process.FreeCores); deterministic runs keep one count (it changes the sums).
+        self.free_cores = (FreeCores() if config.threads is None and not config.deterministic
+                           and self.device.type == "cpu" and not self.dist.enabled else None)
         augment = {**self.data.default_augment, **{k: v for k, v in config.augment.items() if v is not None}}
         self.augment = BatchAugment(self.data.mean, self.data.std, augment["crop_padding"], augment["flip"],
                                     channels_last=self.channels_last)
@@ -158,6 +164,7 @@ class Trainer:
         self.epoch_sums = {"loss": 0.0, "correct": 0, "seen": 0, "seconds": 0.0}
         self.best_acc = -1.0
         self.last_checkpoint: Optional[Path] = None
+        self.test_predictions: Optional[tuple[torch.Tensor, torch.Tensor]] = None   # (labels, predicted) of the last test
         self._stop_signal: Optional[int] = None
         self._progress_start: Optional[tuple[float, int]] = None   # (time, epoch) this process began training
 
@@ -198,6 +205,9 @@ class Trainer:
         elif resume:
             raise ValueError("resume=True needs an out_dir holding checkpoints")
         self.model.train()
+        if self.progress:
+            print(f"precision {self.precision.name} ({self.precision.reason}); "
+                  f"compile {'on' if cfg.compile else 'off'}", file=sys.stderr, flush=True)
         with training_settings(cfg.threads, cfg.deterministic, self.device), stop_signals(self._note_signal):
             while self.epoch < cfg.epochs:
                 self._run_epoch()
@@ -210,6 +220,8 @@ class Trainer:
         bar.count = self.batch_in_epoch
         if self._progress_start is None:
             self._progress_start = (time.perf_counter(), epoch)
+        if self.free_cores is not None:
+            torch.set_num_threads(self.free_cores.threads())
         sums = self.epoch_sums
         t0 = time.perf_counter()
         try:
@@ -253,7 +265,8 @@ class Trainer:
         row = {"epoch": self.epoch, "step": self.global_step, "lr": self.schedule.lr(max(0, self.global_step - 1)),
                "train_loss": sums["loss"] / max(1, sums["seen"]), "train_acc": sums["correct"] / max(1, sums["seen"]),
                "test_loss": test["loss"], "test_acc": test["acc"], "seconds": train_seconds,
-               "images_per_s": sums["seen"] / train_seconds if train_seconds > 0 else 0.0}
+               "images_per_s": sums["seen"] / train_seconds if train_seconds > 0 else 0.0,
+               "threads": torch.get_num_threads()}
         self.epoch_sums = {"loss": 0.0, "correct": 0, "seen": 0, "seconds": 0.0}
         self.best_acc = max(self.best_acc, test["acc"])
         if self.writes:
@@ -269,8 +282,7 @@ class Trainer:
         """Augment, forward, backward, update. Returns (loss or None when non-finite, logits)."""
         inputs = self.augment(xb, self.augment_generator, train=True)
         self.schedule.apply(self.optimizer, self.global_step)
-        ctx = torch.autocast("cuda", dtype=torch.float16) if self.amp else nullcontext()
-        with ctx:
+        with self.precision.autocast():
             logits = self.forward_model(inputs)
             if logits.shape[-1] < self.data.num_classes:
                 raise ValueError(f"the model predicts {logits.shape[-1]} classes but dataset {self.data.name!r} has "
@@ -316,11 +328,15 @@ class Trainer:
         if self.dist.enabled:   # each rank evaluates its share of the test set, then the sums are merged
             return distributed.reduce_evaluation(self._evaluate_shard(), self.dist, self.device)
         if self.data.in_memory:
-            return evaluate(self.model, self.data.test_x, self.data.test_y, self.config.eval_batch_size, self.device,
-                            self.data.mean, self.data.std, channels_last=self.channels_last, amp=self.amp)
-        return evaluate(self.model, self.data.test_set, None, self.config.eval_batch_size, self.device,
-                        self.data.mean, self.data.std, channels_last=self.channels_last, amp=self.amp,
-                        num_workers=self.config.num_workers)
+            result = evaluate(self.model, self.data.test_x, self.data.test_y, self.config.eval_batch_size,
+                              self.device, self.data.mean, self.data.std, channels_last=self.channels_last,
+                              precision=self.precision, predictions=True)
+        else:
+            result = evaluate(self.model, self.data.test_set, None, self.config.eval_batch_size, self.device,
+                              self.data.mean, self.data.std, channels_last=self.channels_last,
+                              precision=self.precision, num_workers=self.config.num_workers, predictions=True)
+        self.test_predictions = (result.pop("labels"), result.pop("predictions"))
+        return result
 
     def _evaluate_shard(self) -> dict:
         count = len(self.data.test_y) if self.data.in_memory else len(self.data.test_set)
@@ -333,7 +349,7 @@ class Trainer:
         else:
             x, y = torch.utils.data.Subset(self.data.test_set, shard), None
         return evaluate(self.model, x, y, self.config.eval_batch_size, self.device, self.data.mean, self.data.std,
-                        channels_last=self.channels_last, amp=self.amp)
+                        channels_last=self.channels_last, precision=self.precision)
 
     def _bad_step(self, batch_index: int) -> None:
         self.bad_steps += 1
@@ -348,8 +364,9 @@ class Trainer:
 
     # ------------------------------------------------------------------ final result
     def _finish(self) -> dict:
-        if self.config.epochs == 0 or not hasattr(self, "last_row"):
-            test = self._evaluate_test()
+        if self.config.epochs == 0 or not hasattr(self, "last_row") or (
+                self.writes and not self.dist.enabled and self.test_predictions is None):
+            test = self._evaluate_test()   # (also when a resumed, finished run has no predictions yet)
         else:
             test = {"acc": self.last_row["test_acc"], "loss": self.last_row["test_loss"]}
         result = {
@@ -360,8 +377,14 @@ class Trainer:
             "image_size": list(self.data.image_size), "num_classes": self.data.num_classes,
             "history": str(self.out_dir / METRICS_FILE) if self.out_dir else None,
             "checkpoint": str(self.last_checkpoint) if self.last_checkpoint else None,
+            "precision": self.precision.name, "precision_reason": self.precision.reason,
+            "compile": bool(self.config.compile),
         }
         if self.writes:
+            if self.test_predictions is not None:
+                labels, predicted = self.test_predictions
+                self._write_run_file(PREDICTIONS_FILE, json.dumps(
+                    {"labels": labels.tolist(), "predictions": predicted.tolist()}, separators=(",", ":")) + "\n")
             self._write_run_file(FINAL_FILE, json.dumps(result, indent=2) + "\n")
         return result
 
@@ -402,7 +425,27 @@ class Trainer:
     def _write_config(self) -> None:
         import yaml
 
-        self._write_run_file(CONFIG_FILE, yaml.safe_dump(self.config.to_dict(), sort_keys=False))
+        note = f"# precision: {self.precision.name} ({self.precision.reason})\n"
+        self._write_run_file(CONFIG_FILE, note + yaml.safe_dump(self.recorded_config(), sort_keys=False))
+
+    def recorded_config(self) -> dict:
+        """The config as run: `precision` is the one chosen (never 'auto'), so that the file
+        reproduces the arithmetic; the reason is config.yaml's first line and final.json's."""
+        return {**self.config.to_dict(), "precision": self.precision.name}
+
+    def _choose_precision(self, stored: Optional[str] = None) -> PrecisionChoice:
+        """The run's precision (train.precision): `config.precision`, where 'auto' resolves for this
+        device, or on resume becomes `stored`, the one the checkpoint's run chose. The older
+        `amp=True` still means float16 autocast on CUDA and nothing on other devices."""
+        requested = self.config.precision
+        if requested == "auto" and stored is not None:
+            return PrecisionChoice(stored, self.device.type, f"{stored}, as the run being resumed chose")
+        if requested == "auto" and self.config.amp:
+            if self.device.type == "cuda":
+                return PrecisionChoice("fp16", "cuda", "amp=True: fp16 with loss scaling on CUDA")
+            warnings.warn("amp=True ignored: it means float16 autocast on CUDA only; on other devices "
+                          "use precision='bf16' or 'fp16'", stacklevel=3)
+        return resolve_precision(requested, self.device)
 
     # ------------------------------------------------------------------ checkpoints
     def state(self, metrics: dict) -> dict:
@@ -423,7 +466,7 @@ class Trainer:
             "best_acc": self.best_acc, "steps_per_epoch": self.steps_per_epoch,
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
-            "rng": rng, "config": self.config.to_dict(), "metrics": metrics,
+            "rng": rng, "config": self.recorded_config(), "metrics": metrics,
             "data": {"name": self.data.name, "num_classes": self.data.num_classes, "in_chans": self.data.in_chans,
                      "image_size": list(self.data.image_size), "mean": list(self.data.mean),
                      "std": list(self.data.std), "num_train": self.data.num_train, "classes": list(self.data.classes)},
@@ -460,9 +503,15 @@ class Trainer:
             raise CheckpointError(f"nothing to resume: no checkpoint in {self.out_dir / CHECKPOINT_SUBDIR}")
         metrics_path = self.out_dir / METRICS_FILE
         records = read_metrics(metrics_path)   # a line cut short by a kill is dropped; other damage is refused
-        ckpt = load_checkpoint(found[-1], expect_config=self.config.to_dict(), ignore_fields=RESUMABLE_CHANGES,
-                               needs="resume")
+        auto = self.config.precision == "auto"
+        ckpt = load_checkpoint(found[-1], expect_config=self.recorded_config(),
+                               ignore_fields=RESUMABLE_CHANGES + (("precision",) if auto else ()), needs="resume")
         state = ckpt.state
+        if auto:   # keep the arithmetic of the run being resumed (runs before `precision` existed: fp32 or amp)
+            stored = state["config"].get("precision") or ("fp16" if state["config"].get("amp")
+                                                          and self.device.type == "cuda" else "fp32")
+            self.precision = self._choose_precision(stored if stored in ("fp32", "bf16", "fp16") else None)
+            self.scaler = self.precision.scaler()
         distributed.check_resume_world_size(state.get("world_size"), self.dist, ckpt.path)
         if state["steps_per_epoch"] != self.steps_per_epoch:
             raise CheckpointError(f"checkpoint {ckpt.path} has {state['steps_per_epoch']} steps per epoch, this run "
