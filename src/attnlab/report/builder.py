@@ -181,7 +181,8 @@ def compare_variants(name: str, accs: dict, other: str, other_accs: dict, predic
 
 def adjust_and_judge(rows: list[dict]) -> None:
     """Holm-adjust the paired and the per-example p-values over the rows compared, then decide
-    in each row whether its difference is claimed and write its sentence."""
+    in each row whether its difference is claimed and write its sentence (naming the row by its
+    "label" and what it is compared with by its "against" when it has them)."""
     for key, adjusted in (("p_value", "p_holm"), ("mcnemar_p", "mcnemar_holm")):
         for row, p in zip(rows, holm([r.get(key, math.nan) for r in rows])):
             row[adjusted] = p
@@ -193,7 +194,8 @@ def adjust_and_judge(rows: list[dict]) -> None:
             continue
         paired = _as_paired(r)
         r["claimed"] = supports_difference(paired, r["p_holm"])
-        r["sentence"] = effect_sentence(r["variant"], paired, baseline=f"its baseline '{r['baseline']}'",
+        r["sentence"] = effect_sentence(r.get("label", r["variant"]), paired,
+                                        baseline=r.get("against", f"its baseline '{r['baseline']}'"),
                                         p_adjusted=r["p_holm"] if finite(r["p_holm"]) else None)
 
 
@@ -367,7 +369,8 @@ def capacity_pairs(rows: list[dict], finals: dict, predictions: dict) -> list[di
         stats = compare_variants(target["variant"], _accuracies(finals, target["variant"]), cap["variant"],
                                  _accuracies(finals, cap["variant"]), predictions)
         pairs.append({**stats, "variant": target["variant"], "baseline": cap["variant"], "role": "attention",
-                      "n": target["n"], "acc_mean": target["acc_mean"]})
+                      "n": target["n"], "acc_mean": target["acc_mean"], "label": f"{target['variant']} vs {cap['variant']}",
+                      "against": "the baseline of its size"})
     adjust_and_judge(pairs)
     return pairs
 

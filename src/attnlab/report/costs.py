@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from typing import Mapping, Optional
 
-from .format import finite, human, md_table, ms, ratio
+from .format import finite, human, listing, md_table, ms, ratio
 
 # the exact cost figures -> the name of their ratio to the baseline
 COUNT_KEYS = {"params": "params_ratio", "flops": "flops_ratio", "pooling_ops": "pooling_ops_ratio",
@@ -111,10 +111,11 @@ def timing_notes(rows: list[dict]) -> list[str]:
              "train_step_s": "training step"}
     notes = []
     for r in rows:
-        for key, stem in TIMING_KEYS.items():
-            if r.get(f"{stem}_verdict") == NOISE:
-                notes.append(f"{r['variant']}: {names[key]} timed at {ratio(r[f'{stem}_ratio'])} its baseline's, "
-                             f"{NOISE} (it does more work than its baseline; the timing is flagged, not read as a speed-up).")
+        flagged = [f"{names[key]} ({ratio(r[f'{stem}_ratio'])})" for key, stem in TIMING_KEYS.items()
+                   if r.get(f"{stem}_verdict") == NOISE]
+        if flagged:
+            notes.append(f"{r['variant']}: {listing(flagged)} timed {NOISE} "
+                         "(it does more work than its baseline, so the timing is flagged, not read as a speed-up).")
     repeats = sorted({r[f"{stem}_repeats"] for r in rows for stem in TIMING_KEYS.values() if r.get(f"{stem}_repeats")})
     if repeats:
         notes.append(f"Timings are the median over {'/'.join(map(str, repeats))} repeats with their min-max range in "

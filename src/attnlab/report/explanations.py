@@ -44,14 +44,14 @@ def write_explanations(folder: StudyFolder, plan: StudyPlan, seeds: dict[str, in
                        only_missing: bool = False) -> list[str]:
     """Explain the run of seed `seeds[variant]` of each variant into explain/<variant>/ (without
     the illustration) and draw the illustration once; returns a note for each part that failed
-    (a report names its gaps instead of stopping). `only_missing`: skip variants whose folder
-    already holds figures, and the illustration when the study has one."""
+    (a report names its gaps instead of stopping). `only_missing`: skip variants already
+    explained (summary.json or figures in their folder), and the illustration when the study has one."""
     from ..explain import explain_checkpoint
 
     notes = []
     for name, seed in seeds.items():
         out = folder.explain_dir(name)
-        if only_missing and out.is_dir() and any(out.glob("*.png")):
+        if only_missing and (folder.explain_summary(name).is_file() or (out.is_dir() and any(out.glob("*.png")))):
             continue
         try:
             explain_checkpoint(folder.seed_dir(name, seed), out, dataset=plan.dataset, data_dir=plan.data_dir,

@@ -115,17 +115,18 @@ def _pareto(rows: list[dict]) -> str:
 
 
 def headline(rows: list[dict], pairs: list[dict] = ()) -> str:
-    """The headline paragraph (Markdown) of the report's rows and its capacity-control `pairs`
-    (attention variant against its parameter-matched baseline, judged as the rows are)."""
+    """The headline (Markdown: what the best variant changed, then what it cost and how much the
+    study could see) of the report's rows and its capacity-control `pairs` (attention variant
+    against its parameter-matched baseline, judged as the rows are)."""
     best = _best(rows)
     base = next((r for r in rows if best is not None and r["variant"] == best["baseline"] and r["n"]), None)
     if base is None or best is None:
         return ("No attention variant shares a seed with its baseline, so this study cannot say what attention "
                 "bought.")
     compared = sum(1 for r in rows if finite(r.get("p_value")))
-    parts = [_effect(best, base, compared), _per_example(best), _size(best, pairs), _cost(best), _ceiling(base),
-             _power(best), _pareto(rows)]
-    return " ".join(p for p in parts if p)
+    effect = [_effect(best, base, compared), _per_example(best), _size(best, pairs)]
+    context = [_cost(best), _ceiling(base), _power(best), _pareto(rows)]
+    return "\n\n".join(" ".join(p for p in part if p) for part in (effect, context))
 
 
 __all__ = ["CEILING", "headline"]
