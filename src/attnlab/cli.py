@@ -217,6 +217,7 @@ TRAIN_FLAGS = {  # flag dest -> TrainConfig field (flags default to None = keep 
     "checkpoint_every_steps": "checkpoint_every_steps", "keep_checkpoints": "keep_checkpoints",
     "device": "device", "num_workers": "num_workers", "threads": "threads", "nesterov": "nesterov", "deterministic": "deterministic",
     "channels_last": "channels_last", "amp": "amp", "compile": "compile", "sync_bn": "sync_bn",
+    "precision": "precision",
 }
 
 
@@ -508,6 +509,8 @@ def build_parser() -> argparse.ArgumentParser:
     from .models.layers import RESIDUAL_POSITIONS
     from .attention import list_attention
     from .study import DEFAULT_PRESET, list_presets
+    from .train.precision import PRECISIONS
+    from .train.trainer import COMPILE_MIN_STEPS
 
     d = _config_default
     parser = _Parser(prog="attnlab", description="What does attention buy a convolutional network? "
@@ -587,7 +590,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
                    help=f"float16 autocast with a GradScaler, CUDA only (default: {d('amp')})")
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
-                   help=f"torch.compile the model (default: {d('compile')})")
+                   help="torch.compile the training forward (default: auto, on for runs of at least "
+                        f"{COMPILE_MIN_STEPS:,} steps: compiling costs about a minute on a CPU and a compiled step "
+                        "gains 10-30%%, so shorter runs would not repay it)")
+    p.add_argument("--precision", choices=PRECISIONS,
+                   help="arithmetic of training: auto = bf16 where the hardware runs it natively and a probe "
+                        "confirms it is faster (GPUs from Ampere, CPUs with AMX / AVX-512 BF16), fp16 with loss "
+                        f"scaling on older GPUs, fp32 otherwise (default: {d('precision')})")
     p.add_argument("--sync-bn", action=argparse.BooleanOptionalAction, default=None,
                    help=f"under torchrun: BatchNorm statistics over all ranks (default: {d('sync_bn')})")
     p.add_argument("--stn-lr-scale", type=float, help="learning-rate multiplier of spatial-transformer "

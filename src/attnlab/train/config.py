@@ -77,7 +77,7 @@ class TrainConfig:
     channels_last: Optional[bool] = None             # None: on (CPU and CUDA: faster convolutions)
     precision: str = "auto"                          # auto | fp32 | bf16 | fp16 (train.precision)
     amp: bool = False                                # older name: True = fp16 autocast on CUDA only
-    compile: bool = False
+    compile: Optional[bool] = None                   # None: auto, on for runs long enough to repay it
     sync_bn: bool = False                            # torchrun only: BatchNorm statistics over all ranks
     stn_lr_scale: float = 0.1
     max_bad_steps: int = 0

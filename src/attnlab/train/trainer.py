@@ -76,6 +76,10 @@ from .progress import ProgressBar, epoch_line
 from .run_checkpoint import load_checkpoint
 
 
+# `compile=None` (auto) compiles runs of at least this many optimizer steps (Trainer._choose_compile).
+COMPILE_MIN_STEPS = 2000
+
+
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN/inf more often than `max_bad_steps` allows."""
 
@@ -131,8 +135,6 @@ class Trainer:
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
         self.forward_model = distributed.wrap_model(self.model, self.device, self.dist, config.sync_bn)
-        if config.compile:
-            self.forward_model = torch.compile(self.forward_model)
         self.precision = self._choose_precision()
         self.scaler = self.precision.scaler()
         # threads=None on a CPU: the cores other processes leave free, chosen again before each
@@ -150,6 +152,9 @@ class Trainer:
         # batch_size is per rank; a step consumes batch_size * world_size images of the global order.
         self.steps_per_epoch = max(1, n // (config.batch_size * self.dist.world_size))
         self.schedule = LRSchedule(config, self.steps_per_epoch)
+        self.compiled, self.compile_reason = self._choose_compile()
+        if self.compiled:
+            self.forward_model = torch.compile(self.forward_model)
         self.criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
         if self.data.in_memory:
             self.train_x = self.data.train_x.to(self.device)
@@ -207,7 +212,7 @@ class Trainer:
         self.model.train()
         if self.progress:
             print(f"precision {self.precision.name} ({self.precision.reason}); "
-                  f"compile {'on' if cfg.compile else 'off'}", file=sys.stderr, flush=True)
+                  f"compile {'on' if self.compiled else 'off'} ({self.compile_reason})", file=sys.stderr, flush=True)
         with training_settings(cfg.threads, cfg.deterministic, self.device), stop_signals(self._note_signal):
             while self.epoch < cfg.epochs:
                 self._run_epoch()
@@ -283,7 +288,7 @@ class Trainer:
         inputs = self.augment(xb, self.augment_generator, train=True)
         self.schedule.apply(self.optimizer, self.global_step)
         with self.precision.autocast():
-            logits = self.forward_model(inputs)
+            logits = self._forward(inputs)
             if logits.shape[-1] < self.data.num_classes:
                 raise ValueError(f"the model predicts {logits.shape[-1]} classes but dataset {self.data.name!r} has "
                                  f"{self.data.num_classes}; build it with num_classes={self.data.num_classes}")
@@ -299,6 +304,43 @@ class Trainer:
             loss.backward()
             self.optimizer.step()
         return loss.detach(), logits.detach()
+
+    def _forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        """The training forward; with compile chosen by `auto`, a model that torch.compile cannot
+        build here (no C++ compiler, an unsupported operation) trains eagerly instead, said once."""
+        if not (self.compiled and self.config.compile is None):
+            return self.forward_model(inputs)
+        try:
+            return self.forward_model(inputs)
+        except Exception as err:  # noqa: BLE001 - any compiler failure: the eager model is the fallback
+            if not self._compile_failure(err):
+                raise
+            failure = f"{type(err).__name__}: {' '.join(str(err).split())[:200]}"
+        self.forward_model = self.forward_model._orig_mod
+        self.compiled = False
+        self.compile_reason = "auto: torch.compile failed here, trained eagerly"
+        warnings.warn(f"compile: {self.compile_reason} ({failure})", stacklevel=3)
+        return self.forward_model(inputs)
+
+    @staticmethod
+    def _compile_failure(err: Exception) -> bool:
+        return type(err).__module__.startswith(("torch._dynamo", "torch._inductor"))
+
+    def _choose_compile(self) -> tuple[bool, str]:
+        """Whether to torch.compile the training forward, and why (`config.compile`; None = auto).
+
+        auto compiles a run of at least `COMPILE_MIN_STEPS` optimizer steps: compiling costs
+        about a minute on a CPU before the first step, and a compiled step gains 10-30% there
+        (benchmarks/RESULTS.md, section compile), so shorter runs would not win the minute back.
+        Under torchrun auto stays off (compiling inside DDP is the user's explicit choice)."""
+        if self.config.compile is not None:
+            return self.config.compile, "requested" if self.config.compile else "off as requested"
+        steps = self.config.epochs * self.steps_per_epoch
+        if self.dist.enabled:
+            return False, "auto: off under torchrun"
+        if steps >= COMPILE_MIN_STEPS:
+            return True, f"auto: {steps:,} steps >= {COMPILE_MIN_STEPS:,}, long enough to repay compiling"
+        return False, f"auto: {steps:,} steps < {COMPILE_MIN_STEPS:,}, too short to repay compiling"
 
     # ------------------------------------------------------------------ data order
     def epoch_permutation(self, epoch: int) -> torch.Tensor:
@@ -378,7 +420,7 @@ class Trainer:
             "history": str(self.out_dir / METRICS_FILE) if self.out_dir else None,
             "checkpoint": str(self.last_checkpoint) if self.last_checkpoint else None,
             "precision": self.precision.name, "precision_reason": self.precision.reason,
-            "compile": bool(self.config.compile),
+            "compile": self.compiled, "compile_reason": self.compile_reason,
         }
         if self.writes:
             if self.test_predictions is not None:
