@@ -336,3 +336,17 @@ def test_bad_predictions_file_is_named(tmp_path):
     (root / "runs" / "none" / "seed0" / "test_predictions.json").write_text('{"labels": [1, 2], "predictions": [1]}')
     with pytest.raises(ValueError, match="test_predictions.json: 2 labels but 1 predictions"):
         build_report(root, explain=False, measure=False)
+
+
+def test_a_recipe_that_differs_between_runs_is_named(tmp_path):
+    from attnlab.io.study_files import StudyFolder
+    from attnlab.report.setup import recipe_differences
+
+    folder = StudyFolder(tmp_path)
+    for name, lr in (("none", 0.1), ("se", 0.1), ("cbam", 0.2)):
+        run = folder.seed_dir(name, 0)
+        run.mkdir(parents=True)
+        (run / "config.yaml").write_text(f"model: m\nlr: {lr}\nepochs: 2\nseed: 0\n")
+    finals = {name: {0: {}} for name in ("none", "se", "cbam")}
+    assert recipe_differences(folder, finals) == ["lr: 0.1 (none/seed0, se/seed0), 0.2 (cbam/seed0)"]
+    assert recipe_differences(folder, {"none": {0: {}}, "se": {0: {}}}) == []

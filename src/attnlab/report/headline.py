@@ -10,6 +10,7 @@ resolve the observed difference), and whether the accuracy-cost Pareto front hol
 """
 from __future__ import annotations
 
+from ..measure.stats import format_p
 from .costs import NOISE, SAME
 from .format import finite, interval, listing, num, pct, points, ratio
 from .plots import pareto_front
@@ -24,7 +25,7 @@ def _best(rows: list[dict]):
 
 def _effect(best: dict, base: dict, compared: int) -> str:
     tests = (f"95% CI of the paired difference {interval(best['diff_ci_low'], best['diff_ci_high'], points)}, "
-             f"paired t-test p={num(best['p_value'], '{:.3f}')}, {num(best['p_holm'], '{:.3f}')} after Holm's "
+             f"paired t-test {format_p(best['p_value'])}, {format_p(best['p_holm'])} after Holm's "
              f"adjustment for {compared} comparison{'s' if compared != 1 else ''}")
     move = f"{pct(base['acc_mean'])}% to {pct(best['acc_mean'])}%"
     n = best["paired_n"]
@@ -38,9 +39,13 @@ def _effect(best: dict, base: dict, compared: int) -> str:
 def _per_example(best: dict) -> str:
     if not finite(best.get("mcnemar_p")):
         return f"No per-example test: {best.get('mcnemar_note') or 'the runs did not record their test predictions'}."
-    return (f"On the test set, pooled over the seeds, it got {best['mcnemar_treatment_only']:,} predictions right that "
+    text = (f"On the test set, pooled over the seeds, it got {best['mcnemar_treatment_only']:,} predictions right that "
             f"the baseline got wrong and {best['mcnemar_baseline_only']:,} the other way round (exact McNemar "
-            f"p={num(best['mcnemar_p'], '{:.3f}')}, {num(best['mcnemar_holm'], '{:.3f}')} after Holm).")
+            f"{format_p(best['mcnemar_p'])}, {format_p(best['mcnemar_holm'])} after Holm)")
+    if best["mcnemar_holm"] < 0.05 and not best["claimed"]:
+        text += ("; that test speaks for these trained models on this test set, not for a model trained with a new "
+                 "seed, which is what the seed-level test above judges")
+    return text + "."
 
 
 def _size(best: dict, pairs: list[dict]) -> str:
@@ -52,7 +57,7 @@ def _size(best: dict, pairs: list[dict]) -> str:
     verdict = "a difference" if pair["claimed"] else "no detectable difference"
     return (f"Against the baseline widened to its parameter count ({pair['baseline']}) it is "
             f"{points(pair['diff_mean'])} points (95% CI {interval(pair['diff_ci_low'], pair['diff_ci_high'], points)}, "
-            f"p={num(pair['p_value'], '{:.3f}')}): {verdict}.")
+            f"{format_p(pair['p_value'])}): {verdict}.")
 
 
 def _cost(best: dict) -> str:

@@ -8,6 +8,7 @@ then names the machine the report was built on, labelled as such.
 """
 from __future__ import annotations
 
+import os
 import platform
 from pathlib import Path
 from typing import Optional
@@ -19,6 +20,10 @@ from ..io.study_files import StudyFolder, StudyPlan
 from .format import finite, human, listing, md_table
 
 NOT_RECORDED = "not recorded"
+# the TrainConfig settings that make the recipe (model, data set and seed are set per variant / run)
+RECIPE_KEYS = ("optimizer", "lr", "momentum", "nesterov", "weight_decay", "schedule", "milestones", "gamma",
+               "warmup_epochs", "epochs", "batch_size", "label_smoothing", "augment", "precision", "compile",
+               "channels_last", "stn_lr_scale")
 
 
 # --------------------------------------------------------------------------------------------- reading
@@ -55,8 +60,6 @@ def _cpu_model() -> str:
 
 def build_machine() -> str:
     """One line naming the machine this code runs on: platform, CPU, core count, library versions."""
-    import os
-
     import numpy
     import scipy
     import torch
@@ -144,6 +147,24 @@ def _compute(plan: StudyPlan, finals: dict) -> str:
     return text
 
 
+def _run_name(first: Optional[tuple[str, int]]) -> str:
+    return f"runs/{first[0]}/seed{first[1]}/{CONFIG_FILE}" if first else "no run"
+
+
+def recipe_differences(folder: StudyFolder, finals: dict) -> list[str]:
+    """For each recipe setting whose value differs between the runs' config.yaml files,
+    "setting: value (variant/seed, ...), value (...)"; [] when every run used one recipe."""
+    seen: dict[str, dict[str, list[str]]] = {}
+    for name, per_seed in finals.items():
+        for seed in per_seed:
+            config = read_config(folder, name, seed)
+            for key in RECIPE_KEYS:
+                if key in config:
+                    seen.setdefault(key, {}).setdefault(repr(config[key]), []).append(f"{name}/seed{seed}")
+    return [f"{key}: " + ", ".join(f"{value} ({', '.join(runs)})" for value, runs in values.items())
+            for key, values in seen.items() if len(values) > 1]
+
+
 # --------------------------------------------------------------------------------------------- the section
 
 def setup_section(folder: StudyFolder, plan: StudyPlan, finals: dict, metrics: dict, costs: dict,
@@ -164,8 +185,12 @@ def setup_section(folder: StudyFolder, plan: StudyPlan, finals: dict, metrics: d
              f"parameters without attention.",
              f"- **Recipe** (one for every run, read from {_run_name(first) if config else 'compare.json'}): "
              f"{_recipe(config, plan, precisions, compiled)}."]
+    differences = recipe_differences(folder, finals)
+    if differences:
+        lines[-1] = lines[-1].replace("(one for every run, read from", "(read from")
+        lines.append(f"- **Where the runs' recipes differ**: {'; '.join(differences)}.")
     if reasons:
-        lines.append(f"- **Precision**: {' '.join(reasons)}")
+        lines.append(f"- **Why that precision**: {'; '.join(reasons)}.")
     lines += [f"- **Data**: {_data(plan, final, metrics.get(first[0], {}).get(first[1], []) if first else [], test_size)}.",
               f"- **Seeds**: {', '.join(map(str, plan.seeds or [])) or NOT_RECORDED}; one run per variant and seed. "
               "The same seed gives the same data order and, where the layers agree, the same initial weights.",
@@ -174,10 +199,6 @@ def setup_section(folder: StudyFolder, plan: StudyPlan, finals: dict, metrics: d
               f"{build_machine()}.",
               "", "Variants and their attention settings:", "", _variant_table(plan, costs), ""]
     return lines
-
-
-def _run_name(first: Optional[tuple[str, int]]) -> str:
-    return f"runs/{first[0]}/seed{first[1]}/{CONFIG_FILE}" if first else "no run"
 
 
 __all__ = ["NOT_RECORDED", "read_config", "first_run", "build_machine", "setup_section"]
