@@ -64,8 +64,8 @@ HACKS = {
     "gate_scale (ECA)": ("eca", [(eca_mod, "gate_scale", _plain_gate_scale)]),
     "gate_scale (CBAM)": ("cbam", [(cbam_mod, "gate_scale", _plain_gate_scale)]),
     "scale_add (SE)": ("se", [(se_mod.SqueezeExcite, "_fused_scale_add", lambda self, x, r: None)]),
-    "GC one-pass backward": ("gc", [(gc_mod.GlobalContextBlock, "_fused_add", _gc_plain_add)]),
-    "ECA unfold": ("eca", [(eca_mod.EfficientChannelAttention, "excite", _eca_conv_excite)]),
+    "GC one-pass backward": ("gc", [(gc_mod.GlobalContextBlock, "_fused_add", _gc_plain_add)]),   # deleted
+    "ECA unfold": ("eca", [(eca_mod.EfficientChannelAttention, "excite", _eca_conv_excite)]),          # deleted
     "attend (empty slots)": (None, [(resnet_mod, "attend", lambda attn, x: attn(x))]),
     "set_flush_denormal": (None, "denormal"),
 }

@@ -15,8 +15,6 @@ Not a mechanism of its own. Each module in this package subclasses `AttentionMod
 * the reliance study of the report can replace an observed tensor by a constant (its neutral
   value: attention removed, or its mean over the data) through `gate_override`, without another
   copy of the model;
-* a residual block can ask for `scale_add(x, shortcut)` = module(x) + shortcut, which the gating
-  modules (SE, ECA, CBAM) compute in one pass with `torch.addcmul` (see `_gating.py`).
 
 Mixed precision: under `torch.autocast` (bf16 or fp16) the convolutions run in the low
 precision, but the small, sensitive attention math does not: each module computes its gates
@@ -120,24 +118,6 @@ class AttentionModule(nn.Module):
             o = torch.as_tensor(o, dtype=value.dtype, device=value.device)
             return o.expand_as(value)
         return value
-
-    def scale_add(self, x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
-        """self(x) + residual (the residual sum of a block with attention at `standard`).
-        Gating modules override `_fused_scale_add` to do both in one pass; forward hooks, a
-        capture and gate overrides always take this plain path."""
-        if not self._plain_call_needed():
-            fused = self._fused_scale_add(x, residual)
-            if fused is not None:
-                return fused
-        return self(x) + residual
-
-    def _fused_scale_add(self, x: torch.Tensor, residual: torch.Tensor) -> Optional[torch.Tensor]:
-        return None
-
-    def _plain_call_needed(self) -> bool:
-        hooks = nn.modules.module
-        return bool(self.recorder is not None or self.gate_override is not None or self._forward_hooks
-                    or self._forward_pre_hooks or hooks._global_forward_hooks or hooks._global_forward_pre_hooks)
 
 
 def init_conv_weights(module: nn.Module) -> None:

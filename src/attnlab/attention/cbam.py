@@ -41,7 +41,6 @@ names) and are the two halves CBAM is made of; inside CBAM they only compute the
 """
 from __future__ import annotations
 
-from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -117,14 +116,12 @@ class SpatialAttention(AttentionModule):
         return _apply_half(self, self, x, "spatial_gate")
 
 
-def _apply_half(owner: AttentionModule, half, x: torch.Tensor, name: str,
-                residual: Optional[torch.Tensor] = None) -> torch.Tensor:
+def _apply_half(owner: AttentionModule, half, x: torch.Tensor, name: str) -> torch.Tensor:
     """x * gate of one half (ChannelAttention or SpatialAttention), observed by `owner` under
-    `name`; through `gate_scale` (lean backward) when no capture or override is active.
-    `residual` (the fused path of `scale_add` only) is added in the same pass."""
+    `name`; through `gate_scale` (lean backward) when no capture or override is active."""
     over_channels = isinstance(half, SpatialAttention)
     if owner.recorder is None and owner.gate_override is None:
-        return gate_scale(x, half.excite, over_channels=over_channels, with_max=True, residual=residual)
+        return gate_scale(x, half.excite, over_channels=over_channels, with_max=True)
     return x * owner.observe(name, half.compute_gate(x)).to(x.dtype)
 
 
@@ -165,11 +162,3 @@ class CBAM(AttentionModule):
         channel_gate = self.observe("channel_gate", self.channel.compute_gate(x))
         spatial_gate = self.observe("spatial_gate", self.spatial.compute_gate(x))
         return x * (channel_gate * spatial_gate).to(x.dtype)
-
-    def _fused_scale_add(self, x: torch.Tensor, residual: torch.Tensor):
-        if self.order == "parallel":
-            return None
-        self.check_input(x)
-        first, second = ((self.channel, self.spatial) if self.order == "channel_first"
-                         else (self.spatial, self.channel))
-        return _apply_half(self, second, _apply_half(self, first, x, ""), "", residual=residual)

@@ -34,7 +34,6 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..checks import check_number, check_positive_int, check_positive_number
@@ -83,10 +82,6 @@ class EfficientChannelAttention(AttentionModule):
         if self.recorder is None and self.gate_override is None:
             return gate_scale(x, self.excite)
         return x * self.observe("gate", self.excite(pooled(x)[0])).to(x.dtype)
-
-    def _fused_scale_add(self, x: torch.Tensor, residual: torch.Tensor):
-        self.check_input(x)
-        return gate_scale(x, self.excite, residual=residual)
 
     def excite(self, descriptor: torch.Tensor) -> torch.Tensor:
         """Eq. 9: the gate w (N, C, 1, 1) from the pooled descriptor y (N, C, 1, 1): a k-tap

@@ -89,12 +89,6 @@ class SqueezeExcite(AttentionModule):
             return gate_scale(x, self.excite)
         return x * self.observe("gate", self.excite(pooled(x)[0])).to(x.dtype)
 
-    def _fused_scale_add(self, x: torch.Tensor, residual: torch.Tensor):
-        if self.pool != "avg" or not self.fused:
-            return None
-        self.check_input(x)
-        return gate_scale(x, self.excite, residual=residual)
-
     def excite(self, squeezed: torch.Tensor) -> torch.Tensor:
         """Eq. 3: the gate s (N, C, 1, 1) from the squeezed descriptor z (N, C, 1, 1)."""
         with float32_math(squeezed):

@@ -41,7 +41,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from .layers import (PLAIN_POSITIONS, Backbone, ClassifierHead, ConvNormAct, Placement, attend, init_conv_weights,
+from .layers import (PLAIN_POSITIONS, Backbone, ClassifierHead, ConvNormAct, Placement, init_conv_weights,
                      rename_state_dict_keys)
 from .registry import register_model
 
@@ -68,7 +68,7 @@ class DenseLayer(nn.Module):
         x = torch.cat(features, 1)
         x = self.conv1(self.relu1(self.norm1(x)))
         x = self.conv2(self.relu2(self.norm2(x)))
-        return attend(self.attn, self.drop(x))
+        return self.attn(self.drop(x))
 
 
 class DenseBlock(nn.ModuleDict):

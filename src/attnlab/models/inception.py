@@ -46,7 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import (PLAIN_POSITIONS, Backbone, ClassifierHead, ConvNormAct, Placement, attend, init_conv_weights,
+from .layers import (PLAIN_POSITIONS, Backbone, ClassifierHead, ConvNormAct, Placement, init_conv_weights,
                      rename_state_dict_keys)
 from .registry import register_model
 
@@ -78,7 +78,7 @@ class ConcatBranches(nn.Module):
         raise NotImplementedError
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return attend(self.attn, torch.cat(self.branches(x), 1))
+        return self.attn(torch.cat(self.branches(x), 1))
 
 
 # ---------------------------------------------------------------- GoogLeNet (Inception v1)

@@ -197,12 +197,6 @@ class Placement:
         return create_attention(self.name, channels, **self.kwargs)
 
 
-def attend(attn: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """attn(x) for a slot filled by `Placement.make`; an empty slot (nn.Identity) returns x
-    without the module call, whose few microseconds show in small networks at batch 1."""
-    return x if type(attn) is nn.Identity else attn(x)
-
-
 class ClassifierHead(nn.Module):
     """Global average pool -> flatten -> dropout -> linear."""
 

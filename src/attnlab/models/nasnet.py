@@ -47,7 +47,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import (PLAIN_POSITIONS, Backbone, ClassifierHead, ConvNormAct, SeparableConv2d, attend,
+from .layers import (PLAIN_POSITIONS, Backbone, ClassifierHead, ConvNormAct, SeparableConv2d,
                      init_conv_weights)
 from .registry import register_model
 
@@ -183,7 +183,7 @@ class NASNetCell(nn.Module):
             states.append(next(ops)(states[left]) + next(ops)(states[right]))
         outs = [self.concat_adjust[str(i)](states[i]) if str(i) in self.concat_adjust else states[i]
                 for i in self.genotype.concat]
-        return attend(self.attn, torch.cat(outs, 1))
+        return self.attn(torch.cat(outs, 1))
 
 
 class NASNetA(Backbone):

@@ -63,8 +63,7 @@ import torch
 from torch import nn
 
 from ..attention import create_attention
-from ..attention.base import AttentionModule
-from .layers import RESIDUAL_POSITIONS, Backbone, ClassifierHead, Placement, attend, init_conv_weights
+from .layers import RESIDUAL_POSITIONS, Backbone, ClassifierHead, Placement, init_conv_weights
 from .registry import register_model
 
 
@@ -116,22 +115,19 @@ class ResidualBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         position = self.attention_position
-        out, preactivated = self.branch(attend(self.attention, x) if position == "pre" else x)
+        out, preactivated = self.branch(self.attention(x) if position == "pre" else x)
         if self.downsample is None:
             shortcut = x
         else:
             shortcut = self.downsample(preactivated if self.preact else x)
         if position == "standard":
-            if isinstance(self.attention, AttentionModule):   # attention(out) + shortcut, in one pass for gates
-                out = self.act(self.attention.scale_add(out, shortcut))
-            else:                                             # nn.Identity, or a module from elsewhere
-                out = self.act(attend(self.attention, out) + shortcut)
+            out = self.act(self.attention(out) + shortcut)
         else:
             if position == "identity":
-                shortcut = attend(self.attention, shortcut)
+                shortcut = self.attention(shortcut)
             out = self.act(out + shortcut)
         if position == "post":
-            out = attend(self.attention, out)
+            out = self.attention(out)
         return out
 
     def zero_init_last(self) -> None:

@@ -38,7 +38,7 @@ import torch
 from torch import nn
 
 from ..attention.base import is_channels_last
-from .layers import (PLAIN_POSITIONS, Backbone, ClassifierHead, ConvNormAct, attend, init_conv_weights,
+from .layers import (PLAIN_POSITIONS, Backbone, ClassifierHead, ConvNormAct, init_conv_weights,
                      rename_state_dict_keys)
 from .registry import register_model
 
@@ -100,7 +100,7 @@ class ShuffleUnitV1(nn.Module):
             out = torch.cat((self.shortcut_pool(x), out), 1)
         else:
             out = out + x
-        return attend(self.attn, self.act(out))
+        return self.attn(self.act(out))
 
 
 class ShuffleUnitV2(nn.Module):
@@ -125,8 +125,8 @@ class ShuffleUnitV2(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.stride == 1:
             kept, transformed = x.chunk(2, dim=1)
-            return attend(self.attn, concat_shuffle(kept, self.branch2(transformed)))
-        return attend(self.attn, concat_shuffle(self.branch1(x), self.branch2(x)))
+            return self.attn(concat_shuffle(kept, self.branch2(transformed)))
+        return self.attn(concat_shuffle(self.branch1(x), self.branch2(x)))
 
 
 class _ShuffleNet(Backbone):

@@ -37,7 +37,7 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
-from .layers import (RESIDUAL_POSITIONS, Backbone, ClassifierHead, ConvNormAct, Placement, SeparableConv2d, attend,
+from .layers import (RESIDUAL_POSITIONS, Backbone, ClassifierHead, ConvNormAct, Placement, SeparableConv2d,
                      init_conv_weights, rename_state_dict_keys)
 from .registry import register_model
 
@@ -73,12 +73,12 @@ class XceptionBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.position == "pre":
-            return self.branch(attend(self.attn, x)) + self.shortcut(x)
+            return self.branch(self.attn(x)) + self.shortcut(x)
         if self.position == "standard":
-            return attend(self.attn, self.branch(x)) + self.shortcut(x)
+            return self.attn(self.branch(x)) + self.shortcut(x)
         if self.position == "identity":
-            return self.branch(x) + attend(self.attn, self.shortcut(x))
-        return attend(self.attn, self.branch(x) + self.shortcut(x))
+            return self.branch(x) + self.attn(self.shortcut(x))
+        return self.attn(self.branch(x) + self.shortcut(x))
 
 
 class Xception(Backbone):

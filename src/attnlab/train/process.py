@@ -6,9 +6,6 @@
 * `torch.set_num_threads(threads)` when `threads` is given; the previous count comes back. When it
   is not, the Trainer sets the count of `FreeCores` before each epoch (the cores that other
   processes leave free), restored after the run.
-* `torch.set_flush_denormal(True)`: float32 results below 1.2e-38 become 0 instead of slow
-  denormal arithmetic. torch has no getter for this flag, so `denormals_flushed` probes it (one
-  multiplication whose exact result is denormal) and the probed state is put back.
 * deterministic algorithms (`deterministic=True`): torch.use_deterministic_algorithms (warn only),
   cuDNN deterministic and not benchmarking, CUBLAS_WORKSPACE_CONFIG when unset; all restored.
 * SIGINT / SIGTERM (`stop_signals`): while the run holds them, a signal is recorded instead of
@@ -75,26 +72,6 @@ _FREED_MEMORY_KEPT = False
 def keep_freed_memory_requested() -> bool:
     """True when ATTNLAB_KEEP_FREED_MEMORY=1 asks the Trainer to call `keep_freed_memory`."""
     return os.environ.get(KEEP_FREED_MEMORY_ENV, "") == "1"
-
-
-def denormals_flushed() -> bool:
-    """Whether this thread flushes denormal float32 results to zero (`torch.set_flush_denormal`).
-
-    torch offers a setter only, so this multiplies the smallest normal float32 scale by 1e-3,
-    whose exact result (about 1e-41) is denormal: flushed, it is 0."""
-    tiny = torch.full((1,), 1e-38, dtype=torch.float32)
-    return bool((tiny * 1e-3).item() == 0.0)
-
-
-@contextmanager
-def flush_denormals() -> Iterator[None]:
-    """Flush denormal float32 results to zero inside the block; the previous state after it."""
-    before = denormals_flushed()
-    torch.set_flush_denormal(True)
-    try:
-        yield
-    finally:
-        torch.set_flush_denormal(before)
 
 
 @contextmanager
@@ -223,9 +200,9 @@ def training_settings(threads: Optional[int], deterministic: bool, device: torch
     """Every process-wide setting of a training run (see the module docstring), restored after."""
     if device.type == "cpu" and keep_freed_memory_requested():
         keep_freed_memory()
-    with num_threads(threads), flush_denormals(), deterministic_algorithms(deterministic):
+    with num_threads(threads), deterministic_algorithms(deterministic):
         yield
 
 
-__all__ = ["FreeCores", "keep_freed_memory", "keep_freed_memory_requested", "denormals_flushed", "flush_denormals",
-           "num_threads", "deterministic_algorithms", "stop_signals", "training_settings"]
+__all__ = ["FreeCores", "keep_freed_memory", "keep_freed_memory_requested", "num_threads", "deterministic_algorithms",
+           "stop_signals", "training_settings"]
