@@ -388,7 +388,8 @@ def cmd_compare(args) -> int:
 
     try:  # every variant, seed, model shape, the device and the data, checked before any work
         plan = study.plan_compare(preset=args.preset, models=models, attentions=attentions, seeds=args.seeds,
-                                  epochs=args.epochs, dataset=dataset, data_dir=args.data_dir)
+                                  epochs=args.epochs, dataset=dataset, data_dir=args.data_dir,
+                                  precision=args.precision, compile=args.compile)
     except (ValueError, TypeError) as err:
         raise UsageError(f"compare: {_one_line(err)}") from None
     try:  # under torchrun run_compare spreads the runs over the ranks; rank 0 writes the report
@@ -648,6 +649,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=_non_negative_int, help="epochs per run (default: the preset's)")
     p.add_argument("--dataset", help="dataset (`attnlab list datasets`) (default: the preset's)")
     p.add_argument("--data-dir", help="folder of the dataset's files (default: the preset's, else none)")
+    p.add_argument("--precision", choices=PRECISIONS,
+                   help="arithmetic of every run (default: the preset's, else auto: bf16 where the hardware runs it "
+                        "natively and faster, fp16 on older GPUs, fp32 otherwise; chosen once for the whole study)")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                   help=f"torch.compile each run (default: the preset's, else auto: runs of at least "
+                        f"{COMPILE_MIN_STEPS:,} steps)")
     p.add_argument("--out", default="runs", help="parent folder of the new run folder (default: %(default)s)")
     p.add_argument("--no-progress", action="store_true",
                    help="no progress lines on stderr (default: off, a line per run and per phase)")

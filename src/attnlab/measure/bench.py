@@ -34,8 +34,10 @@ Each round times every candidate once, starting one candidate later than the pre
 * ``train_frac_matmul`` = (training FLOPs per step / step time)_r / (matmul FLOP/s)_r, median
   over r; ``train_frac_matmul_best`` divides the fastest step by the fastest matmul.
 
-Protocol choices (not from a paper): fp32 only on CPU (bf16 autocast on a CPU without bf16
-matrix units is about 100x slower); on CUDA bf16 autocast and `torch.compile` variants are added.
+Protocol choices (not from a paper): by default bf16 autocast rows are added where training's
+`precision="auto"` would choose bf16 (train.precision: a GPU with native bf16, or a CPU with bf16
+matrix instructions that a probe confirms faster; elsewhere bf16 is emulated, several times
+slower, and measured only when asked for), and `torch.compile` rows on CUDA.
 channels_last and contiguous are both measured by default, each on its own copy of the weights,
 interleaved in the same loop. Each sample runs enough iterations to last ``min_sample_s`` (the
 count is calibrated once per candidate after warm-up and then kept fixed). The reference
@@ -64,6 +66,7 @@ from torch.nn import functional as F
 from .._version import __version__
 from ..checks import check_int, check_number
 from ..models.registry import create_model, list_models, model_family
+from ..train.precision import resolve_precision
 from . import reference as reference_twins
 from .cost import count_flops_of, peak_memory_bytes, sync
 
@@ -307,9 +310,6 @@ def _check_args(models, attentions, batch_sizes, image_size, repeats, device, pr
     if "train" in modes and train_batch < 2:
         raise BenchArgumentError(f"run_bench: the training batch (train_batch_size, else the largest of batch_sizes "
                                  f"{list(batch_sizes)}) must hold 2 or more images: batch norm needs them in training")
-    if device.type == "cpu" and "bf16" in precisions:
-        raise BenchArgumentError("run_bench: precision 'bf16' is refused on CPU (bf16 autocast is about 100x slower "
-                                 "than fp32 on a CPU without bf16 matrix units); use precisions=('fp32',)")
     bad = [p for p in precisions if p not in ("fp32", "bf16")]
     if bad:
         raise BenchArgumentError(f"run_bench: unknown precision(s) {bad}; expected 'fp32' or 'bf16'")
@@ -366,7 +366,8 @@ def run_bench(models: Optional[Sequence[str]] = None, attentions: Optional[Seque
             labels are "implementation:name". Default: measure/reference.py's.
         train_batch_size: the training batch (default: the largest of `batch_sizes`).
         memory_formats: subset of ("channels_last", "contiguous"); each is a separate variant.
-        precisions: ("fp32",) on CPU (bf16 refused there); default ("fp32", "bf16") on CUDA.
+        precisions: subset of ("fp32", "bf16"); default ("fp32", "bf16") where training's auto
+            precision is bf16 on `device` (train.precision.resolve_precision), else ("fp32",).
         compile: add a `torch.compile` variant; default True on CUDA, False on CPU.
         modes: subset of ("train", "infer_bs1", "infer_large").
         measure_memory, measure_flops: switch off the (untimed) memory and FLOP passes.
@@ -388,7 +389,7 @@ def run_bench(models: Optional[Sequence[str]] = None, attentions: Optional[Seque
     except ValueError as err:
         raise BenchArgumentError(f"run_bench: {err}") from None
     if precisions is None:
-        precisions = ("fp32", "bf16") if device.type == "cuda" else ("fp32",)
+        precisions = ("fp32", "bf16") if resolve_precision("auto", device).name == "bf16" else ("fp32",)
     if compile is None:
         compile = device.type == "cuda"
     _check_args(models, attentions, batch_sizes, image_size, repeats, device, precisions,

@@ -3,20 +3,18 @@
 Everything is read from the run folder: the plan (compare.json), the TrainConfig each run saved
 (config.yaml), each run's final.json (image size, classes, precision, compile, seconds), its
 metrics.jsonl (images per epoch) and test_predictions.json (the test-set size). What a run did
-not record is said to be "not recorded", never guessed. The runs record no hardware; the section
-then names the machine the report was built on, labelled as such.
+not record is said to be "not recorded", never guessed. Runs record their machine in final.json;
+for older runs that did not, the section names the machine the report was built on, labelled as such.
 """
 from __future__ import annotations
 
-import os
-import platform
-from pathlib import Path
 from typing import Optional
 
 import yaml
 
 from ..io.run_folder import CONFIG_FILE
 from ..io.study_files import StudyFolder, StudyPlan
+from ..train.device import describe_machine
 from .format import finite, human, listing, md_table
 
 NOT_RECORDED = "not recorded"
@@ -40,6 +38,16 @@ def read_config(folder: StudyFolder, variant: str, seed: int) -> dict:
     return data if isinstance(data, dict) else {}
 
 
+def _machines(finals: dict) -> str:
+    """The machines the runs recorded (final.json's `machine`), else the machine building the report."""
+    seen = sorted({f["machine"] for runs in finals.values() for f in runs.values() if isinstance(f.get("machine"), str)})
+    if not seen:
+        return f"the runs do not record theirs; this report was built on {build_machine()}"
+    unrecorded = sum(1 for runs in finals.values() for f in runs.values() if not isinstance(f.get("machine"), str))
+    tail = f" ({unrecorded} run(s) recorded none)" if unrecorded else ""
+    return ("the runs trained on " + "; and on ".join(seen)) + tail
+
+
 def first_run(plan: StudyPlan, finals: dict) -> Optional[tuple[str, int]]:
     """(variant, seed) of the baseline's first finished run, else of any variant's."""
     for name in [plan.baseline] + [v.name for v in plan.variants]:
@@ -48,29 +56,9 @@ def first_run(plan: StudyPlan, finals: dict) -> Optional[tuple[str, int]]:
     return None
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
 def build_machine() -> str:
-    """One line naming the machine this code runs on: platform, CPU, core count, library versions."""
-    import numpy
-    import scipy
-    import torch
-
-    from .. import __version__
-
-    cores = os.cpu_count()
-    gpu = f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""
-    return (f"{platform.system()} {platform.release()} {platform.machine()}, {_cpu_model()}, {cores} logical cores"
-            f"{gpu}; Python {platform.python_version()}, torch {torch.__version__}, numpy {numpy.__version__}, "
-            f"scipy {scipy.__version__}, attnlab {__version__}")
+    """One line naming the machine this report is built on (train.device.describe_machine)."""
+    return describe_machine()
 
 
 # --------------------------------------------------------------------------------------------- pieces
@@ -195,8 +183,7 @@ def setup_section(folder: StudyFolder, plan: StudyPlan, finals: dict, metrics: d
               f"- **Seeds**: {', '.join(map(str, plan.seeds or [])) or NOT_RECORDED}; one run per variant and seed. "
               "The same seed gives the same data order and, where the layers agree, the same initial weights.",
               f"- **Compute**: {_compute(plan, finals)}.",
-              "- **Hardware and libraries**: the runs do not record theirs; this report was built on "
-              f"{build_machine()}.",
+              f"- **Hardware and libraries**: {_machines(finals)}.",
               "", "Variants and their attention settings:", "", _variant_table(plan, costs), ""]
     return lines
 

@@ -16,24 +16,27 @@ from typing import Optional
 import torch
 
 from ..attention import resolve_attention_name
-from ..checks import check_int
+from ..checks import check_bool, check_int
 from ..data.datasets import dataset_info, load_dataset
 from ..io.study_files import BASELINE, StudyPlan, Variant
 from ..models.registry import resolve_model_name
 from ..train.config import TrainConfig, check_seed
 from ..train.device import resolve_device
+from ..train.precision import resolve_precision
 from .capacity import add_capacity_variant
 from .presets import DEFAULT_PRESET, load_preset
 from .variants import build_variant, make_variant, variants_from_lists
 
 
 def plan_compare(preset: Optional[str] = None, models=None, attentions=None, seeds=None, epochs=None, dataset=None,
-                 data_dir=None) -> StudyPlan:
+                 data_dir=None, precision=None, compile=None) -> StudyPlan:
     """The validated plan of a compare (nothing trained): variants, seeds, recipe, input shape.
 
     `preset` names a YAML file of configs/ (default `quick`); `models`, `attentions`, `seeds`,
-    `epochs`, `dataset`, `data_dir` override it (without a preset, the quick preset's recipe and
-    data are the base; a model other than the preset's drops the preset's model_kwargs)."""
+    `epochs`, `dataset`, `data_dir`, `precision`, `compile` override it (without a preset, the
+    quick preset's recipe and data are the base; a model other than the preset's drops the
+    preset's model_kwargs). A precision of `auto` is resolved here, once, for the study's device
+    (train.precision), so that every run of the study computes in the same arithmetic."""
     if preset is None and not models and not attentions:
         preset = DEFAULT_PRESET
     cfg = load_preset(preset) if preset is not None else load_preset(DEFAULT_PRESET)
@@ -71,6 +74,10 @@ def plan_compare(preset: Optional[str] = None, models=None, attentions=None, see
     train = dict(cfg.get("train") or {})
     if epochs is not None:
         train["epochs"] = check_int("plan_compare", "epochs", epochs, minimum=0)
+    if precision is not None:
+        train["precision"] = precision
+    if compile is not None:
+        train["compile"] = check_bool("plan_compare", "compile", compile)
     train.setdefault("checkpoint_every", 0)
     train.setdefault("keep_checkpoints", 1)
     plan = StudyPlan(preset=label, description=cfg.get("description", ""), dataset=dataset or cfg.get("dataset", "digits"),
@@ -91,6 +98,8 @@ def plan_compare(preset: Optional[str] = None, models=None, attentions=None, see
         info["num_classes"] = loaded.num_classes
     plan.num_classes = info["num_classes"]
     add_capacity_variant(plan, info)
+    first = train_config(plan, plan.variants[0], plan.seeds[0])
+    plan.train["precision"] = resolve_precision(first.precision, resolve_device(first.device)).name
     return plan
 
 

@@ -150,8 +150,9 @@ def _measure_costs(plan: StudyPlan, progress) -> dict:
 
 
 def _explain(plan: StudyPlan, folder: StudyFolder, progress) -> list[str]:
-    """Explanation figures of each variant's first-seed run (when the plan asks for them); returns
-    a note for each variant whose explanations failed (named in compare.json and the report)."""
+    """Explanation figures of each variant's first-seed run (when the plan asks for them), without
+    the checkpoint-independent illustration, which the report draws once for the study; returns a
+    note for each variant whose explanations failed (named in compare.json and the report)."""
     notes: list[str] = []
     if not plan.explain:
         return notes
@@ -163,7 +164,7 @@ def _explain(plan: StudyPlan, folder: StudyFolder, progress) -> list[str]:
     for v in plan.variants:
         try:
             figures = explain_checkpoint(folder.seed_dir(v.name, seed), folder.explain_dir(v.name),
-                                         dataset=plan.dataset, data_dir=plan.data_dir)
+                                         dataset=plan.dataset, data_dir=plan.data_dir, illustration=False)
         except Exception as exc:  # named in compare.json and the report, never silently dropped
             notes.append(f"explanations of {v.name} failed: {type(exc).__name__}: {exc}")
             explaining.step(notes[-1])

@@ -11,6 +11,11 @@ keeps the contiguous layout. The spatial transformer's localisation network trai
 `stn_lr_scale` times the base learning rate (the STN paper lowers it for the localisation net).
 The attention fields (`attention`, `attention_kwargs`, `attention_stages`,
 `attention_position`) together make the model's `Placement` (`TrainConfig.placement`).
+`precision="auto"` (default) lets train.precision pick the arithmetic for the hardware (bf16 where
+it runs natively and faster, fp16 with loss scaling on older GPUs, else fp32); the run records
+what it chose. `compile=None` (default) compiles runs of at least 2,000 steps
+(`trainer.COMPILE_MIN_STEPS`). `threads=None` follows the cores that other processes leave free,
+epoch by epoch, except in deterministic runs (the thread count changes float sums).
 
 Validation happens in one place, `TrainConfig.validate`, which every way of making a config goes
 through (the constructor, `from_dict` and `from_yaml`, `replace`, the CLI flags): first the type

@@ -1,6 +1,10 @@
-"""Which devices this process can use, and the one check of a device name behind train, eval,
-explain, bench and compare."""
+"""Which devices this process can use, the one check of a device name behind train, eval,
+explain, bench and compare, and the one-line description of the machine a run records."""
 from __future__ import annotations
+
+import os
+import platform
+from pathlib import Path
 
 import torch
 
@@ -40,4 +44,30 @@ def resolve_device(name: str | torch.device = "auto") -> torch.device:
     return device
 
 
-__all__ = ["available_devices", "resolve_device"]
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def describe_machine(device: torch.device | str | None = None) -> str:
+    """One line naming this machine: platform, CPU, logical cores, the GPU of `device` (or of
+    CUDA device 0 when it is None and CUDA is present), and the library versions."""
+    import numpy
+
+    from .. import __version__
+
+    device = torch.device(device) if device is not None else None
+    gpu = ""
+    if torch.cuda.is_available() and (device is None or device.type == "cuda"):
+        gpu = f", GPU {torch.cuda.get_device_name(device if device is not None and device.index is not None else 0)}"
+    return (f"{platform.system()} {platform.release()} {platform.machine()}, {_cpu_model()}, "
+            f"{os.cpu_count()} logical cores{gpu}; Python {platform.python_version()}, torch {torch.__version__}, "
+            f"numpy {numpy.__version__}, attnlab {__version__}")
+
+
+__all__ = ["available_devices", "describe_machine", "resolve_device"]

@@ -11,8 +11,9 @@ batch 128, one CPU thread: 0.35 s against 0.42 s a step, interleaved; benchmarks
 `zero_grad(set_to_none=True)`, the precision of train.precision (`precision="auto"`: bf16
 autocast where the hardware runs it natively and a probe confirms it is faster, fp16 with a
 GradScaler on GPUs without bf16, float32 otherwise; printed at start, recorded in config.yaml and
-final.json), optional torch.compile, and the process-wide settings of train.process (flushed
-denormals, the thread count), set for `fit` and restored after it.
+final.json), torch.compile for runs long enough to repay it, and the process-wide settings of
+train.process (the thread count, from the cores other processes leave free), set for `fit` and
+restored after it.
 
 Where the parts live: the progress bar and epoch lines in train.progress, `evaluate` in
 train.evaluate, `build_model` / `load_trained` in train.loading, the process-wide settings and
@@ -66,7 +67,7 @@ from ..io.run_folder import (CONFIG_FILE, FINAL_FILE, METRICS_FILE, PREDICTIONS_
                              read_metrics)
 from . import distributed
 from .config import RESUMABLE_CHANGES, TrainConfig
-from .device import resolve_device
+from .device import describe_machine, resolve_device
 from .evaluate import evaluate
 from .loading import build_model, current_keys
 from .optim import LRSchedule, build_optimizer
@@ -421,6 +422,7 @@ class Trainer:
             "checkpoint": str(self.last_checkpoint) if self.last_checkpoint else None,
             "precision": self.precision.name, "precision_reason": self.precision.reason,
             "compile": self.compiled, "compile_reason": self.compile_reason,
+            "train_size": self.data.num_train, "machine": describe_machine(self.device),
         }
         if self.writes:
             if self.test_predictions is not None:
