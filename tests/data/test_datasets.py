@@ -76,6 +76,20 @@ def test_missing_fashion_mnist_says_how_to_get_it(tmp_path, monkeypatch):
     assert "apt-get install dataset-fashion-mnist" in msg and str(tmp_path) in msg and "t10k-images" in msg
 
 
+def test_a_named_data_dir_is_the_only_place_looked_at(tmp_path, monkeypatch):
+    """The system's copy (where a distribution package installs the files) serves only a call
+    that names no folder; a folder the user named without the files is refused, never replaced."""
+    system, empty = tmp_path / "system", tmp_path / "empty"
+    make_idx_set(system, gz=False)
+    empty.mkdir()
+    entry = dataclasses.replace(ds.DATASETS["fashion-mnist"], system_dirs=(system,))
+    monkeypatch.setitem(ds.DATASETS, "fashion-mnist", entry)
+    assert load_dataset("fashion-mnist").num_train == 12
+    with pytest.raises(DatasetError, match="not found") as err:
+        load_dataset("fashion-mnist", data_dir=empty)
+    assert str(system) not in str(err.value)
+
+
 def test_distorted_idx_variant_uses_the_canvas(tmp_path):
     make_idx_set(tmp_path, gz=True)
     d = load_dataset("mnist-rts", data_dir=tmp_path)

@@ -38,8 +38,8 @@ class DatasetEntry:
         flip: random horizontal flips belong to its default augmentation (not for digits: a
             mirrored 2 is not a 2).
         how_to_get: the sentence an error about missing files ends with.
-        system_dirs: folders searched after `data_dir` (where a distribution package installs
-            the files).
+        system_dirs: folders searched when no `data_dir` is given (where a distribution package
+            installs the files); a given `data_dir` is the only place looked at.
         makes_splits: see `loader`.
     """
 

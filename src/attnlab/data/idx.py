@@ -148,7 +148,8 @@ def _find_idx(entry: DatasetEntry, data_dir, torchvision_folder: str) -> tuple[P
         root = Path(data_dir)
         candidates += [root, root / base, root / base.replace("-", "_"), root / base / "raw",
                        root / torchvision_folder / "raw"]
-    candidates += list(entry.system_dirs)
+    else:   # a folder the user named is the only place looked at: no fallback to the system's copy
+        candidates += list(entry.system_dirs)
     for folder in candidates:
         found = {}
         for key, stem in IDX_FILES.items():
