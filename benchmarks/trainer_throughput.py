@@ -41,6 +41,7 @@ import attnlab
 from attnlab.data.datasets import DatasetSplits, channel_stats
 from attnlab.measure.bench import matmul_sample
 from attnlab.train import Trainer, TrainConfig
+from _sections import RESULTS, replace_section
 
 
 def cifar_like(n: int, seed: int = 0) -> DatasetSplits:
@@ -224,15 +225,8 @@ def render_section(runs: list[dict], commands: list[str]) -> str:
     return "\n".join(lines)
 
 
-def write_section(runs: list[dict], commands: list[str], path: Path = Path(__file__).with_name("RESULTS.md")) -> None:
-    start, end = "<!-- trainer_throughput:start -->", "<!-- trainer_throughput:end -->"
-    body = f"{start}\n{render_section(runs, [c.strip() for c in commands])}\n{end}"
-    text = path.read_text() if path.exists() else "# Benchmark results\n"
-    if start in text and end in text:
-        text = text[:text.index(start)] + body + text[text.index(end) + len(end):]
-    else:
-        text = text.rstrip("\n") + "\n\n" + body + "\n"
-    path.write_text(text)
+def write_section(runs: list[dict], commands: list[str], path: Path = RESULTS) -> None:
+    replace_section("trainer_throughput", render_section(runs, [c.strip() for c in commands]), path)
 
 
 if __name__ == "__main__":

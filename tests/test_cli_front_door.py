@@ -86,14 +86,18 @@ def test_train_help_states_trainconfig_defaults_not_typed_numbers():
     checked = 0
     for name in ("epochs", "batch_size", "eval_batch_size", "lr", "momentum", "weight_decay", "seed", "gamma",
                  "warmup_epochs", "label_smoothing", "max_bad_steps", "keep_checkpoints", "checkpoint_every",
-                 "stn_lr_scale", "optimizer", "schedule", "device", "num_workers"):
+                 "stn_lr_scale", "optimizer", "schedule", "device", "num_workers", "precision"):
         text = _help_text(sub, by_dest[name])
         assert re.search(rf"\(default: {re.escape(str(defaults[name]))}\)", text), (name, defaults[name], text)
         checked += 1
-    for name in ("nesterov", "deterministic", "amp", "compile", "sync_bn"):
+    for name in ("nesterov", "deterministic", "amp", "sync_bn"):
         text = _help_text(sub, by_dest[name])
         assert f"(default: {'on' if defaults[name] else 'off'})" in text, (name, text)
-    assert checked == 18
+    from attnlab.train.trainer import COMPILE_MIN_STEPS
+
+    assert defaults["compile"] is None   # auto: the help says what auto does, with the Trainer's own threshold
+    assert f"(default: auto, on for runs of at least {COMPILE_MIN_STEPS:,} steps" in _help_text(sub, by_dest["compile"])
+    assert checked == 19
 
 
 def test_attention_help_names_the_mechanisms_and_where_they_are_listed():

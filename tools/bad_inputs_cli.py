@@ -126,6 +126,9 @@ def cases(tmp: Path, Case) -> list:
         ("train: --device nonsense", [*train, "--device", "nonsense"]),
         ("bench: --device cuda:99 (no such CUDA device)", [*bench, "--device", "cuda:99"]),
         ("bench: --device nonsense", [*bench, "--device", "nonsense"]),
+        # arithmetic: a precision that is not one
+        ("train: --precision half (not a precision)", [*train, "--precision", "half"]),
+        ("compare: --precision fp8", ["compare", "--precision", "fp8", "--out", cmp_out]),
         # bench: every argument before any timing
         ("bench: --image-size 0", [*bench, "--image-size", "0"]),
         ("bench: an ImageNet model at 8 px (Inception v3 needs 75)",
@@ -169,6 +172,9 @@ def cases(tmp: Path, Case) -> list:
         ("TrainConfig(attention_stages=[1, '2'])", lambda: TrainConfig(attention="se", attention_stages=[1, "2"])),
         ("TrainConfig(augment=5)", lambda: TrainConfig(augment=5)),
         ("TrainConfig(device='cuda:x')", lambda: TrainConfig(device="cuda:x")),
+        ("TrainConfig(precision='half')", lambda: TrainConfig(precision="half")),
+        ("TrainConfig(compile='yes') (a string for a bool)", lambda: TrainConfig(compile="yes")),
+        ("plan_compare: precision='fp8'", lambda: plan_compare(precision="fp8")),
         ("TrainConfig.replace(batch_size=2.5)", lambda: TrainConfig().replace(batch_size=2.5)),
         ("TrainConfig.from_yaml: a file whose top level is a string",
          lambda: TrainConfig.from_yaml(f["yaml top string"])),

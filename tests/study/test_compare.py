@@ -113,3 +113,23 @@ def test_each_compare_gets_a_new_folder(tiny_run, tmp_path):
     a = StudyFolder.create(tmp_path, "x").root
     b = StudyFolder.create(tmp_path, "x").root
     assert a != b and a.is_dir() and b.is_dir()
+
+
+def test_the_study_resolves_auto_precision_once_and_says_why(tiny_run):
+    import yaml
+
+    run_dir, _ = tiny_run
+    plan = json.loads((run_dir / "compare.json").read_text())
+    chosen = plan["train"]["precision"]
+    assert chosen in ("fp32", "bf16", "fp16") and plan["precision_reason"].startswith("auto:")
+    for name in ("none", "gc"):
+        config = yaml.safe_load((run_dir / "runs" / name / "seed0" / "config.yaml").read_text())
+        assert config["precision"] == chosen
+    assert f"{plan['precision_reason']} (resolved once for the study)" in (run_dir / "report.md").read_text()
+
+
+def test_explicit_precision_and_compile_override_the_preset():
+    plan = study.plan_compare(precision="bf16", compile=False)
+    assert plan.train["precision"] == "bf16" and plan.train["compile"] is False and plan.precision_reason is None
+    with pytest.raises(ValueError, match="precision"):
+        study.plan_compare(precision="fp8")

@@ -21,7 +21,7 @@ EPOCH_LINE = re.compile(r"^epoch (\d+)/(\d+): train loss [\d.]+, train acc [\d.]
 
 
 # The line a run prints before its first epoch: the arithmetic and compilation it chose.
-SETUP_LINE = re.compile(r"precision (fp32|bf16|fp16) \(.+\); compile (on|off)")
+SETUP_LINE = re.compile(r"precision (fp32|bf16|fp16) \(.+\); compile (on|off) \(.+\)")
 
 
 class Terminal(io.StringIO):

@@ -85,8 +85,9 @@ class StudyPlan:
 
     `train` holds the recipe (TrainConfig fields shared by every run), `cost` the cost settings,
     `capacity` the preset's capacity entry ({match, kwarg}); `input_shape` and `num_classes` are
-    those of the dataset. `notes`, `started`, `ranks`, `finished` and `seconds` are filled in
-    while the study runs."""
+    those of the dataset. `precision_reason` says why the recipe's precision was chosen when
+    `auto` was resolved for the whole study. `notes`, `started`, `ranks`, `finished` and
+    `seconds` are filled in while the study runs."""
 
     preset: Optional[str] = None
     description: str = ""
@@ -108,8 +109,9 @@ class StudyPlan:
     ranks: Optional[int] = None
     finished: Optional[str] = None
     seconds: Optional[dict] = None
+    precision_reason: Optional[str] = None
 
-    _WRITTEN_WHEN_SET = ("notes", "started", "ranks", "finished", "seconds")
+    _WRITTEN_WHEN_SET = ("notes", "started", "ranks", "finished", "seconds", "precision_reason")
 
     # ----------------------------------------------------------------------------- reading the plan
     def variant(self, name: str) -> Variant:

@@ -164,7 +164,8 @@ def setup_section(folder: StudyFolder, plan: StudyPlan, finals: dict, metrics: d
     base = plan.baseline_variant
     runs = [f for per in finals.values() for f in per.values()]
     precisions = sorted({str(f["precision"]) for f in runs if f.get("precision")})
-    reasons = sorted({str(f["precision_reason"]) for f in runs if f.get("precision_reason")})
+    reasons = ([f"{plan.precision_reason} (resolved once for the study)"] if plan.precision_reason else
+               sorted({str(f["precision_reason"]) for f in runs if f.get("precision_reason")}))
     compiled = [bool(f["compile"]) for f in runs if "compile" in f] or (
         [bool(config["compile"])] if "compile" in config else [])
     model = base.model or config.get("model") or final.get("model") or NOT_RECORDED

@@ -99,7 +99,9 @@ def plan_compare(preset: Optional[str] = None, models=None, attentions=None, see
     plan.num_classes = info["num_classes"]
     add_capacity_variant(plan, info)
     first = train_config(plan, plan.variants[0], plan.seeds[0])
-    plan.train["precision"] = resolve_precision(first.precision, resolve_device(first.device)).name
+    if first.precision == "auto":
+        choice = resolve_precision("auto", resolve_device(first.device))
+        plan.train["precision"], plan.precision_reason = choice.name, choice.reason
     return plan
 
 

@@ -13,7 +13,7 @@ The attention fields (`attention`, `attention_kwargs`, `attention_stages`,
 `attention_position`) together make the model's `Placement` (`TrainConfig.placement`).
 `precision="auto"` (default) lets train.precision pick the arithmetic for the hardware (bf16 where
 it runs natively and faster, fp16 with loss scaling on older GPUs, else fp32); the run records
-what it chose. `compile=None` (default) compiles runs of at least 2,000 steps
+what it chose. `compile=None` (default) compiles runs of at least 4,000 steps
 (`trainer.COMPILE_MIN_STEPS`). `threads=None` follows the cores that other processes leave free,
 epoch by epoch, except in deterministic runs (the thread count changes float sums).
 

@@ -59,7 +59,7 @@ def describe_machine(device: torch.device | str | None = None) -> str:
     CUDA device 0 when it is None and CUDA is present), and the library versions."""
     import numpy
 
-    from .. import __version__
+    from .._version import __version__
 
     device = torch.device(device) if device is not None else None
     gpu = ""

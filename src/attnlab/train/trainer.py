@@ -78,7 +78,7 @@ from .run_checkpoint import load_checkpoint
 
 
 # `compile=None` (auto) compiles runs of at least this many optimizer steps (Trainer._choose_compile).
-COMPILE_MIN_STEPS = 2000
+COMPILE_MIN_STEPS = 4000
 
 
 class NonFiniteLossError(RuntimeError):
@@ -331,8 +331,10 @@ class Trainer:
         """Whether to torch.compile the training forward, and why (`config.compile`; None = auto).
 
         auto compiles a run of at least `COMPILE_MIN_STEPS` optimizer steps: compiling costs
-        about a minute on a CPU before the first step, and a compiled step gains 10-30% there
-        (benchmarks/RESULTS.md, section compile), so shorter runs would not win the minute back.
+        about a minute on a CPU before the first step (with an empty compiler cache), and a
+        compiled ResNet-20 step gained 13% there (4% with SE, whose eager gate path is already
+        lean): repaid after 1,100 and 3,000 steps (benchmarks/RESULTS.md, section compile).
+        Shorter runs would lose time; on a GPU the gain is larger, and the rule is the same.
         Under torchrun auto stays off (compiling inside DDP is the user's explicit choice)."""
         if self.config.compile is not None:
             return self.config.compile, "requested" if self.config.compile else "off as requested"
