@@ -1,6 +1,6 @@
 """Write the speed sections of benchmarks/RESULTS.md from the result files of the speed benchmarks:
-speed_hacks (benchmarks/speed_hacks.py), busy_machine (busy_machine.py), compile (compile_gain.py)
-and bf16_parity (bf16_parity.py), each read from benchmarks/results/. A missing file leaves its
+speed_hacks (benchmarks/speed_hacks.py), busy_machine (busy_machine.py), compile (compile_gain.py),
+compile_check (compile_check.py) and bf16_parity (bf16_parity.py), each read from benchmarks/results/. A missing file leaves its
 section as it is.
 
     python benchmarks/speed_section.py
@@ -95,6 +95,23 @@ def compile_gain() -> str | None:
     return "\n".join(lines)
 
 
+def compile_check() -> str | None:
+    data = _load("compile_check.json")
+    if data is None:
+        return None
+    rows = data["rows"]
+    clean = sum(1 for r in rows if r.get("breaks") == 0 and r.get("graphs") == 1)
+    lines = ["## torch.compile in training: graph breaks per family", "",
+             f"One small model per family in train mode, traced by torch._dynamo.explain (torch {data['torch']}): "
+             f"{clean} of {len(rows)} model/attention pairs are one graph with no break.", "",
+             "| model | attention | graphs | breaks | first reason |", "|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['model']} | {r['attention'] or 'none'} | {r.get('graphs', '-')} | {r.get('breaks', '-')} | "
+                     f"{(r.get('reasons') or [r.get('error', '')])[0] if (r.get('reasons') or r.get('error')) else ''} |")
+    lines += ["", "Command: `python benchmarks/compile_check.py --json benchmarks/results/compile_check.json`"]
+    return "\n".join(lines)
+
+
 def bf16_parity() -> str | None:
     path = RESULTS / "bf16_parity.md"
     return path.read_text() if path.exists() else None
@@ -102,7 +119,7 @@ def bf16_parity() -> str | None:
 
 def main():
     for name, make in (("speed_hacks", speed_hacks), ("busy_machine", busy_machine), ("compile", compile_gain),
-                       ("bf16_parity", bf16_parity)):
+                       ("compile_check", compile_check), ("bf16_parity", bf16_parity)):
         body = make()
         if body is not None:
             replace_section(name, body)
