@@ -334,7 +334,8 @@ class Trainer:
         about a minute on a CPU before the first step (with an empty compiler cache), and a
         compiled ResNet-20 step gained 13% there (4% with SE, whose eager gate path is already
         lean): repaid after 1,100 and 3,000 steps (benchmarks/RESULTS.md, section compile).
-        Shorter runs would lose time; on a GPU the gain is larger, and the rule is the same.
+        Shorter runs would lose time. The same rule applies on a GPU, where it has not been
+        measured.
         Under torchrun auto stays off (compiling inside DDP is the user's explicit choice)."""
         if self.config.compile is not None:
             return self.config.compile, "requested" if self.config.compile else "off as requested"
