@@ -256,7 +256,7 @@ class Trainer:
                     self._checkpoint({})
             sums = distributed.reduce_epoch_sums(sums, self.dist, self.device)
             train_seconds = sums["seconds"]
-            test = self._evaluate_test()
+            test = self._evaluate_test(predictions=epoch + 1 >= cfg.epochs)
         except BaseException:
             bar.close()              # the error's message starts on a line of its own
             raise
@@ -370,18 +370,21 @@ class Trainer:
                    torch.as_tensor(yb, dtype=torch.int64).to(self.device, non_blocking=True))
 
     # ------------------------------------------------------------------ evaluation and bad steps
-    def _evaluate_test(self) -> dict:
+    def _evaluate_test(self, predictions: bool = True) -> dict:
+        """Test accuracy and loss; with `predictions` (the run's last evaluation) it also keeps the
+        per-example predictions that test_predictions.json records."""
         if self.dist.enabled:   # each rank evaluates its share of the test set, then the sums are merged
             return distributed.reduce_evaluation(self._evaluate_shard(), self.dist, self.device)
         if self.data.in_memory:
             result = evaluate(self.model, self.data.test_x, self.data.test_y, self.config.eval_batch_size,
                               self.device, self.data.mean, self.data.std, channels_last=self.channels_last,
-                              precision=self.precision, predictions=True)
+                              precision=self.precision, predictions=predictions)
         else:
             result = evaluate(self.model, self.data.test_set, None, self.config.eval_batch_size, self.device,
                               self.data.mean, self.data.std, channels_last=self.channels_last,
-                              precision=self.precision, num_workers=self.config.num_workers, predictions=True)
-        self.test_predictions = (result.pop("labels"), result.pop("predictions"))
+                              precision=self.precision, num_workers=self.config.num_workers, predictions=predictions)
+        if predictions:
+            self.test_predictions = (result.pop("labels"), result.pop("predictions"))
         return result
 
     def _evaluate_shard(self) -> dict:
