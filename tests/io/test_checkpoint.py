@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import importlib.util
 import json
 import os
 import re
@@ -218,17 +219,16 @@ def run_state() -> tuple[dict, dict]:
     return state, model.state_dict()
 
 
-def _set(*keys, value=None, delete=False):
-    def change(record):
-        target = record
-        for key in keys[:-1]:
-            target = target[key]
-        if delete:
-            del target[keys[-1]]
-        else:
-            target[keys[-1]] = value
-        return record
-    return change
+def _load_record_editor():
+    """tools/bad_inputs_checkpoint.py's `_edit` (one record editor for the tests and the bad-input table)."""
+    path = Path(__file__).resolve().parents[2] / "tools" / "bad_inputs_checkpoint.py"
+    spec = importlib.util.spec_from_file_location("attnlab_bad_inputs_checkpoint", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module._edit
+
+
+_set = _load_record_editor()   # _set("state", "epoch", value=...) / _set(..., delete=True): a record change
 
 
 MALFORMED = [  # (what, change to the record, needs, words the message must hold)
