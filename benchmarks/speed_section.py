@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 from _sections import replace_section
+from attnlab.train.trainer import COMPILE_MIN_STEPS
 
 RESULTS = Path(__file__).with_name("results")
 KEEP_GAIN, LOSS = 0.05, -0.01   # keep a path that wins >= 5% of a step somewhere and loses > 1% nowhere
@@ -89,7 +90,7 @@ def compile_gain() -> str | None:
                      f"| {1e3 * r['compiled_step_s']:.0f} | {r['gain']:.2f}x | {even} |")
     lines += ["", "Measured with an empty compiler cache (TORCHINDUCTOR_CACHE_DIR set to a new folder); with a "
               "warm cache the first step takes seconds, not a minute. The Trainer's `compile=None` compiles runs of "
-              "at least 4,000 steps, above the largest break-even measured here. Command: "
+              f"at least {COMPILE_MIN_STEPS:,} steps, above the largest break-even measured here. Command: "
               "`TORCHINDUCTOR_CACHE_DIR=$(mktemp -d) python benchmarks/compile_gain.py --json "
               "benchmarks/results/compile.json`"]
     return "\n".join(lines)
