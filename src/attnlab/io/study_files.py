@@ -87,7 +87,9 @@ class StudyPlan:
     `capacity` the preset's capacity entry ({match, kwarg}); `input_shape` and `num_classes` are
     those of the dataset. `precision_reason` says why the recipe's precision was chosen when
     `auto` was resolved for the whole study. `notes`, `started`, `ranks`, `finished` and
-    `seconds` are filled in while the study runs."""
+    `seconds` are filled in while the study runs; `resumed` lists the UTC times at which an
+    interrupted study was continued (`attnlab compare --resume`), and `seconds` then sums every
+    session's time per phase."""
 
     preset: Optional[str] = None
     description: str = ""
@@ -110,8 +112,9 @@ class StudyPlan:
     finished: Optional[str] = None
     seconds: Optional[dict] = None
     precision_reason: Optional[str] = None
+    resumed: Optional[list] = None
 
-    _WRITTEN_WHEN_SET = ("notes", "started", "ranks", "finished", "seconds", "precision_reason")
+    _WRITTEN_WHEN_SET = ("notes", "started", "ranks", "finished", "seconds", "precision_reason", "resumed")
 
     # ----------------------------------------------------------------------------- reading the plan
     def variant(self, name: str) -> Variant:
@@ -126,8 +129,9 @@ class StudyPlan:
         return self.variant(self.baseline)
 
     def runs(self) -> list[tuple[Variant, int]]:
-        """Every (variant, seed) of the study, variant by variant."""
-        return [(v, s) for v in self.variants for s in self.seeds or []]
+        """Every (variant, seed) of the study, seed by seed: every variant's first seed comes
+        first, so that a study stopped part-way already pairs all its variants on some seeds."""
+        return [(v, s) for s in self.seeds or [] for v in self.variants]
 
     @property
     def trains_channels_last(self) -> bool:

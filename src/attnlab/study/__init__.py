@@ -24,6 +24,7 @@ The files:
     capacity.py   the width-matched baseline
     plan.py       plan_compare: the checked StudyPlan (attnlab.io.study_files), before any work
     workers.py    where runs execute: this process, spawned workers, torchrun ranks
+    resume.py     continuing an interrupted study from its folder (compare --resume)
     progress.py   progress lines with ETAs
     run.py        run_compare: folder, training, costs, explanations, report
 
@@ -35,8 +36,9 @@ from ..io.study_files import StudyFolder, StudyPlan, Variant
 from .capacity import match_width
 from .plan import plan_compare
 from .presets import DEFAULT_PRESET, list_presets, load_preset
-from .run import run_compare
+from .resume import open_study
+from .run import StudyInterrupted, run_compare
 from .variants import make_variant
 
-__all__ = ["DEFAULT_PRESET", "StudyFolder", "StudyPlan", "Variant", "list_presets", "load_preset", "make_variant",
-           "match_width", "plan_compare", "run_compare"]
+__all__ = ["DEFAULT_PRESET", "StudyFolder", "StudyInterrupted", "StudyPlan", "Variant", "list_presets", "load_preset", "make_variant",
+           "match_width", "open_study", "plan_compare", "run_compare"]

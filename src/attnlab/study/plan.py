@@ -78,7 +78,7 @@ def plan_compare(preset: Optional[str] = None, models=None, attentions=None, see
         train["precision"] = precision
     if compile is not None:
         train["compile"] = check_bool("plan_compare", "compile", compile)
-    train.setdefault("checkpoint_every", 0)
+    train.setdefault("checkpoint_every", 1)   # every epoch: a killed study resumes mid-run (compare --resume)
     train.setdefault("keep_checkpoints", 1)
     plan = StudyPlan(preset=label, description=cfg.get("description", ""), dataset=dataset or cfg.get("dataset", "digits"),
                      data_dir=data_dir if data_dir is not None else cfg.get("data_dir"), image_size=cfg.get("image_size"),
@@ -88,21 +88,34 @@ def plan_compare(preset: Optional[str] = None, models=None, attentions=None, see
                      workers=cfg.get("workers"))
     if models and models != [cfg.get("model")]:
         plan.capacity = None
-    info = dataset_info(plan.dataset, plan.image_size)
-    plan.input_shape = [info["in_chans"], *info["image_size"]]
-    _check_runs(plan, info)
-    # The data is loaded once here, so that a missing or damaged set is refused before any work
-    # (not found later by each worker process); in this process the runs reuse it.
-    loaded = load_dataset(plan.dataset, plan.data_dir, seed=plan.seeds[0], image_size=plan.image_size)
-    if info["num_classes"] is None:
-        info["num_classes"] = loaded.num_classes
-    plan.num_classes = info["num_classes"]
+    info = check_plan(plan)
     add_capacity_variant(plan, info)
     first = train_config(plan, plan.variants[0], plan.seeds[0])
     if first.precision == "auto":
         choice = resolve_precision("auto", resolve_device(first.device))
         plan.train["precision"], plan.precision_reason = choice.name, choice.reason
     return plan
+
+
+def check_plan(plan: StudyPlan) -> dict:
+    """Check `plan` before any work (every run's config, every variant's model on one zero image,
+    the device, the data: loaded once here, so that a missing or damaged set is refused now, not
+    later by each worker process); fill in its input shape and class count (a plan read back from
+    compare.json must agree with them) and return the dataset's info."""
+    info = dataset_info(plan.dataset, plan.image_size)
+    shape = [info["in_chans"], *info["image_size"]]
+    if plan.input_shape is not None and list(plan.input_shape) != shape:
+        raise ValueError(f"the plan's input shape {plan.input_shape} is not that of {plan.dataset} at image size "
+                         f"{plan.image_size}: {shape}")
+    plan.input_shape = shape
+    _check_runs(plan, info)
+    loaded = load_dataset(plan.dataset, plan.data_dir, seed=plan.seeds[0], image_size=plan.image_size)
+    if info["num_classes"] is None:
+        info["num_classes"] = loaded.num_classes
+    if plan.num_classes is not None and plan.num_classes != info["num_classes"]:
+        raise ValueError(f"the plan has {plan.num_classes} classes, the data {plan.dataset} has {info['num_classes']}")
+    plan.num_classes = info["num_classes"]
+    return info
 
 
 def train_config(plan: StudyPlan, variant: Variant, seed: int) -> TrainConfig:
@@ -170,4 +183,4 @@ def _attention_key(name) -> str:
         return name        # make_variant names the unknown attention with the accepted ones
 
 
-__all__ = ["default_workers", "plan_compare", "train_config"]
+__all__ = ["check_plan", "default_workers", "plan_compare", "train_config"]

@@ -8,14 +8,18 @@ processes, or spread over the ranks of a torchrun launch.
   shared machine. The workers are spawned processes, so a script that calls `run_compare`
   needs the usual ``if __name__ == "__main__":`` guard; ``workers=1`` trains in this process.
   A run's error reaches the caller as the same exception as in one process, and the pool stops
-  at the first failure.
+  at the first failure. On Linux a worker gets SIGTERM when the study's process dies (even by
+  SIGKILL): its run writes a checkpoint and stops, so no orphan keeps training and the study
+  resumes from there (`compare --resume`). On a GPU the workers share the device (`--jobs N`).
 * torchrun (`torchrun --nproc_per_node=N -m attnlab compare ...`): the runs are dealt
   round-robin to the N ranks (train.distributed.spread_jobs), each run single-process; the
   output folder must be on a filesystem all ranks share.
 """
 from __future__ import annotations
 
+import os
 import pickle
+import signal
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Optional
@@ -28,46 +32,59 @@ from ..train.config import TrainConfig
 from ..train.trainer import Trainer
 from .plan import train_config
 from .progress import Phase
+from .resume import CUT, FINISHED
 
+PR_SET_PDEATHSIG = 1                   # prctl(2) option: the signal a process gets when its parent dies
 SPREAD_TIMEOUT_MINUTES = 7 * 24 * 60   # ranks wait for each other's share of runs: allow long studies
 
 _DATA_CACHE: dict = {}
 
 
-def train_runs(plan: StudyPlan, folder: StudyFolder, workers: int, context, progress, then: str) -> None:
+def train_runs(plan: StudyPlan, folder: StudyFolder, workers: int, context, progress, then: str,
+               states: Optional[dict] = None) -> None:
     """Train every run of `plan` into `folder`: here when `workers` is 1 (this rank's share
-    under torchrun), else in a pool of `workers` spawned processes; one progress line per run."""
-    jobs = plan.runs()
+    under torchrun), else in a pool of `workers` spawned processes; one progress line per run.
+    `states` ({(variant, seed): state} of study.resume, for a resumed study): finished runs are
+    kept, cut runs continue from their newest checkpoint, the others start afresh."""
+    states = states or {}
+    jobs = [(v, s, states.get((v.name, s)) == CUT) for v, s in plan.runs() if states.get((v.name, s)) != FINISHED]
     mine = list(distributed.spread_jobs(jobs, context)) if workers == 1 else jobs
-    training = Phase(progress, "training", len(mine), f"training {len(mine)} runs", then=then)
+    kept = len(plan.runs()) - len(jobs)
+    resumed = sum(1 for *_, resume in jobs if resume)
+    what = f"training {len(mine)} runs" + (f" ({kept} finished runs kept, {resumed} resumed from their checkpoints)"
+                                           if states else "")
+    training = Phase(progress, "training", len(mine), what, then=then)
 
     def done(v, s, result) -> None:
         training.step(f"{v.name} seed {s}: test acc {100 * result['test_acc']:.2f}% in {result['seconds']:.1f} s")
 
     if workers == 1:
-        for v, s in mine:
-            done(v, s, run_one(train_config(plan, v, s), folder.seed_dir(v.name, s), bool(progress)))
+        for v, s, resume in mine:
+            done(v, s, run_one(train_config(plan, v, s), folder.seed_dir(v.name, s), bool(progress), resume))
         return
     import multiprocessing
 
     ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-        futures = {pool.submit(_train_worker, train_config(plan, v, s).to_dict(), str(folder.seed_dir(v.name, s)), 1):
-                   (v, s) for v, s in jobs}
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_start,
+                               initargs=(os.getpid(),))
+    try:
+        futures = {pool.submit(_train_worker, train_config(plan, v, s).to_dict(), str(folder.seed_dir(v.name, s)), 1,
+                               resume): (v, s) for v, s, resume in jobs}
         for fut in as_completed(futures):
             v, s = futures[fut]
-            try:
-                result = fut.result()
-            except BaseException:
-                for other in futures:   # stop at the first failed run, as one process does
-                    other.cancel()
-                raise
-            done(v, s, result)
+            done(v, s, fut.result())
+    except BaseException:
+        # The first failed run, or an interrupt, stops the study as in one process: queued runs
+        # are dropped (not started after the error), running ones end with their worker.
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
 
 
-def run_one(config: TrainConfig, out_dir, progress: bool) -> dict:
-    """Train one run; the dataset is loaded once per process (every seed sees the same splits:
-    seeds change only the synthetic set, which is keyed by seed)."""
+def run_one(config: TrainConfig, out_dir, progress: bool, resume: bool = False) -> dict:
+    """Train one run (continue it from its newest checkpoint with `resume`); the dataset is
+    loaded once per process (every seed sees the same splits: seeds change only the synthetic
+    set, which is keyed by seed)."""
     synthetic = resolve_dataset_name(config.dataset)[1] == "synthetic"
     size = tuple(config.image_size) if isinstance(config.image_size, list) else config.image_size
     key = (config.dataset, config.data_dir, size, config.seed if synthetic else None)
@@ -75,10 +92,26 @@ def run_one(config: TrainConfig, out_dir, progress: bool) -> dict:
         _DATA_CACHE.clear()  # one dataset at a time is enough
         _DATA_CACHE[key] = load_dataset(config.dataset, config.data_dir, seed=config.seed, image_size=config.image_size)
     # Always one process per run, also inside a torchrun launch (there the ranks share the runs).
-    return Trainer(config, out_dir, progress, data=_DATA_CACHE[key], dist_context=distributed.SINGLE_PROCESS).fit()
+    return Trainer(config, out_dir, progress, data=_DATA_CACHE[key],
+                   dist_context=distributed.SINGLE_PROCESS).fit(resume=resume)
 
 
-def _train_worker(config: dict, out_dir: str, threads: Optional[int]) -> dict:
+def _worker_start(parent: int) -> None:
+    """Start of a worker process: on Linux, ask the kernel to send SIGTERM when the parent dies,
+    so that a killed study leaves no orphan training on (the Trainer answers SIGTERM by writing a
+    checkpoint and stopping, and the run resumes from it); exit at once if the parent is gone."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM))
+    except (OSError, AttributeError):   # not Linux: the worker ends when its pool's queue breaks
+        pass
+    if os.getppid() != parent:
+        os._exit(1)
+
+
+def _train_worker(config: dict, out_dir: str, threads: Optional[int], resume: bool = False) -> dict:
     """One training run in a worker process (module-level so that it pickles). An error reaches
     the parent as the same exception (type and message) that the run raised in one process."""
     import torch
@@ -91,7 +124,7 @@ def _train_worker(config: dict, out_dir: str, threads: Optional[int]) -> dict:
         if config.get("threads") is None:   # the pool's share of the cores, not the Trainer's own choice
             config = {**config, "threads": threads}
     try:
-        return run_one(TrainConfig.from_dict(config), out_dir, progress=False)
+        return run_one(TrainConfig.from_dict(config), out_dir, progress=False, resume=resume)
     except Exception as err:  # noqa: BLE001 - only made portable here, handled by the parent
         raise portable_error(err) from None
 
