@@ -3,7 +3,8 @@
     attnlab list [models|attention|datasets] [PATTERN]
     attnlab train --model M [--attention A] --dataset D --epochs N --seed S --out DIR [...]
     attnlab eval --checkpoint DIR_OR_FILE [--dataset D]
-    attnlab compare [--preset NAME | --models ... --attentions ... --seeds ...] [--epochs N] [--out DIR]
+    attnlab compare [--preset NAME | --models ... --attentions ... --seeds ...] [--epochs N] [--out DIR] [--jobs N]
+    attnlab compare --resume RUN_DIR
     attnlab report RUN_DIR
     attnlab explain --checkpoint C --out DIR [--dataset D]
 
@@ -380,20 +381,35 @@ def cmd_compare(args) -> int:
         presets = study.list_presets()
         if args.preset not in presets:
             raise UsageError(f"unknown preset {args.preset!r}; accepted: {', '.join(presets)}")
-    _check_writable_dir(args.out)
+    if args.resume is not None:
+        if args.out is not None:
+            raise UsageError(f"compare: --out {args.out!r} cannot be combined with --resume: a resumed study stays in "
+                             "its own folder")
+        if not Path(args.resume).is_dir():
+            raise UsageError(f"compare: --resume {args.resume!r} is not a folder; expected a study folder made by "
+                             "`attnlab compare`")
+    else:
+        _check_writable_dir(args.out or "runs")
+    if args.jobs is not None and args.jobs < 1:
+        raise UsageError(f"compare: --jobs {args.jobs} is not a positive number of runs at once")
     from .data.datasets import DatasetError
     from .io.checkpoint import CheckpointError
     from .train.distributed import current_context, shutdown_distributed
     from .train.trainer import NonFiniteLossError
 
+    changes = dict(preset=args.preset, models=models, attentions=attentions, seeds=args.seeds, epochs=args.epochs,
+                   dataset=dataset, precision=args.precision, compile=args.compile)
     try:  # every variant, seed, model shape, the device and the data, checked before any work
-        plan = study.plan_compare(preset=args.preset, models=models, attentions=attentions, seeds=args.seeds,
-                                  epochs=args.epochs, dataset=dataset, data_dir=args.data_dir,
-                                  precision=args.precision, compile=args.compile)
+        plan = None
+        if args.resume is None or any(v is not None for v in changes.values()):
+            plan = study.plan_compare(**changes, data_dir=args.data_dir)
+        if args.resume is not None:   # the folder's own plan, checked the same way; a changed study is refused
+            study.open_study(args.resume, plan, data_dir=args.data_dir)
     except (ValueError, TypeError) as err:
         raise UsageError(f"compare: {_one_line(err)}") from None
     try:  # under torchrun run_compare spreads the runs over the ranks; rank 0 writes the report
-        folder = study.run_compare(plan=plan, out_root=args.out,
+        folder = study.run_compare(plan=plan, out_root=args.out or "runs", resume=args.resume, workers=args.jobs,
+                                   data_dir=args.data_dir if args.resume is not None else None,
                                    progress=False if args.no_progress else _progress_line)
         is_main = current_context().is_main
     except (DatasetError, CheckpointError) as err:   # the same line whether the run failed here or in a worker
@@ -401,6 +417,9 @@ def cmd_compare(args) -> int:
     except NonFiniteLossError as err:                 # a run diverged: what train says, for that run
         print(f"attnlab compare: error: {_one_line(err)}", file=sys.stderr)
         return 1
+    except study.StudyInterrupted as err:
+        print(f"attnlab compare: {_one_line(err)}", file=sys.stderr)
+        return EXIT_INTERRUPTED
     finally:
         shutdown_distributed()
     if is_main:
@@ -655,7 +674,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                    help=f"torch.compile each run (default: the preset's, else auto: runs of at least "
                         f"{COMPILE_MIN_STEPS:,} steps)")
-    p.add_argument("--out", default="runs", help="parent folder of the new run folder (default: %(default)s)")
+    p.add_argument("--out", default=None, help="parent folder of the new run folder (default: runs)")
+    p.add_argument("--resume", metavar="RUN_DIR",
+                   help="continue the interrupted study in RUN_DIR: finished runs are kept, cut runs continue from "
+                        "their checkpoints, then costs, explanations and the report; the study itself cannot change "
+                        "(--data-dir and --jobs may)")
+    p.add_argument("--jobs", type=int, metavar="N",
+                   help="runs trained at once, each in its own process (default: the preset's, else one per CPU "
+                        "core, 1 on a GPU; on a GPU N runs share the device)")
     p.add_argument("--no-progress", action="store_true",
                    help="no progress lines on stderr (default: off, a line per run and per phase)")
     p.set_defaults(func=cmd_compare)
