@@ -63,6 +63,8 @@ from ..checks import check_bool, check_int
 from ..io.study_files import EXPLAIN_SUMMARY
 from .plotting import plt, save_figure
 from .capture import capture, override_gates
+from .evidence import explain_evidence
+from .explorer import EXPLORER, write_explorer
 
 QUERY_POINTS = [(0.3, 0.3), (0.5, 0.5), (0.7, 0.65)]
 PANELS_PER_FIGURE = 12          # modules in one figure; more go into further files
@@ -486,17 +488,22 @@ def _write_summary(summary: dict, path: Path) -> Path:
 
 def explain_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor, raw: torch.Tensor, out_dir,
                   classes: Optional[Sequence[str]] = None, query_points=QUERY_POINTS,
-                  illustration: bool = True) -> list[Path]:
+                  illustration: bool = True, evidence: bool = False, html: bool = False) -> list[Path]:
     """Every figure for `model` on normalised inputs `x` (labels `y`, display images `raw` in
-    [0, 1]); writes PNGs and summary.json into `out_dir` and returns the PNG paths.
+    [0, 1]); writes PNGs and summary.json into `out_dir` and returns the paths written.
     `illustration=False` leaves out (a), the operator illustration, which is the same for every
-    model (write it once with `seed_figure`)."""
+    model (write it once with `seed_figure`). `evidence=True` adds the class evidence of
+    `attnlab.explain.evidence` (CAMs beside the module maps, their agreement, faithfulness and the
+    randomisation test) to summary.json; `html=True` (implies `evidence`) also writes the
+    interactive explorer page (`attnlab.explain.explorer`, explorer.html)."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"explain_model: expected an nn.Module, got {type(model).__name__}")
     if x.dim() != 4 or len(x) != len(y) or len(raw) != len(x):
         raise ValueError(f"explain_model: x (N, C, H, W), y (N,) and raw (N, C, H, W) must match, got "
                          f"{tuple(x.shape)}, {tuple(y.shape)}, {tuple(raw.shape)}")
     check_bool("explain_model", "illustration", illustration)
+    check_bool("explain_model", "evidence", evidence)
+    check_bool("explain_model", "html", html)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     classes = list(classes) if classes is not None else [str(k) for k in range(int(y.max()) + 1)]
@@ -511,6 +518,12 @@ def explain_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor, raw: torch
     written += [path for path in (stn, reliance_figure(rel, out_dir / "e_reliance.png")) if path is not None]
     summary = {"modules": dict(rec.modules), "class_specificity": specificity, "affinity": query,
                "reliance": rel, "figures": [p.name for p in written]}
+    if evidence or html:
+        found, maps = explain_evidence(model, x, y)
+        summary.update(found)
+        if html:
+            written.append(write_explorer(model, x, y, raw, classes, maps, summary, out_dir / EXPLORER,
+                                          title=f"attnlab explorer: {type(model).__name__}", x_all=x, y_all=y))
     _write_summary(summary, out_dir / EXPLAIN_SUMMARY)
     return written
 
@@ -535,19 +548,23 @@ def load_explain_data(config, data_info: dict, dataset: Optional[str] = None, da
 
 
 def explain_checkpoint(checkpoint, out_dir, dataset: Optional[str] = None, data_dir=None,
-                       max_images: int = 512, illustration: bool = True) -> list[Path]:
+                       max_images: int = 512, illustration: bool = True, evidence: bool = False,
+                       html: bool = False) -> list[Path]:
     """Figures (a)-(e) and summary.json of a trained run (run folder, checkpoints folder or
-    checkpoint file) on up to `max_images` test images; returns the PNG paths.
-    `illustration=False` leaves out (a), which does not depend on the checkpoint."""
+    checkpoint file) on up to `max_images` test images; returns the paths written.
+    `illustration=False` leaves out (a), which does not depend on the checkpoint; `evidence` and
+    `html` as in `explain_model`."""
     from ..train import load_trained
 
     if not isinstance(checkpoint, (str, Path)):
         raise TypeError(f"checkpoint must be a path, got {type(checkpoint).__name__} {checkpoint!r}")
     check_int("explain_checkpoint", "max_images", max_images, 2)
     check_bool("explain_checkpoint", "illustration", illustration)
+    check_bool("explain_checkpoint", "evidence", evidence)
+    check_bool("explain_checkpoint", "html", html)
     model, config = load_trained(checkpoint)
     x, y, raw, classes = load_explain_data(config, getattr(model, "data_info", {}) or {}, dataset, data_dir, max_images)
-    return explain_model(model, x, y, raw, out_dir, classes, illustration=illustration)
+    return explain_model(model, x, y, raw, out_dir, classes, illustration=illustration, evidence=evidence, html=html)
 
 
 __all__ = ["explain_checkpoint", "explain_model", "seed_figure", "affinity_figure", "excitation_figure",
