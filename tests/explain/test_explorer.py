@@ -1,0 +1,160 @@
+"""The explorer page: written by explain_model(html=True), self-contained (no external reference),
+small, and driven in a real browser (headless Chromium through the DevTools protocol): a click on
+the image changes the affinity view, and no console error occurs. The test saves a screenshot
+under its tmp folder and, when ATTNLAB_SCREENSHOT_DIR is set, there too.
+
+Skips only where Chromium is missing and the CI variable is unset: in CI it must run."""
+import base64
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import torch
+
+import attnlab
+from attnlab.explain import explain_model
+
+BROWSER = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+
+
+@pytest.fixture(scope="module")
+def page(tmp_path_factory):
+    """explorer.html and summary.json of a tiny CBAM + non-local ResNet on digits-sized images."""
+    torch.manual_seed(0)
+    model = attnlab.create_model("resnet_cifar", depth=8, width=4, in_chans=1, num_classes=3, attention="cbam",
+                                 attention_kwargs={"reduction": 2}, nonlocal_stages=[2]).eval()
+    gen = torch.Generator().manual_seed(0)
+    raw = torch.rand(8, 1, 16, 16, generator=gen)
+    out = tmp_path_factory.mktemp("explorer")
+    paths = explain_model(model, (raw - 0.5) / 0.25, torch.arange(8) % 3, raw, out, classes=["zero", "one", "two"],
+                          illustration=False, html=True)
+    assert out / "explorer.html" in paths
+    return out / "explorer.html", json.loads((out / "summary.json").read_text())
+
+
+def test_the_page_is_self_contained_and_small(page):
+    path, summary = page
+    text = path.read_text()
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:|//)""", text)
+    assert "http://" not in text and "https://" not in text
+    assert path.stat().st_size < 1_000_000
+    data = json.loads(re.search(r'<script id="data" type="application/json">(.*?)</script>', text, re.S)[1])
+    assert [layer["name"] for layer in data["layers"]] == list(summary["evidence_layers"])
+    assert data["affinity"][0]["module"] == "layer2.0_nonlocal"
+    # summary.json holds what the page shows
+    assert {"agreement", "faithfulness", "sanity"} <= set(summary)
+    assert all(isinstance(r["flagged"], bool) for r in summary["sanity"]["maps"])
+
+
+class DevTools:
+    """The smallest Chrome DevTools protocol client: send a command, wait for its answer, keep events."""
+
+    def __init__(self, url):
+        import websocket
+
+        self.ws = websocket.create_connection(url, timeout=30)
+        self.next_id, self.events = 0, []
+
+    def __call__(self, method, **params):
+        self.next_id += 1
+        self.ws.send(json.dumps({"id": self.next_id, "method": method, "params": params}))
+        while True:
+            message = json.loads(self.ws.recv())
+            if message.get("id") == self.next_id:
+                if "error" in message:
+                    raise RuntimeError(f"{method}: {message['error']}")
+                return message.get("result", {})
+            self.events.append(message)
+
+    def evaluate(self, expression):
+        return self("Runtime.evaluate", expression=expression, returnByValue=True)["result"].get("value")
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def browser(tmp_path):
+    if BROWSER is None:
+        if os.environ.get("CI"):
+            pytest.fail("CI is set but no chromium is installed (.ci/run installs Debian's chromium)")
+        pytest.skip("chromium is not installed")
+    port = _free_port()
+    proc = subprocess.Popen([BROWSER, "--headless", "--no-sandbox", "--disable-gpu", f"--remote-debugging-port={port}",
+                             f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1300,1000", "about:blank"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/json") as answer:
+                    targets = [t for t in json.load(answer) if t.get("type") == "page"]
+                if targets:
+                    break
+            except OSError:
+                pass
+            if time.monotonic() > deadline or proc.poll() is not None:
+                pytest.fail(f"chromium did not open its DevTools port (exit code {proc.poll()})")
+            time.sleep(0.2)
+        client = DevTools(targets[0]["webSocketDebuggerUrl"])
+        yield client
+        client.ws.close()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def _console_errors(events):
+    errors = [e["params"]["exceptionDetails"].get("text", "") + str(e["params"]["exceptionDetails"].get("exception", ""))
+              for e in events if e.get("method") == "Runtime.exceptionThrown"]
+    errors += [str(e["params"].get("args")) for e in events
+               if e.get("method") == "Runtime.consoleAPICalled" and e["params"].get("type") in ("error", "assert")]
+    errors += [e["params"]["entry"].get("text") for e in events
+               if e.get("method") == "Log.entryAdded" and e["params"]["entry"].get("level") == "error"]
+    return errors
+
+
+def test_clicking_a_position_changes_the_affinity_view_without_console_errors(page, browser, tmp_path):
+    path, _ = page
+    for domain in ("Page", "Runtime", "Log"):
+        browser(f"{domain}.enable")
+    browser("Page.navigate", url=path.resolve().as_uri())
+    deadline = time.monotonic() + 30
+    while browser.evaluate("document.readyState") != "complete" or not browser.evaluate("!!document.getElementById('depth-name').textContent"):
+        assert time.monotonic() < deadline, "the page did not finish drawing"
+        time.sleep(0.1)
+    before = browser.evaluate("document.getElementById('affinity').toDataURL()")
+    caption = browser.evaluate("document.getElementById('affinity-caption').textContent")
+    box = browser.evaluate("(() => { const b = document.getElementById('main').getBoundingClientRect();"
+                           " return [b.left, b.top, b.width, b.height]; })()")
+    x, y = box[0] + 0.15 * box[2], box[1] + 0.2 * box[3]             # far from the centre, where it starts
+    for kind in ("mousePressed", "mouseReleased"):
+        browser("Input.dispatchMouseEvent", type=kind, x=x, y=y, button="left", clickCount=1)
+    after = browser.evaluate("document.getElementById('affinity').toDataURL()")
+    assert after != before
+    assert browser.evaluate("document.getElementById('affinity-caption').textContent") != caption
+    # the other controls draw without errors too: the difference view, Ablation-CAM, the last depth
+    browser.evaluate("document.querySelector('input[value=difference]').click()")
+    browser.evaluate("(() => { const d = document.getElementById('depth'); d.value = d.max;"
+                     " d.dispatchEvent(new Event('input')); })()")
+    browser.evaluate("document.querySelector('input[value=cam]').click()")
+    browser.evaluate("(() => { const s = document.getElementById('depth'); s.value = 1;"
+                     " s.dispatchEvent(new Event('input')); })()")
+    shot = base64.b64decode(browser("Page.captureScreenshot", format="png")["data"])
+    assert not _console_errors(browser.events), _console_errors(browser.events)
+    (tmp_path / "explorer.png").write_bytes(shot)
+    if os.environ.get("ATTNLAB_SCREENSHOT_DIR"):
+        target = Path(os.environ["ATTNLAB_SCREENSHOT_DIR"])
+        target.mkdir(parents=True, exist_ok=True)
+        (target / "explorer.png").write_bytes(shot)
+    assert shot[:8] == b"\x89PNG\r\n\x1a\n" and len(shot) > 10_000
