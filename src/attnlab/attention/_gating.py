@@ -32,6 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
+from .base import is_traced
+
 
 class _GradientLink:
     """What `_ScaleByGate.backward` hands to `_PoolForGate.backward`: dy and the gate."""
@@ -120,9 +122,9 @@ def gate_scale(x: torch.Tensor, excite: Callable[..., torch.Tensor], over_channe
     """x * excite(*pooled): pooled = (average,) or (average, maximum) of x over the positions
     (N, C, 1, 1) or, with `over_channels`, over the channels (N, 1, H, W); `excite` returns a
     gate broadcastable to x that depends on its inputs. One-pass input gradient (module docstring)."""
-    if not torch.is_grad_enabled() or not x.requires_grad or torch.compiler.is_compiling():
-        # plain autograd: no gradient wanted, or torch.compile, which fuses the passes itself and
-        # cannot trace the two nodes' shared link without breaking the graph
+    if is_traced(x) or not torch.is_grad_enabled() or not x.requires_grad or torch.compiler.is_compiling():
+        # plain autograd: no gradient wanted, torch.fx tracing, or torch.compile, which fuses the
+        # passes itself and cannot trace the two nodes' shared link without breaking the graph
         return x * excite(*_pools(x, over_channels, with_max)).to(x.dtype)
     link = _GradientLink()
     pooled = _PoolForGate.apply(x, link, over_channels, with_max)

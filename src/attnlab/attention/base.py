@@ -28,11 +28,13 @@ soft-mask branch's): it leaves nested attention modules to their own initialisat
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Callable, Mapping, Optional, Union
 
 import torch
+import torch.fx
 from torch import nn
 
 from ..checks import check_positive_int
@@ -63,20 +65,35 @@ class Signal:
         return self.neutral(observed) if callable(self.neutral) else self.neutral
 
 
+def is_traced(x) -> bool:
+    """True while `x` is a torch.fx Proxy (symbolic tracing): checks on shapes and layouts, which
+    a Proxy cannot answer, are skipped then."""
+    return isinstance(x, torch.fx.Proxy)
+
+
 def float32_math(x: torch.Tensor):
     """A context in which autocast is off on `x`'s device: operations inside run in the dtype of
-    their inputs, which the caller casts to float32 (see the module docstring)."""
+    their inputs, which the caller casts to float32 (see the module docstring). Under torch.fx
+    tracing, which records no context managers, a context that does nothing."""
+    if is_traced(x):
+        return contextlib.nullcontext()
     return torch.autocast(x.device.type, enabled=False)
 
 
 def upcast(x: torch.Tensor) -> torch.Tensor:
-    """`x` in float32 when it is in a lower precision (bf16, fp16); float32 and float64 as they are."""
+    """`x` in float32 when it is in a lower precision (bf16, fp16); float32 and float64 as they are.
+    A torch.fx graph, traced without dtypes, always casts to float32 here."""
+    if is_traced(x):
+        return x.float()
     return x if x.dtype in (torch.float32, torch.float64) else x.float()
 
 
 def is_channels_last(x: torch.Tensor) -> bool:
     """True for a 4-d tensor laid out NHWC (channels_last) and not also NCHW-contiguous (one
-    channel or a 1x1 map are both at once)."""
+    channel or a 1x1 map are both at once). False under torch.fx tracing, whose graph then takes
+    the layout-agnostic path."""
+    if is_traced(x):
+        return False
     return x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
 
 
@@ -100,7 +117,10 @@ class AttentionModule(nn.Module):
         return tuple(self.signals)
 
     def check_input(self, x: torch.Tensor) -> None:
-        """Raise a ValueError naming this module, the expected and the received shape."""
+        """Raise a ValueError naming this module, the expected and the received shape (skipped
+        under torch.fx tracing)."""
+        if is_traced(x):
+            return
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"{type(self).__name__}: expected a torch.Tensor, got {type(x).__name__}")
         if x.dim() != 4 or x.shape[1] != self.channels or x.shape[2] == 0 or x.shape[3] == 0 or x.shape[0] == 0:

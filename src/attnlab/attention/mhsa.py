@@ -108,7 +108,8 @@ class MultiHeadSelfAttention2d(AttentionModule):
         """q, k, v as contiguous (N, heads, HW, d) tensors (contiguous: SDPA's fused CPU kernel)."""
         n, _, height, width = x.shape
         qkv = self.qkv(x).reshape(n, 3, self.num_heads, self.head_channels, height * width)
-        return [t.transpose(-1, -2).contiguous() for t in qkv.unbind(1)]
+        queries, keys, values = qkv.unbind(1)  # unpacked: torch.fx traces an unpacking, not a loop
+        return [t.transpose(-1, -2).contiguous() for t in (queries, keys, values)]
 
     def _offset_embeddings(self, table: torch.Tensor, query_coords: torch.Tensor, size: int) -> torch.Tensor:
         """(Q, size, d): the embedding of offset (key - query) along one axis, clipped to +-R."""

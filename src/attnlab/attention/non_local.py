@@ -146,8 +146,8 @@ class NonLocalBlock(AttentionModule):
         else:
             query_map = self.theta(x)
             key_map, value_map = self._pool(self.phi(x)), self._pool(self.g(x))
-        key_size = tuple(key_map.shape[-2:])
-        return map_to_tokens(query_map), map_to_tokens(key_map), map_to_tokens(value_map), key_size
+        key_height, key_width = key_map.shape[-2:]  # unpacked, not tuple(): torch.fx traces an unpacking
+        return map_to_tokens(query_map), map_to_tokens(key_map), map_to_tokens(value_map), (key_height, key_width)
 
     def _pairwise(self, queries: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
         """The explicit weights f(x_i, x_j) / C(x): (N, Q, dk) x (N, L, dk) -> (N, Q, L), in float32."""

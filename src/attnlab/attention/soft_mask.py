@@ -54,7 +54,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..checks import check_choice, check_int
-from .base import AttentionModule, init_conv_weights
+from .base import AttentionModule, init_conv_weights, is_traced
 
 MASK_ACTIVATIONS = ("mixed", "spatial", "channel")
 
@@ -104,7 +104,9 @@ class SoftMaskBranch(AttentionModule):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)
-        levels = self.levels_for(x.shape[2], x.shape[3])
+        # torch.fx tracing knows no sizes: the traced graph does all `depth` down-samplings, which
+        # is what the eager branch does on maps of at least 2 ** (depth - 1) + 1 pixels a side.
+        levels = self.depth if is_traced(x) else self.levels_for(x.shape[2], x.shape[3])
         features = []
         h = x
         for i in range(levels):

@@ -49,7 +49,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..checks import check_choice, check_int, check_positive_int, check_positive_number
-from .base import upcast, WARP, AttentionModule, Signal, float32_math
+from .base import upcast, WARP, AttentionModule, Signal, float32_math, is_traced
 
 TRANSFORMS = ("affine", "projective")
 
@@ -142,13 +142,16 @@ class SpatialTransformer(AttentionModule):
     def grid(self, theta: torch.Tensor, size) -> torch.Tensor:
         """Sampling grid (N, H, W, 2) of source (x, y) in [-1, 1] for output size (H, W) (or a full
         (N, C, H, W) size); the grid F.grid_sample uses with align_corners=False."""
-        if not isinstance(theta, torch.Tensor) or theta.dim() != 3 or tuple(theta.shape[1:]) not in ((2, 3), (3, 3)):
+        traced = is_traced(theta)  # torch.fx: shapes unknown, the transform decides the branch
+        if not traced and (not isinstance(theta, torch.Tensor) or theta.dim() != 3
+                           or tuple(theta.shape[1:]) not in ((2, 3), (3, 3))):
             raise ValueError(f"SpatialTransformer.grid: theta must be (N, 2, 3) or (N, 3, 3), "
                              f"got {tuple(theta.shape) if isinstance(theta, torch.Tensor) else type(theta).__name__}")
         size = tuple(size)
-        height, width = _pair("size", size[-2:])
+        height, width = size[-2:] if traced else _pair("size", size[-2:])
         batch = theta.shape[0]
-        if theta.shape[1] == 2:
+        affine = self.transform == "affine" if traced else theta.shape[1] == 2
+        if affine:
             return F.affine_grid(theta, [batch, 1, height, width], align_corners=False)
         # Pixel centres in normalised coordinates, the convention of align_corners=False.
         ys = (torch.arange(height, dtype=theta.dtype, device=theta.device) * 2 + 1) / height - 1
@@ -166,7 +169,9 @@ class SpatialTransformer(AttentionModule):
         theta = self.observe("theta", self.predict_theta(x))
         size = self.out_size or (x.shape[2], x.shape[3])
         # Sampling in float64 (`precise_sampling`) or at least float32, also under autocast.
-        dtype = torch.float64 if self.precise_sampling or x.dtype == torch.float64 else torch.float32
+        # (A torch.fx graph, traced without dtypes, samples in float32 unless precise_sampling.)
+        dtype = torch.float64 if self.precise_sampling or (not is_traced(x) and x.dtype == torch.float64) \
+            else torch.float32
         with float32_math(x):
             grid = self.grid(theta.to(dtype), size)
             out = F.grid_sample(x.to(dtype), grid, mode="bilinear", padding_mode="zeros", align_corners=False)

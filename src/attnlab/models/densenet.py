@@ -41,7 +41,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from .layers import (PLAIN_POSITIONS, Backbone, ClassifierHead, ConvNormAct, Placement, init_conv_weights,
+from .layers import (PLAIN_POSITIONS, Backbone, ClassifierHead, ConvNormAct, Placement, Stage, init_conv_weights,
                      rename_state_dict_keys)
 from .registry import register_model
 
@@ -140,25 +140,31 @@ class DenseNet(Backbone):
                         stem_pool=nn.MaxPool2d(3, stride=2, padding=1))
             self.input_size, self.min_size = (in_chans, 224, 224), 2 ** (len(block_config) + 1) - 3
         self.features = nn.Sequential(stem)
+        # Stage 0 is the stem conv; stage k is (transition k-1 or the stem pool) + dense block k.
+        reduction = 1 if small_input else 2
+        stages = [Stage(("features.stem",), num_init_features, reduction)]
+        entry = () if small_input else ("features.stem_pool",)
         chs = num_init_features
         for stage, num_layers in enumerate(block_config, start=1):
             block = DenseBlock(num_layers, chs, growth_rate, bn_size, drop_rate, spec, stage)
             self.features.add_module(f"denseblock{stage}", block)
             chs = block.out_chs
+            reduction *= 2 if entry else 1
+            stages.append(Stage(entry + (f"features.denseblock{stage}",), chs, reduction))
             if stage < len(block_config):
                 out_chs = int(chs * compression)
                 self.features.add_module(f"transition{stage}", Transition(chs, out_chs))
+                entry = (f"features.transition{stage}",)
                 chs = out_chs
-        self.features.add_module(f"norm{len(block_config) + 1}", nn.BatchNorm2d(chs))
+        final = f"norm{len(block_config) + 1}"
+        self.features.add_module(final, nn.BatchNorm2d(chs))
         self.features.add_module("final_relu", nn.ReLU(inplace=True))
+        self._set_stages(stages, final=(f"features.{final}", "features.final_relu"))
         self.num_features = chs
         self.head = ClassifierHead(chs, num_classes)
         init_conv_weights(self)
         if isinstance(self.head.fc, nn.Linear):
             nn.init.zeros_(self.head.fc.bias)
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.features(x)
 
     def remap_pretrained(self, state_dict: dict, source: str) -> dict:
         """torchvision names: features.conv0/norm0 (stem) and classifier; the rest match."""

@@ -46,7 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import (PLAIN_POSITIONS, Backbone, ClassifierHead, ConvNormAct, Placement, init_conv_weights,
+from .layers import (PLAIN_POSITIONS, Backbone, ClassifierHead, ConvNormAct, Placement, Stage, init_conv_weights,
                      rename_state_dict_keys)
 from .registry import register_model
 
@@ -170,28 +170,24 @@ class GoogLeNet(Backbone):
             self.aux2 = GoogLeNetAux(self.inception4d.out_chs, num_classes, adaptive_pool=torchvision_compat)
         self.num_features = chs
         self.head = ClassifierHead(chs, num_classes, drop_rate=drop_rate)
+        # Stages: conv1, conv2-3, inception 3, 4, 5 (each after its max pool); reductions 2-32
+        # (1, 1, 1, 2, 4 with the small-input stem).
+        widths = {name: getattr(self, name).out_chs for name in GOOGLENET_BLOCKS}
+        r = (1, 1, 1, 2, 4) if small_input else (2, 4, 8, 16, 32)
+        self._set_stages([Stage(("conv1",), 64, r[0]), Stage(("maxpool1", "conv2", "conv3"), 192, r[1]),
+                          Stage(("maxpool2", "inception3a", "inception3b"), widths["inception3b"], r[2]),
+                          Stage(("maxpool3",) + tuple(f"inception4{c}" for c in "abcde"), widths["inception4e"], r[3]),
+                          Stage(("maxpool4", "inception5a", "inception5b"), chs, r[4])])
         init_conv_weights(self)
-
-    def _features(self, x: torch.Tensor, with_aux: bool):
-        x = self.maxpool1(self.conv1(x))
-        x = self.maxpool2(self.conv3(self.conv2(x)))
-        x = self.maxpool3(self.inception3b(self.inception3a(x)))
-        x = self.inception4a(x)
-        aux1 = self.aux1(x) if with_aux else None
-        x = self.inception4d(self.inception4c(self.inception4b(x)))
-        aux2 = self.aux2(x) if with_aux else None
-        x = self.maxpool4(self.inception4e(x))
-        return self.inception5b(self.inception5a(x)), aux2, aux1
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self._features(x, with_aux=False)[0]
 
     def forward(self, x: torch.Tensor):
         self.check_input(x)
-        with_aux = self.aux_logits and self.training
-        features, aux2, aux1 = self._features(x, with_aux)
-        logits = self.forward_head(features)
-        return GoogLeNetOutputs(logits, aux2, aux1) if with_aux else logits
+        if not (self.aux_logits and self.training):
+            return self.forward_head(self.forward_features(x))
+        taps = {"inception4a": None, "inception4d": None}
+        features, _ = self._forward_stages(x, taps=taps)
+        return GoogLeNetOutputs(self.forward_head(features), self.aux2(taps["inception4d"]),
+                                self.aux1(taps["inception4a"]))
 
     def reset_classifier(self, num_classes: int) -> None:
         super().reset_classifier(num_classes)
@@ -376,31 +372,28 @@ class InceptionV3(Backbone):
                 self.AuxLogits = InceptionV3Aux(chs, num_classes)
         self.num_features = chs
         self.head = ClassifierHead(chs, num_classes, drop_rate=drop_rate)
+        # Stages as timm's: Conv2d_2b, Conv2d_4a, Mixed_5d, Mixed_6e, Mixed_7c; reductions 2-32
+        # (1, 1, 1, 2, 4 with the small-input stem).
+        r = (1, 1, 1, 2, 4) if small_input else (2, 4, 8, 16, 32)
+        names = [name for name, *_ in blocks]
+        self._set_stages([Stage(("Conv2d_1a_3x3", "Conv2d_2a_3x3", "Conv2d_2b_3x3"), 64, r[0]),
+                          Stage(("maxpool1", "Conv2d_3b_1x1", "Conv2d_4a_3x3"), 192, r[1]),
+                          Stage(("maxpool2",) + tuple(names[:3]), self.Mixed_5d.out_chs, r[2]),
+                          Stage(tuple(names[3:8]), self.Mixed_6e.out_chs, r[3]),
+                          Stage(tuple(names[8:]), chs, r[4])])
         self.input_size = (in_chans, 32, 32) if small_input else (in_chans, 299, 299)
         # 75 px: Mixed_7a's valid 3x3/2 conv needs a 3x3 map; the aux head needs the 17x17 grid
         # of a 299 px input, but it only runs in training mode.
         self.min_size = 7 if small_input else 75
         init_conv_weights(self)
 
-    def _features(self, x: torch.Tensor, with_aux: bool):
-        x = self.Conv2d_2b_3x3(self.Conv2d_2a_3x3(self.Conv2d_1a_3x3(x)))
-        x = self.maxpool2(self.Conv2d_4a_3x3(self.Conv2d_3b_1x1(self.maxpool1(x))))
-        for name in ("Mixed_5b", "Mixed_5c", "Mixed_5d", "Mixed_6a", "Mixed_6b", "Mixed_6c", "Mixed_6d",
-                     "Mixed_6e"):
-            x = getattr(self, name)(x)
-        aux = self.AuxLogits(x) if with_aux else None
-        x = self.Mixed_7c(self.Mixed_7b(self.Mixed_7a(x)))
-        return x, aux
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self._features(x, with_aux=False)[0]
-
     def forward(self, x: torch.Tensor):
         self.check_input(x)
-        with_aux = self.aux_logits and self.training
-        features, aux = self._features(x, with_aux)
-        logits = self.forward_head(features)
-        return InceptionOutputs(logits, aux) if with_aux else logits
+        if not (self.aux_logits and self.training):
+            return self.forward_head(self.forward_features(x))
+        taps = {"Mixed_6e": None}
+        features, _ = self._forward_stages(x, taps=taps)
+        return InceptionOutputs(self.forward_head(features), self.AuxLogits(taps["Mixed_6e"]))
 
     def reset_classifier(self, num_classes: int) -> None:
         super().reset_classifier(num_classes)

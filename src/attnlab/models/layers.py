@@ -32,6 +32,8 @@ from torch import nn
 
 from ..attention import create_attention, resolve_attention_name
 from ..attention.base import init_conv_weights  # noqa: F401  (the families initialise through layers)
+from ..attention.base import is_traced
+from .features import Stage, StagedModel  # noqa: F401  (the families declare their stages through layers)
 
 RESIDUAL_POSITIONS = ("standard", "pre", "post", "identity")
 PLAIN_POSITIONS = ("post",)
@@ -222,13 +224,16 @@ def check_classes_chans(family: str, num_classes, in_chans) -> None:
             raise ValueError(f"{family}: {name} must be an int >= {lo}, got {v!r}")
 
 
-class Backbone(nn.Module):
+class Backbone(StagedModel, nn.Module):
     """Base of every attnlab model (timm's interface).
 
     A subclass calls `self._setup(num_classes, in_chans, attention, num_stages, positions)` in its
     constructor (which keeps `num_classes`, `in_chans` and the bound `placement`), sets `self.head`
     (a ClassifierHead or compatible), `self.num_features`, `self.input_size` (native (C, H, W))
-    and `self.min_size` (smallest H and W the network accepts), and implements `forward_features`.
+    and `self.min_size` (smallest H and W the network accepts), and declares its stages with
+    `self._set_stages([Stage(modules, num_chs, reduction), ...], final=(...))` (models.features),
+    which gives it forward_features, forward_intermediates, feature_info,
+    prune_intermediate_layers and set_grad_checkpointing.
     """
 
     family = "model"
@@ -246,9 +251,6 @@ class Backbone(nn.Module):
         self.num_classes, self.in_chans, self.placement = num_classes, in_chans, placement
         return placement
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
-
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         return self.head(x, pre_logits=pre_logits)
 
@@ -264,13 +266,27 @@ class Backbone(nn.Module):
     def get_classifier(self) -> nn.Module:
         return self.head.fc
 
+    @property
+    def head_hidden_size(self) -> int:
+        """Width of `forward_head(x, pre_logits=True)`: num_features, or the hidden width of a
+        head with hidden layers (VGG's 4096)."""
+        return getattr(self.head, "hidden", self.num_features)
+
+    def _prune_head(self) -> None:
+        """Replace the classifier by a pooling head without parameters (pre-logits = num_features)."""
+        self.head = ClassifierHead(self.num_features, 0)
+        self.num_classes = 0
+
     def remap_pretrained(self, state_dict: dict, source: str) -> dict:
         """Rename a foreign state dict's keys (source: 'torchvision', 'timm' or 'attnlab') to this
         model's names. Families whose names differ from the reference implementation override it."""
         return state_dict
 
     def check_input(self, x: torch.Tensor) -> None:
-        """Raise a ValueError naming the model, the expected and the received shape."""
+        """Raise a ValueError naming the model, the expected and the received shape (skipped
+        under torch.fx tracing)."""
+        if is_traced(x):
+            return
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"{self.family}: expected a torch.Tensor, got {type(x).__name__}")
         if x.dim() != 4 or x.shape[1] != self.in_chans or min(x.shape[2], x.shape[3]) < self.min_size:

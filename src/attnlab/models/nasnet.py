@@ -47,7 +47,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import (PLAIN_POSITIONS, Backbone, ClassifierHead, ConvNormAct, SeparableConv2d,
+from .layers import (PLAIN_POSITIONS, Backbone, ClassifierHead, ConvNormAct, SeparableConv2d, Stage,
                      init_conv_weights)
 from .registry import register_model
 
@@ -228,25 +228,46 @@ class NASNetA(Backbone):
             self.cells.append(cell)
             outputs.append((cell.out_chs, level + int(reduction)))
 
+        # Feature stages: the stem, (mobile: the first stem cell,) then each stack, the second
+        # stem cell or the reduction cell that opens it included.
+        stem_reduction = 1 if small_input else 2
+        stages = [Stage(("stem",), stem_filters, stem_reduction)]
+
+        def close_stage() -> None:
+            first = sum(len(stage.modules) for stage in stages[1:])
+            names = tuple(f"cells.{i}" for i in range(first, len(self.cells)))
+            stages.append(Stage(names, outputs[-1][0], stem_reduction * 2 ** outputs[-1][1]))
+
         if not small_input:
             for scale in (4, 2):  # stem cells: C/4 and C/2, no attention slot
                 add(REDUCTION_CELL, filters // scale, True, nn.Identity())
+                if scale == 4:
+                    close_stage()
         for stack in (1, 2, 3):
             chs = filters * 2 ** (stack - 1)
             if stack > 1:
                 add(REDUCTION_CELL, chs, True, spec.make(chs * len(REDUCTION_CELL.concat), stack))
             for _ in range(cells_per_stack):
                 add(NORMAL_CELL, chs, False, spec.make(chs * len(NORMAL_CELL.concat), stack))
+            close_stage()
         self.final_act = nn.ReLU()
+        self._set_stages(stages, final=("final_act",))
         self.num_features = outputs[-1][0]
         self.head = ClassifierHead(self.num_features, num_classes, drop_rate=drop_rate)
         init_conv_weights(self)
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        prev, x = None, self.stem(x)
-        for cell in self.cells:
-            prev, x = x, cell(x, prev)
-        return self.final_act(x)
+    # The running state of the stages is (h_{i-1}, h_i): a cell reads both (models.features).
+    def _stage_state(self, x):
+        return None, x
+
+    def _call_unit(self, module: nn.Module, state):
+        prev, x = state
+        if isinstance(module, NASNetCell):
+            return x, module(x, prev)
+        return prev, module(x)
+
+    def _state_output(self, state) -> torch.Tensor:
+        return state[1]
 
 
 @register_model

@@ -71,7 +71,7 @@ from torch import nn
 from ..checks import check_int
 from ..attention.base import SPATIAL, AttentionModule, Signal
 from ..attention.soft_mask import SoftMaskBranch
-from .layers import RESIDUAL_POSITIONS, Backbone, ClassifierHead, ConvNormAct, Placement, init_conv_weights
+from .layers import RESIDUAL_POSITIONS, Backbone, ClassifierHead, ConvNormAct, Placement, Stage, init_conv_weights
 from .registry import register_model
 from .resnet import PreActBottleneck, conv1x1
 
@@ -189,12 +189,20 @@ class ResidualAttentionNet(Backbone):
                                       for i in range(final_units)]))
         self.stages = nn.Sequential(*stages)
         self.final_act = nn.Sequential(nn.BatchNorm2d(widths[3]), nn.ReLU(inplace=True))
+        # Feature stages: the stem conv, then stages 1-3 and the final units (the ImageNet stem's
+        # max pool opens stage 1).
+        if small_input:
+            feature_stages, entry, r = [Stage(("stem",), stem_width, 1)], (), 1
+        else:
+            feature_stages, entry, r = [Stage(("stem.0",), stem_width, 2)], ("stem.1",), 4
+        for index, width in enumerate(widths):
+            r *= 1 if index == 0 else (final_stride if index == 3 else 2)
+            feature_stages.append(Stage(entry + (f"stages.{index}",), width, r))
+            entry = ()
+        self._set_stages(feature_stages, final=("final_act",))
         self.num_features = widths[3]
         self.head = ClassifierHead(widths[3], num_classes, drop_rate)
         init_conv_weights(self)
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.final_act(self.stages(self.stem(x)))
 
 
 def _ran_imagenet(stage_modules: Sequence[int], **kwargs) -> ResidualAttentionNet:

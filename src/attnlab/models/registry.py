@@ -19,6 +19,7 @@ from typing import Callable
 
 from torch import nn
 
+from .features import FeatureNet
 from .layers import Placement
 
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
@@ -69,6 +70,8 @@ def create_model(
     attention_stages=None,
     attention_position: str | None = None,
     spatial_transformer=None,
+    features_only: bool = False,
+    out_indices=None,
     **kwargs,
 ) -> nn.Module:
     """Build a registered model; arguments left as None keep the builder's defaults.
@@ -89,7 +92,18 @@ def create_model(
     model of the same family, is refused with a ValueError; False loads what fits and lists the
     rest in `model.pretrained_report["unexpected"]`. Attention modules that the file lacks are new
     either way (left at their identity initialisation).
+
+    features_only: return a `features.FeatureNet` instead: its forward gives the feature maps of
+    the stages in `out_indices` (None = every stage; an int n = the last n; stage indices,
+    negative ones from the end), shallow to deep, and its `feature_info` describes them (timm's
+    convention; models.features). Built after loading `pretrained=` and adding the spatial
+    transformer.
     """
+    if not isinstance(features_only, bool):
+        raise TypeError(f"features_only must be True or False, got {features_only!r}")
+    if out_indices is not None and not features_only:
+        raise ValueError(f"out_indices={out_indices!r} needs features_only=True (a classifier's "
+                         f"intermediate maps: model.forward_intermediates(x, indices=...))")
     if spatial_transformer is not None and not isinstance(spatial_transformer, (bool, dict)):
         raise TypeError(f"spatial_transformer must be None, a bool or a dict of SpatialTransformer "
                         f"settings, got {type(spatial_transformer).__name__}")
@@ -115,4 +129,6 @@ def create_model(
         if hasattr(model, "pretrained_report"):
             wrapped.pretrained_report = model.pretrained_report
         model = wrapped
+    if features_only:
+        model = FeatureNet(model, out_indices)
     return model

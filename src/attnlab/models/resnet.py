@@ -63,7 +63,7 @@ import torch
 from torch import nn
 
 from ..attention import create_attention
-from .layers import RESIDUAL_POSITIONS, Backbone, ClassifierHead, Placement, init_conv_weights
+from .layers import RESIDUAL_POSITIONS, Backbone, ClassifierHead, Placement, Stage, init_conv_weights
 from .registry import register_model
 
 
@@ -310,7 +310,9 @@ class ResNet(Backbone):
         self.maxpool = nn.MaxPool2d(3, 2, 1) if stem == "imagenet" else nn.Identity()
 
         in_chs = stem_width
-        self.stage_names = []
+        reduction = 2 if stem == "imagenet" else 1
+        feature_stages = [Stage(("conv1", "bn1", "relu"), stem_width, reduction)]
+        reduction *= 2 if stem == "imagenet" else 1  # the max-pool
         for index, (depth, stage_planes) in enumerate(zip(layers, planes)):
             stage = index + 1
             out_chs = stage_planes * block.expansion
@@ -327,12 +329,14 @@ class ResNet(Backbone):
                     modules[f"{i}_nonlocal"] = create_attention("non_local", out_chs, **(nonlocal_kwargs or {}))
             name = f"layer{stage}"
             self.add_module(name, nn.Sequential(modules))
-            self.stage_names.append(name)
+            reduction *= stride
+            feature_stages.append(Stage(("maxpool", name) if index == 0 else (name,), out_chs, reduction))
         # Pre-activation nets end with the BN-ReLU their last block did not apply.
         self.final_norm = (nn.Sequential(nn.BatchNorm2d(in_chs), nn.ReLU(inplace=True)) if block.preact
                            else nn.Identity())
         self.num_features = in_chs
         self.head = ClassifierHead(in_chs, num_classes, drop_rate)
+        self._set_stages(feature_stages, final=("final_norm",))
 
         init_conv_weights(self)
         if zero_init_last:
@@ -362,12 +366,6 @@ class ResNet(Backbone):
         if preact:
             return nn.Sequential(conv1x1(in_chs, out_chs, stride))
         return nn.Sequential(conv1x1(in_chs, out_chs, stride), nn.BatchNorm2d(out_chs))
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        for name in self.stage_names:
-            x = getattr(self, name)(x)
-        return self.final_norm(x)
 
     def norms_before_attention(self) -> dict[str, nn.BatchNorm2d]:
         """{attention module name: the BatchNorm whose output feeds only it}, for the identity init of

@@ -37,8 +37,8 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from ..attention.base import is_channels_last
-from .layers import (PLAIN_POSITIONS, Backbone, ClassifierHead, ConvNormAct, init_conv_weights,
+from ..attention.base import is_channels_last, is_traced
+from .layers import (PLAIN_POSITIONS, Backbone, ClassifierHead, ConvNormAct, Stage, init_conv_weights,
                      rename_state_dict_keys)
 from .registry import register_model
 
@@ -50,7 +50,7 @@ def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
     usual view-transpose-reshape returns a contiguous NCHW copy, and the next convolution of a
     channels_last network then runs about 2x slower on the CPU.)"""
     n, chs, h, w = x.shape
-    if chs % groups:
+    if not is_traced(x) and chs % groups:
         raise ValueError(f"channel_shuffle: {chs} channels do not split into {groups} groups")
     if is_channels_last(x):
         nhwc = x.permute(0, 2, 3, 1).reshape(n, h, w, groups, chs // groups)
@@ -138,10 +138,15 @@ class _ShuffleNet(Backbone):
         self.input_size = (self.in_chans, 32, 32) if small_input else (self.in_chans, 224, 224)
         self.min_size = 1
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.stem_pool(self.stem(x))
-        x = self.stage4(self.stage3(self.stage2(x)))
-        return self.conv5(x)
+    def _set_shuffle_stages(self, stage_channels: Sequence[int], small_input: bool) -> None:
+        """Feature stages: the stem conv, then Stage2-4 (each opens with a stride-2 unit); conv5
+        (an identity in v1) follows them."""
+        r = 1 if small_input else 2
+        stages = [Stage(("stem",), self.stem.conv.out_channels, r)]
+        r *= 2 if small_input else 4  # the stem pool, then Stage2's stride
+        for k, chs in enumerate(stage_channels[:3]):
+            stages.append(Stage((("stem_pool",) if k == 0 else ()) + (f"stage{k + 2}",), chs, r * 2 ** k))
+        self._set_stages(stages, final=("conv5",))
 
 
 class ShuffleNetV1(_ShuffleNet):
@@ -174,6 +179,7 @@ class ShuffleNetV1(_ShuffleNet):
             setattr(self, f"stage{stage + 1}", nn.Sequential(*units))
             chs = out_chs
         self.conv5 = nn.Identity()
+        self._set_shuffle_stages(stage_channels, small_input)
         self.num_features = chs
         self.head = ClassifierHead(chs, num_classes)
         init_conv_weights(self)
@@ -203,6 +209,7 @@ class ShuffleNetV2(_ShuffleNet):
             setattr(self, f"stage{stage + 1}", nn.Sequential(*units))
             chs = out_chs
         self.conv5 = ConvNormAct(chs, stage_channels[3], 1)
+        self._set_shuffle_stages(stage_channels, small_input)
         self.num_features = stage_channels[3]
         self.head = ClassifierHead(stage_channels[3], num_classes)
         init_conv_weights(self)

@@ -38,7 +38,7 @@ import torch
 from torch import nn
 
 from ..attention.stn import SpatialTransformer
-from .layers import PLAIN_POSITIONS, Backbone, ClassifierHead
+from .layers import PLAIN_POSITIONS, Backbone, ClassifierHead, Stage
 from .registry import register_model
 
 ST_CNN_LOCALISATION = dict(loc_channels=(20, 20), loc_hidden=50, loc_kernel_size=5)
@@ -54,9 +54,13 @@ class MnistCNN(Backbone):
     min_size = 22
 
     def __init__(self, num_classes: int = 10, in_chans: int = 1, widths=(32, 32), kernel_sizes=(9, 7),
-                 drop_rate: float = 0.0, attention=None):
+                 drop_rate: float = 0.0, attention=None, width: Optional[int] = None):
         super().__init__()
         spec = self._setup(num_classes, in_chans, attention, 2, PLAIN_POSITIONS)
+        if width is not None:   # one filter count for both convolutions: the knob of capacity control
+            if isinstance(width, bool) or not isinstance(width, int) or width < 1:
+                raise ValueError(f"{self.family}: width must be a positive int, got {width!r}")
+            widths = (width, width)
         widths, kernel_sizes = tuple(widths), tuple(kernel_sizes)
         if len(widths) != 2 or len(kernel_sizes) != 2:
             raise ValueError(f"{self.family}: widths and kernel_sizes must have two entries, "
@@ -74,11 +78,9 @@ class MnistCNN(Backbone):
                                         spec.make(width, stage)))
             prev = width
         self.stages = nn.Sequential(*blocks)
+        self._set_stages([Stage((f"stages.{i}",), width, 2 ** (i + 1)) for i, width in enumerate(widths)])
         self.num_features = prev
         self.head = ClassifierHead(prev, num_classes, drop_rate)
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.stages(x)
 
 
 class SpatiallyTransformed(Backbone):
@@ -94,6 +96,11 @@ class SpatiallyTransformed(Backbone):
         self.in_chans = model.in_chans
         self.input_size = model.input_size
         self.min_size = model.min_size
+        # The wrapped model's stages, the warp first.
+        stages = [Stage(tuple(f"model.{name}" for name in stage.modules), stage.num_chs, stage.reduction)
+                  for stage in model._stages]
+        stages[0] = Stage(("spatial_transformer",) + stages[0].modules, stages[0].num_chs, stages[0].reduction)
+        self._set_stages(stages, final=tuple(f"model.{name}" for name in model._final))
 
     @property
     def num_features(self) -> int:
@@ -112,8 +119,21 @@ class SpatiallyTransformed(Backbone):
         """The parameters that predict theta (for a separate learning rate)."""
         return self.spatial_transformer.localisation_parameters()
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model.forward_features(self.spatial_transformer(x))
+    def _stage_state(self, x):
+        return self.model._stage_state(x)
+
+    def _call_unit(self, module: nn.Module, state):
+        return self.model._call_unit(module, state)
+
+    def _state_output(self, state) -> torch.Tensor:
+        return self.model._state_output(state)
+
+    def _prune_head(self) -> None:
+        self.model._prune_head()
+
+    @property
+    def head_hidden_size(self) -> int:
+        return self.model.head_hidden_size
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         return self.model.forward_head(x, pre_logits=pre_logits)

@@ -29,7 +29,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from .layers import PLAIN_POSITIONS, Backbone, ClassifierHead, Placement, init_conv_weights
+from .layers import PLAIN_POSITIONS, Backbone, ClassifierHead, Placement, Stage, init_conv_weights
 from .registry import register_model
 
 # Table 1 of the paper: output channels of each 3x3 conv, "M" = 2x2/2 max-pool.
@@ -63,7 +63,8 @@ class VGGHead(nn.Module):
 
     def forward(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = torch.flatten(self.pool(x), 1)
-        x = self.classifier[:6](x)
+        for i in range(6):  # not self.classifier[:6]: that builds a Sequential torch.fx cannot place
+            x = self.classifier[i](x)
         return x if pre_logits else self.classifier[6](x)
 
 
@@ -85,6 +86,7 @@ class VGG(Backbone):
         self.min_size = 17 if small_input else 32
         self.features = self._make_features(config, in_chans, spec, attention_per_conv, ceil_mode=small_input)
         self.num_features = 512
+        self._set_stages(*self._feature_stages(config))
         if small_input:
             self.head = ClassifierHead(512, num_classes, drop_rate=0.0)
         else:
@@ -112,8 +114,17 @@ class VGG(Backbone):
             index, in_chs = index + 3, item
         return nn.Sequential(layers)
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.features(x)
+    def _feature_stages(self, config: Sequence) -> tuple[list[Stage], tuple[str, ...]]:
+        """Stage k runs from the max-pool that closes stage k - 1 to its last conv (or attention),
+        as timm's VGG features: reductions 1, 2, 4, 8, 16; the last max-pool follows the stages."""
+        names = [f"features.{key}" for key in self.features._modules]
+        pools = [i for i, m in enumerate(self.features) if isinstance(m, nn.MaxPool2d)]
+        widths = [c for i, c in enumerate(config) if c != "M" and config[i + 1] == "M"]  # before each pool
+        stages, start = [], 0
+        for k, pool in enumerate(pools):
+            stages.append(Stage(tuple(names[start:pool]), widths[k], 2 ** k))
+            start = pool
+        return stages, tuple(names[start:])
 
     def norms_before_attention(self) -> dict[str, nn.BatchNorm2d]:
         """{attention module name: the BatchNorm feeding it through a ReLU}, for the identity init of

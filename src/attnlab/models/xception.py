@@ -37,7 +37,7 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
-from .layers import (RESIDUAL_POSITIONS, Backbone, ClassifierHead, ConvNormAct, Placement, SeparableConv2d,
+from .layers import (RESIDUAL_POSITIONS, Backbone, ClassifierHead, ConvNormAct, Placement, SeparableConv2d, Stage,
                      init_conv_weights, rename_state_dict_keys)
 from .registry import register_model
 
@@ -106,16 +106,16 @@ class Xception(Backbone):
         self.conv4 = nn.Sequential(OrderedDict(conv=SeparableConv2d(1536, 2048, 3), bn=nn.BatchNorm2d(2048),
                                                act=nn.ReLU(inplace=True)))
         self.num_features = 2048
+        # Stages: the stem, blocks 1 and 2, block 3 with the middle flow, the exit flow.
+        r = 1 if small_input else 2
+        self._set_stages([Stage(("conv1", "conv2"), 64, r), Stage(("block1",), 128, 2 * r),
+                          Stage(("block2",), 256, 4 * r),
+                          Stage(tuple(f"block{i}" for i in range(3, self.num_blocks)), 728, 8 * r),
+                          Stage((f"block{self.num_blocks}", "conv3", "conv4"), 2048, 16 * r)])
         self.head = ClassifierHead(2048, num_classes, drop_rate=drop_rate)
         self.input_size = (in_chans, 32, 32) if small_input else (in_chans, 299, 299)
         self.min_size = 1 if small_input else 7  # two valid 3x3 convs, the first with stride 2
         init_conv_weights(self)
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.conv2(self.conv1(x))
-        for i in range(1, self.num_blocks + 1):
-            x = getattr(self, f"block{i}")(x)
-        return self.conv4(self.conv3(x))
 
     def norms_before_attention(self) -> dict[str, nn.BatchNorm2d]:
         """{attention module name: the BatchNorm that alone feeds it}, for the identity init of
