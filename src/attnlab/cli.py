@@ -6,7 +6,7 @@
     attnlab compare [--preset NAME | --models ... --attentions ... --seeds ...] [--epochs N] [--out DIR] [--jobs N]
     attnlab compare --resume RUN_DIR
     attnlab report RUN_DIR
-    attnlab explain --checkpoint C --out DIR [--dataset D]
+    attnlab explain --checkpoint C --out DIR [--dataset D] [--html]
 
 Not a paper module. Every command validates all its arguments before any work starts; a bad
 value gives one line on stderr naming it and the accepted values, exit status 2, no traceback.
@@ -485,7 +485,8 @@ def cmd_explain(args) -> int:
     _check_writable_dir(args.out)
     from .explain import explain_checkpoint
 
-    for path in explain_checkpoint(args.checkpoint, args.out, dataset=dataset, data_dir=args.data_dir):
+    for path in explain_checkpoint(args.checkpoint, args.out, dataset=dataset, data_dir=args.data_dir,
+                                   evidence=args.html, html=args.html):
         print(path)
     return 0
 
@@ -719,6 +720,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="folder for the figures, created if missing; required")
     p.add_argument("--dataset", help="dataset of the images explained (default: the dataset it was trained on)")
     p.add_argument("--data-dir", help="folder of the dataset's files (default: the one it was trained with)")
+    p.add_argument("--html", action="store_true",
+                   help="also compute class evidence (CAMs, faithfulness, randomisation test) and write "
+                        "explorer.html, one self-contained interactive page (default: off)")
     p.set_defaults(func=cmd_explain)
     return parser
 

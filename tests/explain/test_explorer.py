@@ -158,3 +158,24 @@ def test_clicking_a_position_changes_the_affinity_view_without_console_errors(pa
         target.mkdir(parents=True, exist_ok=True)
         (target / "explorer.png").write_bytes(shot)
     assert shot[:8] == b"\x89PNG\r\n\x1a\n" and len(shot) > 10_000
+
+
+def test_the_report_links_each_variants_explorer_and_shows_its_tables(page, tmp_path):
+    from attnlab.io.study_files import StudyFolder, StudyPlan
+    from attnlab.report.explanations import explanation_section
+
+    path, summary = page
+    plan = StudyPlan.from_dict({"variants": [{"name": "cbam"}, {"name": "none"}], "baseline": "none"})
+    folder = StudyFolder(tmp_path)
+    for name in ("cbam", "none"):
+        folder.explain_dir(name).mkdir(parents=True)
+        shutil.copy(path.parent / "c_excitation_per_class.png", folder.explain_dir(name) / "c_excitation_per_class.png")
+    shutil.copy(path, folder.explain_dir("cbam") / "explorer.html")
+    shutil.copy(path.parent / "summary.json", folder.explain_summary("cbam"))
+    text = "\n".join(explanation_section(folder, plan))
+    link = folder.explain_dir("cbam").relative_to(tmp_path).as_posix() + "/explorer.html"
+    assert f"]({link})" in text and text.count("explorer.html") == 1      # the variant without a page gets no link
+    assert "| random ranking |" in text
+    flagged = [r["map"] for r in summary["sanity"]["maps"] if r["flagged"]]
+    assert text.count("**flagged**") == len(flagged)
+    assert "top-10% IoU" in text

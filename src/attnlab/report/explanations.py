@@ -115,6 +115,57 @@ def _reliance_table(summaries: dict) -> Optional[str]:
     return md_table(head, body) if body else None
 
 
+def _faithfulness_table(summary: dict) -> Optional[str]:
+    """Deletion / insertion AUC of each map against the random ranking, and its randomisation test."""
+    faith = summary.get("faithfulness") or {}
+    if not faith.get("maps"):
+        return None
+    sanity = {r.get("map"): r for r in (summary.get("sanity") or {}).get("maps", [])}
+
+    def verdict(name):
+        r = sanity.get(name)
+        if not r:
+            return "-"
+        rho = num(r.get("final"), "{:.2f}")
+        return f"**flagged**: rho {rho}, does not explain the trained network" if r.get("flagged") else f"passed (rho {rho})"
+
+    head = ["map", "deletion AUC (lower: faithful)", "insertion AUC (higher: faithful)", "randomisation test"]
+    body = [[str(r.get("map")), num(r.get("deletion_auc"), "{:.3f}"), num(r.get("insertion_auc"), "{:.3f}"),
+             verdict(r.get("map"))] for r in faith["maps"]]
+    rand = faith.get("random") or {}
+    body.append(["random ranking", num(rand.get("deletion_auc"), "{:.3f}"), num(rand.get("insertion_auc"), "{:.3f}"), ""])
+    return md_table(head, body)
+
+
+def _agreement_table(summary: dict) -> Optional[str]:
+    head = ["module map", "CAM", "Spearman rho", "top-10% IoU"]
+    body = [[f"{r.get('module')} {r.get('signal')}", f"{r.get('method')} at {r.get('layer')}",
+             num(r.get("spearman"), "{:.2f}"), num(r.get("top_iou"), "{:.2f}")] for r in summary.get("agreement") or []]
+    return md_table(head, body) if body else None
+
+
+def _evidence_lines(folder: StudyFolder, name: str, summary: dict) -> list[str]:
+    """The explorer link, the agreement of module maps with class evidence, and the faithfulness table."""
+    from ..explain.explorer import EXPLORER
+
+    lines = []
+    page = folder.explain_dir(name) / EXPLORER
+    if page.is_file():
+        lines += [f"[Interactive explorer of {name}]({page.relative_to(folder.root).as_posix()}) (one offline page)", ""]
+    agree = _agreement_table(summary)
+    if agree:
+        lines += ["Does each module look where the class evidence is (agreement of its map with the CAMs at the "
+                  "layer after it, mean over the images; per class in summary.json):", "", agree, ""]
+    faith = _faithfulness_table(summary)
+    if faith:
+        n = (summary.get("faithfulness") or {}).get("images")
+        lines += [f"Faithfulness on {n} test images (Petsiuk et al. 2018) and the cascading randomisation test "
+                  "(Adebayo et al. 2018; flagged: the map still correlates with the trained one after every layer "
+                  f"is re-initialised, rho >= {num((summary.get('sanity') or {}).get('threshold'), '{:.2f}')}):",
+                  "", faith, ""]
+    return lines
+
+
 def _query_notes(summary: dict) -> list[str]:
     """A line for each attention module whose map is the same for every query point."""
     same = [r for r in summary.get("affinity") or [] if isinstance(r, dict) and r.get("query_independent")]
@@ -144,6 +195,7 @@ def explanation_section(folder: StudyFolder, plan: StudyPlan) -> list[str]:
                   "(gate 1, mask or transform 0, identity warp) or by its mean over the data:", "", rel, ""]
     for name, pngs in explanation_figures(folder, plan).items():
         lines += [f"### {name}", ""] + _query_notes(summaries.get(name, {}))
+        lines += _evidence_lines(folder, name, summaries.get(name, {}))
         lines += [f"![{name} {p.stem}]({p.relative_to(root).as_posix()})" for p in pngs] + [""]
     return lines or ["No explanation figures in this run folder.", ""]
 
