@@ -7,6 +7,7 @@
     attnlab compare --resume RUN_DIR
     attnlab report RUN_DIR
     attnlab explain --checkpoint C --out DIR [--dataset D] [--html]
+    attnlab export --checkpoint C --format onnx|torch-export --out FILE [--batch N] [--force]
 
 Not a paper module. Every command validates all its arguments before any work starts; a bad
 value gives one line on stderr naming it and the accepted values, exit status 2, no traceback.
@@ -491,6 +492,41 @@ def cmd_explain(args) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------- export
+def cmd_export(args) -> int:
+    from .deploy.export import ExportError, check_destination, check_format, export
+    from .train import CheckpointError, load_checkpoint, load_trained
+
+    if args.batch < 1:
+        raise UsageError(f"--batch must be >= 1, got {args.batch}")
+    try:
+        check_format(args.format)
+        check_destination(args.out, args.force, "--out")
+        ckpt = load_checkpoint(args.checkpoint, needs="run")
+    except (ValueError, TypeError, ModuleNotFoundError, CheckpointError) as err:
+        hint = " (add --force to replace it)" if "already exists" in str(err) else ""
+        raise UsageError(_one_line(err) + hint) from None
+    try:
+        model, config = load_trained(ckpt.path)
+    except CheckpointError as err:
+        raise UsageError(_one_line(err)) from None
+    import torch
+
+    data = model.data_info
+    shape = (args.batch, data["in_chans"], *data["image_size"])
+    example = torch.randn(shape, generator=torch.Generator().manual_seed(0))
+    metadata = {"attnlab_model": config.model, "checkpoint": str(ckpt.path), "input_size": json.dumps(shape[1:]),
+                "mean": json.dumps(data.get("mean")), "std": json.dumps(data.get("std")),
+                "classes": json.dumps(data.get("classes"))}
+    try:
+        result = export(model, example, args.out, args.format, overwrite=args.force, metadata=metadata)
+    except ExportError as err:
+        print(f"attnlab: error: {_one_line(err)}", file=sys.stderr)
+        return 1
+    print(json.dumps({"checkpoint": str(ckpt.path), **result.as_dict()}))
+    return 0
+
+
 # ---------------------------------------------------------------------------- parser
 def _non_negative_int(text: str) -> int:
     try:
@@ -526,6 +562,7 @@ examples:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .deploy.export import FORMATS as EXPORT_FORMATS
     from .measure.bench import RESNET_ATTENTIONS, RESNET_DEFAULTS
     from .models.layers import RESIDUAL_POSITIONS
     from .attention import list_attention
@@ -724,6 +761,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also compute class evidence (CAMs, faithfulness, randomisation test) and write "
                         "explorer.html, one self-contained interactive page (default: off)")
     p.set_defaults(func=cmd_explain)
+
+    p = sub.add_parser("export", help="write a trained model as ONNX or a torch.export program, checked",
+                       description="Write a run's model (eval mode, dynamic batch dimension) as an ONNX file or a "
+                                   "torch.export program (.pt2), then check the file against the model on random "
+                                   "inputs (onnxruntime for ONNX, reloading for .pt2); prints one JSON line.")
+    p.add_argument("--checkpoint", required=True,
+                   help="run folder, its checkpoints/ folder or one ckpt-*.json file; required")
+    p.add_argument("--format", required=True, choices=EXPORT_FORMATS, help="file format; required")
+    p.add_argument("--out", required=True, help="the file to write (its folder must exist); required")
+    p.add_argument("--batch", type=int, default=1,
+                   help="batch of the example input (the file's batch dimension is dynamic) (default: %(default)s)")
+    p.add_argument("--force", action="store_true", help="replace --out if it exists (default: off, refuse)")
+    p.set_defaults(func=cmd_export)
     return parser
 
 
