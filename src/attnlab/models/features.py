@@ -148,17 +148,17 @@ def resolve_indices(family: str, indices, num_stages: int, what: str = "indices"
 
 @contextlib.contextmanager
 def frozen_norm_statistics(modules: Sequence[nn.Module]):
-    """BatchNorm layers below `modules` normalise with batch statistics (in training mode) without
-    updating their running statistics: the recomputation of a checkpointed segment."""
-    norms = [m for unit in modules for m in unit.modules()
-             if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
-    for m in norms:
-        m.track_running_stats = False
+    """The running statistics of the BatchNorm layers below `modules` are what they were on entry
+    when the context exits: the recomputation of a checkpointed segment leaves them alone."""
+    buffers = [b for unit in modules for m in unit.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+               for b in m.buffers()]
+    saved = [b.clone() for b in buffers]
     try:
         yield
     finally:
-        for m in norms:
-            m.track_running_stats = True
+        with torch.no_grad():
+            for b, value in zip(buffers, saved):
+                b.copy_(value)
 
 
 def _recompute_contexts(modules: Sequence[nn.Module]):

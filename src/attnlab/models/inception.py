@@ -337,6 +337,7 @@ class InceptionV3(Backbone):
     """Inception v3 in torchvision's layout; see the module docstring for the switches."""
 
     family = "InceptionV3"
+    data_stats = "inception"
 
     def __init__(self, num_classes: int = 1000, in_chans: int = 3, aux_logits: bool = False,
                  small_input: bool = False, drop_rate: float = 0.5, attention=None):

@@ -33,6 +33,7 @@ from torch import nn
 from ..attention import create_attention, resolve_attention_name
 from ..attention.base import init_conv_weights  # noqa: F401  (the families initialise through layers)
 from ..attention.base import is_traced
+from .data_config import data_config
 from .features import Stage, StagedModel  # noqa: F401  (the families declare their stages through layers)
 
 RESIDUAL_POSITIONS = ("standard", "pre", "post", "identity")
@@ -238,6 +239,8 @@ class Backbone(StagedModel, nn.Module):
 
     family = "model"
     min_size = 1
+    data_stats = "imagenet"   # mean and std at ImageNet size: "imagenet" or "inception" (models.data_config)
+    crop_pct = 0.875          # centre-crop fraction at ImageNet size
 
     def _setup(self, num_classes: int, in_chans: int, attention, num_stages: int,
                positions: Sequence[str]) -> Placement:
@@ -271,6 +274,28 @@ class Backbone(StagedModel, nn.Module):
         """Width of `forward_head(x, pre_logits=True)`: num_features, or the hidden width of a
         head with hidden layers (VGG's 4096)."""
         return getattr(self.head, "hidden", self.num_features)
+
+    @property
+    def pretrained_cfg(self) -> dict:
+        """The data configuration in timm's keys (input size, mean, std, interpolation, crop_pct,
+        first_conv, classifier, num_classes, paper_name, paper_ids): models.data_config."""
+        return data_config(self)
+
+    @pretrained_cfg.setter
+    def pretrained_cfg(self, value: dict) -> None:
+        if not isinstance(value, dict):
+            raise TypeError(f"{self.family}: pretrained_cfg must be a dict, got {type(value).__name__}")
+        self._pretrained_cfg_overrides = dict(value)
+
+    default_cfg = pretrained_cfg  # timm's former name
+
+    def first_conv_names(self) -> list[str]:
+        """The convolution(s) that read the input: the first one of stage 0."""
+        for name in self._stages[0].modules:
+            for sub, module in self.get_submodule(name).named_modules():
+                if isinstance(module, nn.Conv2d):
+                    return [f"{name}.{sub}" if sub else name]
+        return []
 
     def _prune_head(self) -> None:
         """Replace the classifier by a pooling head without parameters (pre-logits = num_features)."""

@@ -132,3 +132,16 @@ def create_model(
     if features_only:
         model = FeatureNet(model, out_indices)
     return model
+
+
+def describe_model(name: str, **kwargs) -> dict:
+    """What `create_model(name, **kwargs)` would build, without its weights (built on the meta
+    device): its `pretrained_cfg`, num_features, head_hidden_size and the channels and reductions
+    of its feature stages."""
+    import torch
+
+    with torch.device("meta"):
+        model = create_model(name, **kwargs)
+    info = model.feature_info
+    return dict(model.pretrained_cfg, num_features=model.num_features, head_hidden_size=model.head_hidden_size,
+                feature_channels=tuple(info.channels()), feature_reductions=tuple(info.reduction()))

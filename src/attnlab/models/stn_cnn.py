@@ -132,6 +132,20 @@ class SpatiallyTransformed(Backbone):
         self.model._prune_head()
 
     @property
+    def data_stats(self) -> str:
+        return self.model.data_stats
+
+    @property
+    def crop_pct(self) -> float:
+        return self.model.crop_pct
+
+    def first_conv_names(self) -> list[str]:
+        """The localisation network's first convolution and the wrapped model's: both read the input."""
+        own = next(f"spatial_transformer.{name}" for name, m in self.spatial_transformer.named_modules()
+                   if isinstance(m, nn.Conv2d))
+        return [own] + [f"model.{name}" for name in self.model.first_conv_names()]
+
+    @property
     def head_hidden_size(self) -> int:
         return self.model.head_hidden_size
 

@@ -85,6 +85,7 @@ class Xception(Backbone):
     """Xception (Fig. 5 of the paper); `small_input=True` for 28-32 px inputs."""
 
     family = "Xception"
+    data_stats, crop_pct = "inception", 0.8975  # the reference implementation's preprocessing
 
     def __init__(self, num_classes: int = 1000, in_chans: int = 3, small_input: bool = False,
                  drop_rate: float = 0.0, attention=None):
