@@ -185,6 +185,8 @@ def cmd_list(args) -> int:
         if pattern is not None:
             raise _unknown_kind(args.what)
         what, pattern = None, args.what          # `attnlab list '*resnet*'` or `attnlab list resnet`
+    if args.details and what != "models":
+        raise UsageError("list: --details describes models only: attnlab list models [PATTERN] --details")
     glob = _list_pattern(pattern)
     found = {kind: [n for n in kinds[kind]() if fnmatch.fnmatchcase(n.lower(), glob)]
              for kind in ([what] if what else list(kinds))}
@@ -203,6 +205,11 @@ def cmd_list(args) -> int:
                 continue                         # a pattern over every kind: only the kinds it matches
             print(f"{kind} ({len(names)}):")
             print("".join(f"  {n}\n" for n in names), end="")
+        elif kind == "models" and args.details:
+            from .models import describe_model
+
+            for n in names:
+                print(n + "".join(f"\n  {key}: {value}" for key, value in describe_model(n).items()))
         else:
             print("\n".join(names))
     return 0
@@ -584,6 +591,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("pattern", nargs="?", metavar="PATTERN",
                    help="shell-style pattern, e.g. '*resnet*'; a bare word without * ? [ matches anywhere in "
                         "the name ('se' is read as '*se*'); case-insensitive (default: every name)")
+    p.add_argument("--details", action="store_true",
+                   help="with `list models`: each model's data config (pretrained_cfg: input size, mean, std, "
+                        "interpolation, crop, first conv, classifier, paper) and feature stages")
     p.set_defaults(func=cmd_list)
 
     p = sub.add_parser("train", help="train one model", description="Train one model and write its run folder "
