@@ -29,7 +29,8 @@ Layers. The layer after an attention module is the block that holds it when the 
 slot of a block (an SE gate inside a residual block: the block's output), else the module itself
 (a non-local block or a residual-attention stage between blocks, a spatial transformer in front
 of the network). The last stage is the last module, in the order the forward pass finishes
-them, that holds a convolution and outputs a map larger than 1x1.
+them, that holds a convolution and outputs a map larger than 1x1 (left out when that output is the
+one of an attention module's layer already listed: a non-local block closing the last stage).
 
 Module maps (one (N, 1, h, w) map per attention module that computes one over the positions):
 spatial gates and masks averaged over the channels (CBAM, residual attention), context weights
@@ -72,15 +73,17 @@ def _top_attention_modules(model: nn.Module) -> list[str]:
     return [p for p in paths if not any(p.startswith(q + ".") for q in paths if q != p)]
 
 
-def _forward_order(model: nn.Module, x: torch.Tensor) -> list[tuple[str, tuple]]:
-    """(path, output shape) of every module in the order their forward finishes (first call)."""
+def _forward_order(model: nn.Module, x: torch.Tensor) -> tuple[list[tuple[str, tuple]], dict[str, int]]:
+    """(path, output shape) of every module in the order their forward finishes (first call), and
+    which output tensor each returned ({path: identity}: a stage and its last module share one)."""
     seen: dict[str, tuple] = {}
+    outputs: dict[str, torch.Tensor] = {}
     handles = []
     for path, module in model.named_modules():
         if path:
             def hook(_m, _i, out, path=path):
                 if path not in seen and isinstance(out, torch.Tensor):
-                    seen[path] = tuple(out.shape)
+                    seen[path], outputs[path] = tuple(out.shape), out
             handles.append(module.register_forward_hook(hook))
     try:
         with torch.no_grad():
@@ -88,13 +91,13 @@ def _forward_order(model: nn.Module, x: torch.Tensor) -> list[tuple[str, tuple]]
     finally:
         for h in handles:
             h.remove()
-    return list(seen.items())
+    return list(seen.items()), {p: id(t) for p, t in outputs.items()}
 
 
 def evidence_layers(model: nn.Module, x: torch.Tensor) -> dict[str, list[str]]:
     """{layer path: the attention modules it follows} for the layer after each attention module
     and for the last stage (its list may be empty); in forward order. See the module docstring."""
-    order = _forward_order(model, x)
+    order, identity = _forward_order(model, x)
     shapes = dict(order)
     modules = dict(model.named_modules())
 
@@ -111,7 +114,7 @@ def evidence_layers(model: nn.Module, x: torch.Tensor) -> dict[str, list[str]]:
             layers.setdefault(layer_after(path), []).append(path)
     has_conv = {p for p, m in modules.items() if any(isinstance(c, nn.Conv2d) for c in m.modules())}
     last = [p for p, s in order if p in has_conv and len(s) == 4 and s[-1] * s[-2] > 1]
-    if last:
+    if last and identity.get(last[-1]) not in {identity.get(p) for p in layers}:
         layers.setdefault(last[-1], [])
     rank = {p: i for i, (p, _) in enumerate(order)}
     return dict(sorted(layers.items(), key=lambda item: rank.get(item[0], math.inf)))

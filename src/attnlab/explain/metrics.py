@@ -18,9 +18,9 @@ model's probability of the target class as the pixels are removed in the order t
 most important first, `steps` equal slices of the image at a time (the curve has steps + 1
 points, the intact image first); a removed pixel takes the value of the deletion substrate, 0 in
 the normalised input (the data mean), as in the paper's code. The insertion curve starts from the
-insertion substrate, the image blurred by a Gaussian (`blur_sigma` in pixels; the paper blurs
-224-pixel images with sigma 5, and the default here scales that to the image) and puts the pixels
-back in the same order. AUC is the area under the curve over the fraction of pixels changed, by
+insertion substrate, the image blurred by a Gaussian (`blur_sigma`, 5 pixels as in the paper's
+code; on small images that leaves little of the content, which is the point of the substrate) and
+puts the pixels back in the same order. AUC is the area under the curve over the fraction of pixels changed, by
 the trapezoid rule, in [0, 1]. A faithful map has a low deletion AUC (the probability falls as
 soon as its top pixels go) and a high insertion AUC.
 
@@ -171,11 +171,11 @@ def _curve(model, start: torch.Tensor, finish: torch.Tensor, order: torch.Tensor
 
 
 def deletion_insertion(model: Callable, x: torch.Tensor, maps: torch.Tensor, target: torch.Tensor,
-                       steps: int = 16, blur_sigma: Optional[float] = None,
+                       steps: int = 16, blur_sigma: float = 5.0,
                        generator: Optional[torch.Generator] = None) -> Curves:
     """Deletion and insertion curves of `maps` (N, 1, H, W) for `model` on normalised inputs `x`
     (N, C, H, W), for the classes `target` (N,); see the module docstring. `blur_sigma` defaults
-    to the paper's 5 pixels of 224, scaled to the image's smaller side."""
+    to the paper's 5 pixels."""
     if not isinstance(x, torch.Tensor) or x.dim() != 4:
         raise ValueError(f"deletion_insertion: expected x (N, C, H, W), got "
                          f"{tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}")
@@ -184,8 +184,7 @@ def deletion_insertion(model: Callable, x: torch.Tensor, maps: torch.Tensor, tar
         raise ValueError(f"deletion_insertion: maps must be (N, 1, H, W) at the input's size "
                          f"{(x.shape[0], 1) + tuple(x.shape[2:])}, got {tuple(maps.shape)}")
     steps = check_int("deletion_insertion", "steps", steps, 1)
-    sigma = 5.0 * min(x.shape[-2:]) / 224 if blur_sigma is None else check_number(
-        "deletion_insertion", "blur_sigma", blur_sigma, 0.0)
+    sigma = check_number("deletion_insertion", "blur_sigma", blur_sigma, 0.0)
     target = torch.as_tensor(target, dtype=torch.long).view(-1)
     order = ranking(maps, generator)
     blurred = gaussian_blur(x, max(sigma, 1e-3))
@@ -196,7 +195,7 @@ def deletion_insertion(model: Callable, x: torch.Tensor, maps: torch.Tensor, tar
 
 
 def random_baseline(model: Callable, x: torch.Tensor, target: torch.Tensor, draws: int = 4, steps: int = 16,
-                    blur_sigma: Optional[float] = None, generator: Optional[torch.Generator] = None) -> Curves:
+                    blur_sigma: float = 5.0, generator: Optional[torch.Generator] = None) -> Curves:
     """The curves of random rankings: each the mean over `draws` uniformly random maps per image."""
     draws = check_int("random_baseline", "draws", draws, 1)
     runs = [deletion_insertion(model, x, torch.rand(x.shape[0], 1, *x.shape[2:], generator=generator), target,
