@@ -39,7 +39,7 @@ import fnmatch
 import numbers
 import threading
 from contextlib import contextmanager
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Optional
 
 import torch
@@ -311,6 +311,22 @@ def capture(model: nn.Module, query_points=None, modules=None) -> Iterator[Recor
         yield recording
     finally:
         _detach(watched, recorders, thread)
+
+
+def forward_with_hooks(model: nn.Module, x: torch.Tensor, hooks: Mapping[str, Callable]) -> None:
+    """Run `model` on `x` without gradients with `hooks[path]` as a forward hook of the module at
+    each path (called as hook(module, inputs, output); its return value is ignored); the hooks are
+    removed afterwards, also after an exception."""
+    def quiet(hook):
+        return lambda module, inputs, output: hook(module, inputs, output) and None
+
+    handles = [model.get_submodule(path).register_forward_hook(quiet(hook)) for path, hook in hooks.items()]
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 @contextmanager

@@ -55,7 +55,7 @@ from torch import nn
 
 from ..attention.base import AFFINITY, AttentionModule, POOLING, SPATIAL, WARP
 from ..checks import check_bool
-from .capture import capture
+from .capture import capture, forward_with_hooks
 from .sanity import THRESHOLD, cascading_randomisation
 from .metrics import (TOP_FRACTION, deletion_insertion, nanmean, random_baseline, rank_correlation,
                       top_overlap)
@@ -78,19 +78,14 @@ def _forward_order(model: nn.Module, x: torch.Tensor) -> tuple[list[tuple[str, t
     which output tensor each returned ({path: identity}: a stage and its last module share one)."""
     seen: dict[str, tuple] = {}
     outputs: dict[str, torch.Tensor] = {}
-    handles = []
-    for path, module in model.named_modules():
-        if path:
-            def hook(_m, _i, out, path=path):
-                if path not in seen and isinstance(out, torch.Tensor):
-                    seen[path], outputs[path] = tuple(out.shape), out
-            handles.append(module.register_forward_hook(hook))
-    try:
-        with torch.no_grad():
-            model(x[:1])
-    finally:
-        for h in handles:
-            h.remove()
+
+    def keep(path):
+        def hook(_module, _inputs, out):
+            if path not in seen and isinstance(out, torch.Tensor):
+                seen[path], outputs[path] = tuple(out.shape), out
+        return hook
+
+    forward_with_hooks(model, x[:1], {path: keep(path) for path, _ in model.named_modules() if path})
     return list(seen.items()), {p: id(t) for p, t in outputs.items()}
 
 

@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 from ..attention.base import AFFINITY, CHANNEL
-from .capture import capture
+from .capture import capture, forward_with_hooks
 from .evidence import MODULE, EvidenceMaps, grad_cam
 
 EXPLORER = "explorer.html"
@@ -53,20 +53,11 @@ def _bytes(values: torch.Tensor, per_image: bool = True) -> str:
 def _affinities(model: nn.Module, x: torch.Tensor) -> list[dict]:
     """The full affinity of every query position of each non-local / self-attention module."""
     sizes: dict[str, tuple] = {}
-    handles = []
     with capture(model) as probe, torch.no_grad():
         model(x[:1])
     paths = [p for p in probe.paths() if probe.names_of(p, AFFINITY)]
-    for path in paths:
-        def keep_size(_module, inputs, _output, path=path):
-            sizes.setdefault(path, tuple(inputs[0].shape[-2:]))
-        handles.append(model.get_submodule(path).register_forward_hook(keep_size))
-    try:
-        with torch.no_grad():
-            model(x[:1])
-    finally:
-        for h in handles:
-            h.remove()
+    forward_with_hooks(model, x[:1], {path: (lambda _m, inputs, _o, path=path: sizes.setdefault(
+        path, tuple(inputs[0].shape[-2:]))) for path in paths})
     out = []
     for path in paths:
         h, w = sizes[path]

@@ -37,6 +37,11 @@ figures follow the papers they come from:
     over the data (the input-dependence removed).
     A stage is the first component of the module path ('layer2' for 'layer2.0.attention').
 
+(f) with `evidence=True`, summary.json also holds the class evidence of `evidence.py`: CAMs
+    beside each module's map and their agreement per class, deletion/insertion AUC of every map
+    against random, the cascading randomisation test; `html=True` writes the explorer page
+    (`explorer.py`) on top.
+
 Every module gets its panel: a figure holds at most `PANELS_PER_FIGURE` modules, more go into
 further files beside it ('c_excitation_per_class_2.png', ...). summary.json is strict JSON (no
 NaN). The operator illustration (a) does not depend on the checkpoint: `illustration=False`
