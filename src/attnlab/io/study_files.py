@@ -84,7 +84,9 @@ class StudyPlan:
     """The typed description of a study: what `plan_compare` decides and compare.json records.
 
     `train` holds the recipe (TrainConfig fields shared by every run), `cost` the cost settings,
-    `capacity` the preset's capacity entry ({match, kwarg}); `input_shape` and `num_classes` are
+    `capacity` the preset's capacity entry ({match, kwarg}); `explain` asks for each variant's
+    explanation figures, `evidence` also for their class evidence (CAMs, faithfulness, the
+    randomisation test) and explorer page; `input_shape` and `num_classes` are
     those of the dataset. `precision_reason` says why the recipe's precision was chosen when
     `auto` was resolved for the whole study. `notes`, `started`, `ranks`, `finished` and
     `seconds` are filled in while the study runs; `resumed` lists the UTC times at which an
@@ -103,6 +105,7 @@ class StudyPlan:
     capacity: Optional[dict] = None
     cost: dict = field(default_factory=dict)
     explain: bool = True
+    evidence: bool = False
     workers: Optional[int] = None
     input_shape: Optional[list] = None
     num_classes: Optional[int] = None

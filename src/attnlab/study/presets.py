@@ -17,7 +17,7 @@ PRESET_DIR = Path(__file__).resolve().parent.parent / "configs"
 DEFAULT_PRESET = "quick"
 # Preset keys and what they hold; anything else is refused with this list.
 PRESET_KEYS = ("description", "dataset", "data_dir", "image_size", "model", "model_kwargs", "seeds", "baseline",
-               "variants", "train", "capacity", "cost", "explain", "workers", "notes")
+               "variants", "train", "capacity", "cost", "explain", "evidence", "workers", "notes")
 
 
 def list_presets() -> list[str]:

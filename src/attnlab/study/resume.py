@@ -36,7 +36,7 @@ SESSION_FIELDS = ("data_dir", "threads", "num_workers", "eval_batch_size", "keep
 
 # The fields of a plan that define the study (the rest records how and when it ran).
 STUDY_FIELDS = ("preset", "dataset", "image_size", "seeds", "baseline", "variants", "train", "capacity", "cost",
-                "explain", "input_shape", "num_classes")
+                "explain", "evidence", "input_shape", "num_classes")
 
 
 def run_state(run_dir) -> str:

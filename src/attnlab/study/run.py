@@ -211,7 +211,8 @@ def _measure_costs(plan: StudyPlan, variants: list, progress) -> dict:
 
 
 def _explain(plan: StudyPlan, folder: StudyFolder, progress) -> list[str]:
-    """Explanation figures of each variant's first-seed run (when the plan asks for them), without
+    """Explanation figures of each variant's first-seed run (when the plan asks for them; with the
+    class evidence and the explorer page when it asks for `evidence`), without
     the checkpoint-independent illustration, which the report draws once for the study; returns a
     note for each variant whose explanations failed (named in compare.json and the report)."""
     notes: list[str] = []
@@ -228,7 +229,8 @@ def _explain(plan: StudyPlan, folder: StudyFolder, progress) -> list[str]:
             continue
         try:
             figures = explain_checkpoint(folder.seed_dir(v.name, seed), folder.explain_dir(v.name),
-                                         dataset=plan.dataset, data_dir=plan.data_dir, illustration=False)
+                                         dataset=plan.dataset, data_dir=plan.data_dir, illustration=False,
+                                         evidence=plan.evidence, html=plan.evidence)
         except Exception as exc:  # named in compare.json and the report, never silently dropped
             notes.append(f"explanations of {v.name} failed: {type(exc).__name__}: {exc}")
             explaining.step(notes[-1])
