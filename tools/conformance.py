@@ -1,0 +1,115 @@
+"""Write docs/conformance.md: every registered model against every conformance check
+(attnlab.deploy.conformance), or check that the page still says what the models do.
+
+    python tools/conformance.py              # the cheap columns; the costly cells already in the page are kept
+    python tools/conformance.py --costly     # every column on every model (long: tens of minutes)
+    python tools/conformance.py --check      # exit 1 when a cheap column's cell differs from the page
+    python tools/conformance.py --models '*resnet*' --costly    # rewrite only these rows' cells
+
+Runs on one thread (small inputs: more threads cost more than they give), models one by one.
+"""
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import re
+import sys
+from pathlib import Path
+
+import torch
+
+import attnlab
+from attnlab.deploy.conformance import (CHEAP, CHECK_KEYS, CHECKS, MIN_SIDE, NUM_CLASSES, ModelRow, Outcome,
+                                        check_model, read_matrix, render_matrix)
+
+ROOT = Path(__file__).resolve().parents[1]
+DOC = ROOT / "docs" / "conformance.md"
+
+
+def preamble() -> str:
+    columns = "\n".join(f"- `{c.key}`: {c.title}{' (costly)' if c.costly else ''}. {c.run.__doc__.split(chr(10))[0]}"
+                        for c in CHECKS)
+    return f"""# Conformance matrix
+
+Every registered model (`attnlab.list_models()`) against the checks a backbone that drops into
+detection, segmentation and deployment code must pass, in the spirit of timm's per-model tests.
+Written by `python tools/conformance.py --costly`; `python tools/conformance.py` recomputes the
+cheap columns and keeps the costly cells; `--check` says whether the page is still true. CI
+(tests/models/test_conformance.py) runs the cheap columns on every model and compares them with
+this page, and the costly ones on one model per family (listed below the matrix).
+
+Each model is built with {NUM_CLASSES} classes and checked on a batch of 2 at the smallest side it
+accepts (at least {MIN_SIDE} px). Cells: `pass`; `FAIL` (the reason is listed at the end); `n/a`
+(the family declares it cannot honour the check and its API raises a clear error; the reason is
+listed); `missing` (the model lacks the API); `—` (not run).
+
+Columns (the implementation is `attnlab.deploy.conformance`):
+
+{columns}
+"""
+
+
+NOTE = re.compile(r"^- (\S+), (\S+): [^:]+: (.*)$", re.M)
+
+
+def existing_page() -> tuple[dict[str, dict[str, str]], dict[tuple[str, str], str]]:
+    """The page's matrix and the reason of each cell other than pass, (model, check) -> reason."""
+    text = DOC.read_text() if DOC.exists() else ""
+    return read_matrix(text), {(m, k): reason for m, k, reason in NOTE.findall(text)}
+
+
+def kept(name: str, key: str, old: dict, reasons: dict) -> Outcome:
+    return Outcome(old[name][key], reasons.get((name, key), ""))
+
+
+def kept_row(name: str, old: dict, reasons: dict) -> ModelRow:
+    """A row not rechecked, as the page has it; its parameters counted on the meta device (no memory)."""
+    with torch.device("meta"):
+        params = sum(p.numel() for p in attnlab.create_model(name, num_classes=NUM_CLASSES).parameters())
+    cells = {k: kept(name, k, old, reasons) for k in CHECK_KEYS if old[name][k] != "—"}
+    return ModelRow(name, old[name]["family"], params, cells)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--costly", action="store_true", help="also run the costly columns (default: cheap only)")
+    ap.add_argument("--check", action="store_true", help="compare the cheap columns with the page; write nothing")
+    ap.add_argument("--models", default="*", help="shell pattern of the models to (re)check (default: all)")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    names = attnlab.list_models()
+    chosen = [n for n in names if fnmatch.fnmatch(n, args.models)]
+    if not chosen:
+        print(f"conformance: no model matches {args.models!r}", file=sys.stderr)
+        return 2
+    keys = CHECK_KEYS if args.costly and not args.check else CHEAP
+    old, reasons = existing_page()
+    rows, differences = [], []
+    for i, name in enumerate(chosen, 1):
+        row = check_model(name, keys)
+        print(f"[{i}/{len(chosen)}] {name}: " + " ".join(f"{k}={v.status}" for k, v in row.cells.items()),
+              file=sys.stderr, flush=True)
+        before = old.get(name, {})
+        differences += [f"{name} {k}: page says {before.get(k, 'nothing')!r}, the check gives {row.cells[k].status!r}"
+                        for k in CHEAP if before.get(k) != row.cells[k].status]
+        if before.get("family") != row.family:
+            differences.append(f"{name}: page says family {before.get('family')!r}, the model's is {row.family!r}")
+        for key in CHECK_KEYS:          # costly cells not rerun stay as the page has them
+            if key not in row.cells and before.get(key, "—") != "—":
+                row.cells[key] = kept(name, key, old, reasons)
+        rows.append(row)
+    if args.check:
+        stale = sorted(set(old) - set(names))
+        differences += [f"{name}: on the page but no longer registered" for name in stale]
+        for line in differences:
+            print(line)
+        return 1 if differences else 0
+    done = {r.name for r in rows}
+    rows += [kept_row(n, old, reasons) for n in names if n not in done and n in old]
+    DOC.write_text(render_matrix(rows, preamble()))
+    print(DOC)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
