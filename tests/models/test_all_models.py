@@ -6,11 +6,22 @@
   forward(x); in eval mode forward_head(pre_logits=True) equals the output after
   reset_classifier(0), and reset_classifier(k) gives k logits.
 
-Size: every model runs at its native input size (model.input_size: 224 px for the ImageNet
-variants, 299 for Inception v3, 32 for CIFAR, 28 for MNIST), as the issue asks; on 2 cores this
-file is the largest part of the suite (about 2 CPU-minutes per core as two xdist workers).
+* the feature stages (models.features), on a small input in training mode: forward_intermediates
+  gives one map per stage, equal to the output of the module that `feature_info` names for it
+  (caught by a hook), with its channels and input / reduction pixels (less for the families
+  with unpadded convolutions, VALID_CONVOLUTIONS), and final features equal to
+  forward_features; torch.fx.symbolic_trace(model) computes what the model computes.
+
+Size: the contract runs at every model's native input size (model.input_size: 224 px for the
+ImageNet variants, 299 for Inception v3, 32 for CIFAR, 28 for MNIST), as the issue asks; the
+feature checks at the smallest size with a map of 2 x 2 pixels or more in every stage. Each model
+is built once for both tests (a module-scoped fixture; pytest groups the tests by model). On 2
+cores this file is the largest part of the suite (about 2 CPU-minutes per core as two xdist
+workers).
 """
 from __future__ import annotations
+
+import math
 
 import pytest
 import torch
@@ -19,6 +30,56 @@ import attnlab
 
 NUM_CLASSES = 3
 ALL_MODELS = attnlab.list_models()
+# Unpadded ("valid") convolutions shrink the maps below input / reduction.
+VALID_CONVOLUTIONS = {"inception_v3", "inception_v3_small", "xception", "nasnet_a_mobile", "cnn_mnist", "stn_cnn"}
+
+
+@pytest.fixture(scope="module", params=ALL_MODELS)
+def built(request):
+    torch.manual_seed(0)
+    return request.param, attnlab.create_model(request.param, num_classes=NUM_CLASSES)
+
+
+def _feature_input(model) -> torch.Tensor:
+    size = max(model.min_size, 2 * max(model.feature_info.reduction()))
+    return torch.randn(2, model.in_chans, size, size, generator=torch.Generator().manual_seed(0))
+
+
+def _seeded(fn, *args, **kwargs):
+    torch.manual_seed(1)  # the same dropout masks in every run
+    return fn(*args, **kwargs)
+
+
+def test_feature_stages_and_fx_trace(built):
+    name, model = built
+    model.train()
+    x = _feature_input(model)
+    info = model.feature_info
+    caught = {}
+    hooks = [model.get_submodule(module).register_forward_hook(
+        lambda _m, _args, out, key=module: caught.setdefault(key, out.detach().clone()))
+        for module in info.module_name()]
+    try:
+        with torch.no_grad():
+            final, maps = _seeded(model.forward_intermediates, x)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert len(maps) == len(info) >= 2, f"{name}: {len(maps)} maps for {len(info)} stages"
+    size = x.shape[-1]
+    for index, (fmap, chs, reduction, module) in enumerate(zip(maps, info.channels(), info.reduction(),
+                                                               info.module_name())):
+        assert fmap.shape[:2] == (2, chs), f"{name} stage {index}: {tuple(fmap.shape)} vs {chs} channels"
+        low = 1 if name in VALID_CONVOLUTIONS else math.floor(size / reduction)
+        assert low <= fmap.shape[-1] <= math.ceil(size / reduction), \
+            f"{name} stage {index}: {fmap.shape[-1]} px from {size} px at reduction {reduction}"
+        torch.testing.assert_close(fmap, caught[module], msg=f"{name} stage {index} is not {module}'s output")
+
+    with torch.no_grad():
+        features = _seeded(model.forward_features, x)
+        torch.testing.assert_close(final, features, rtol=0, atol=0)
+        traced = torch.fx.symbolic_trace(model)
+        torch.testing.assert_close(_seeded(traced, x), _seeded(model.forward_head, features), rtol=1e-5, atol=1e-6)
 
 
 def _input_for(model) -> torch.Tensor:
@@ -26,10 +87,9 @@ def _input_for(model) -> torch.Tensor:
     return torch.randn(2, chans, height, width, generator=torch.Generator().manual_seed(0))
 
 
-@pytest.mark.parametrize("name", ALL_MODELS)
-def test_model_contract(name):
-    torch.manual_seed(0)
-    model = attnlab.create_model(name, num_classes=NUM_CLASSES)
+def test_model_contract(built):
+    name, model = built
+    model.zero_grad(set_to_none=True)
     x = _input_for(model)
 
     # One forward with grad and one without, both in training mode (the seed makes dropout draw

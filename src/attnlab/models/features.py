@@ -275,7 +275,8 @@ class StagedModel:
         ``(final_features, maps)``, where final_features equals ``forward_features(x)``, or only
         ``maps`` with ``intermediates_only=True``. `norm`: the last stage's map passes through the
         final layers (the closing norm) when it is selected. `stop_early`: run only up to the
-        deepest selected stage (final_features is then that stage's map after the final layers)."""
+        deepest selected stage; final_features is then that stage's map (the final layers follow
+        the last stage only)."""
         if output_fmt not in OUTPUT_FORMATS:
             raise ValueError(f"{self.family}: output_fmt {output_fmt!r} is not supported; accepted: "
                              f"{', '.join(OUTPUT_FORMATS)}")
@@ -288,7 +289,7 @@ class StagedModel:
             maps[-1] = self._forward_final(maps[-1])
         if intermediates_only:
             return maps
-        return self._forward_final(x), maps
+        return (self._forward_final(x) if stop is None or stop == last + 1 else x), maps
 
     def prune_intermediate_layers(self, indices=1, prune_norm: bool = False, prune_head: bool = True) -> list[int]:
         """Drop what follows the deepest stage in `indices` (its modules become nn.Identity), the
