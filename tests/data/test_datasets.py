@@ -200,3 +200,16 @@ def test_repeated_loads_share_the_cache_but_not_in_place_edits():
     c = load_dataset("digits-r")
     assert c.train_x is not b.train_x                     # ... makes the next load read afresh
     assert torch.equal(c.train_x[1:], a.train_x[1:])
+
+
+def test_small_sets_draw_several_distortions_of_each_training_image_and_one_of_each_test_image():
+    plain, rts = load_dataset("digits"), load_dataset("digits-rts")
+    copies = ds.DATASETS["digits"].distortion_copies
+    n = len(plain.train_y)
+    assert copies > 1 and len(rts.train_y) == copies * n and len(rts.test_y) == len(plain.test_y)
+    assert torch.equal(rts.train_y, plain.train_y.repeat(copies)) and torch.equal(rts.test_y, plain.test_y)
+    first, second = rts.train_x[:n].float(), rts.train_x[n:2 * n].float()
+    assert (first - second).abs().flatten(1).sum(1).gt(0).float().mean() > 0.99   # the copies are other draws
+    with pytest.raises(ValueError, match="distortion_copies must be an int >= 1, got 0"):
+        ds.register_dataset(dataclasses.replace(ds.DATASETS["digits"], name="digits-zero", distortion_copies=0,
+                                             variant_aliases=()))

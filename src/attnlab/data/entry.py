@@ -35,6 +35,10 @@ class DatasetEntry:
         distortable: the spatial-transformer paper's distorted variants '<name>-<kind>' exist
             (one per kind of data/distort.py).
         variant_aliases: listed names of distorted variants, as (alias, distortion kind) pairs.
+        distortion_copies: how many independent distortions of each training image the
+            distorted variants hold (the test set is distorted once, so that its examples stay
+            independent for the paired tests of a study). More than 1 for a small set, whose
+            single distortion of each image leaves too few examples for stable accuracies.
         flip: random horizontal flips belong to its default augmentation (not for digits: a
             mirrored 2 is not a 2).
         how_to_get: the sentence an error about missing files ends with.
@@ -52,6 +56,7 @@ class DatasetEntry:
     aliases: tuple[str, ...] = ()
     distortable: bool = False
     variant_aliases: tuple[tuple[str, str], ...] = ()
+    distortion_copies: int = 1
     flip: bool = False
     how_to_get: str = ""
     system_dirs: tuple[Path, ...] = ()
