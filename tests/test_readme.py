@@ -48,6 +48,9 @@ def test_python_blocks_run_as_written(tmp_path, monkeypatch, torchvision):
     # the values the comments promise
     assert namespace["rec"]["layer3.0.attention"]["spatial_gate"].shape == (2, 1, 4, 4)
     assert namespace["rec"].paths()[:2] == ["layer3.0.attention", "layer3.1.attention"]
+    assert namespace["backbone"].feature_info.channels() == [256, 512, 1024, 2048]
+    assert [tuple(m.shape) for m in namespace["maps"]][0] == (2, 256, 56, 56)
+    assert namespace["result"].exporter == "torch.onnx (dynamo)" and (tmp_path / "se_resnet50.onnx").is_file()
 
 
 @pytest.mark.slow
