@@ -26,20 +26,27 @@ ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "conformance.md"
 
 
+def first_paragraph(doc: str) -> str:
+    return " ".join(doc.split("\n\n")[0].split())
+
+
 def preamble() -> str:
-    columns = "\n".join(f"- `{c.key}`: {c.title}{' (costly)' if c.costly else ''}. {c.run.__doc__.split(chr(10))[0]}"
+    columns = "\n".join(f"- `{c.key}`: {c.title}{' (costly)' if c.costly else ''}. {first_paragraph(c.run.__doc__)}"
                         for c in CHECKS)
     return f"""# Conformance matrix
 
 Every registered model (`attnlab.list_models()`) against the checks a backbone that drops into
 detection, segmentation and deployment code must pass, in the spirit of timm's per-model tests.
 Written by `python tools/conformance.py --costly`; `python tools/conformance.py` recomputes the
-cheap columns and keeps the costly cells; `--check` says whether the page is still true. CI
-(tests/models/test_conformance.py) runs the cheap columns on every model and compares them with
-this page, and the costly ones on one model per family (listed below the matrix).
+cheap columns and keeps the costly cells; `--check` says whether the page is still true. In CI, the
+cheap checks run on every model (tests/models/test_all_models.py: forward, backward,
+forward_intermediates and the FX trace; features_only and grad checkpointing per family in
+tests/models/test_features.py), and tests/models/test_conformance.py recomputes the costly columns
+on one model per family (listed below the matrix) and compares them with this page.
 
 Each model is built with {NUM_CLASSES} classes and checked on a batch of 2 at the smallest side it
-accepts (at least {MIN_SIDE} px). Cells: `pass`; `FAIL` (the reason is listed at the end); `n/a`
+accepts, at least {MIN_SIDE} px and at least twice its largest reduction (every stage's map 2 x 2 or
+more). Cells: `pass`; `FAIL` (the reason is listed at the end); `n/a`
 (the family declares it cannot honour the check and its API raises a clear error; the reason is
 listed); `missing` (the model lacks the API); `—` (not run).
 

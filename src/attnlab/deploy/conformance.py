@@ -4,9 +4,10 @@ docs/conformance.md; tests/models/test_conformance.py runs it in CI.
 
     row = check_model("se_resnet50")       # row.family, row.cells: {"forward": Outcome("pass"), ...}
 
-Each check builds nothing itself: `check_model` builds the model once, with a small input (batch 2
-at the smallest side the model accepts, at least 8 px) and runs the checks in the order of
-`CHECKS`, the one that turns the model into a feature extractor last. A check passes or raises:
+Each check builds nothing itself: `check_model` builds the model once, with a small input
+(`model_input`: batch 2 at the smallest side the model accepts where every stage's map is at least
+2 x 2) and runs the checks in the order of `CHECKS`, the one that turns the model into a feature
+extractor last. A check passes or raises:
 
 * `Unsupported` (or `NotImplementedError` from the model's own API): the family declares that it
   cannot honour the column; the cell reads ``n/a`` and the reason is listed under the table;
@@ -267,9 +268,14 @@ COSTLY = tuple(c.key for c in CHECKS if c.costly)
 
 
 def model_input(model: nn.Module, batch: int = 2) -> torch.Tensor:
-    """A seeded random input at the smallest side the model accepts (at least MIN_SIDE)."""
+    """A seeded random input at the smallest side the model accepts, at least MIN_SIDE and at least
+    twice its largest reduction: every stage's map is then 2 x 2 or more, so that batch norm in
+    training mode normalises over more than the batch's two values (with 1 x 1 maps it turns two
+    values into +-1 and its gradient explodes through a deep network)."""
     chans = getattr(model, "in_chans", 3)
-    side = max(int(getattr(model, "min_size", 1)), MIN_SIDE)
+    info = getattr(model, "feature_info", None)
+    deepest = max(info.reduction()) if info is not None and len(info) else 1
+    side = max(int(getattr(model, "min_size", 1)), MIN_SIDE, 2 * deepest)
     return torch.randn(batch, chans, side, side, generator=torch.Generator().manual_seed(0))
 
 
