@@ -46,7 +46,8 @@ def _help_text(sub: argparse.ArgumentParser, action) -> str:
 
 
 def test_every_subcommand_is_there():
-    assert set(_subparsers(build_parser())) == {"list", "train", "eval", "compare", "report", "bench", "explain"}
+    assert set(_subparsers(build_parser())) == {"list", "train", "eval", "compare", "report", "bench", "explain",
+                                                    "export"}
 
 
 def test_every_option_has_a_help_text_that_states_its_default():
