@@ -113,6 +113,16 @@ def test_ran_imagenet_stem_runs_on_a_small_non_square_input():
     assert out.shape == (1, 5) and torch.isfinite(out).all()
 
 
+def test_ran_traced_equals_eager_where_the_masks_reach_one_pixel():
+    # at 8 px the ImageNet stem leaves 2 x 2 maps to stage 1, whose mask pools 3 times: the levels
+    # below 1 pixel run at 1 pixel in eager mode as in the graph traced without sizes
+    torch.manual_seed(0)
+    model = attnlab.create_model("attention56", num_classes=3).eval()
+    x = torch.randn(2, 3, 8, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(torch.fx.symbolic_trace(model)(x), model(x), rtol=1e-4, atol=1e-5)
+
+
 def test_ran_naive_switch_and_placement_spec():
     naive = attnlab.create_model("attention56_cifar", naive=True)
     assert all(m.naive for m in naive.modules() if isinstance(m, ResidualAttentionModule))

@@ -20,11 +20,12 @@ paper's unit is the pre-activation bottleneck of He et al. 2016, which models/ra
 
 Where this code deviates, and why:
 
-* Any input size: the number of down-samplings actually done is min(depth, ceil(log2(max(H, W)))),
-  so a 1x1 map is not pooled at all (the mask is then the two 1x1 convs applied to the input) and
-  a 1 x W map is pooled along W only. The paper fixes the number of poolings per stage for 224
-  inputs (3 / 2 / 1 in stages 1 / 2 / 3, lowest resolution 7x7). Units of levels that a small map
-  does not reach are skipped for that call.
+* Any input size, one fixed structure: the branch always does its ``depth`` poolings, as the paper
+  fixes them per stage (3 / 2 / 1 in stages 1 / 2 / 3, lowest resolution 7x7 at 224 px), whatever
+  the map's size. A map already 1 pixel high or wide stays so under the padded 3x3/2 pooling (its
+  maximum is the pixel itself), so a small map simply runs the deeper levels at 1 pixel. The
+  computation thus never depends on the input's size, and a torch.fx or torch.export graph,
+  which is traced without sizes, computes exactly what eager mode computes at every size.
 * Max pooling is kernel 3, stride 2, padding 1 (floor mode); Caffe's pooling in the official
   files is kernel 3, stride 2, no padding, ceil mode. Both halve even sizes identically (56 -> 28).
 * Up-sampling uses F.interpolate(mode="bilinear", align_corners=False) to the exact size of the
@@ -46,7 +47,6 @@ observes it as 'mask'.
 """
 from __future__ import annotations
 
-import math
 from typing import Callable
 
 import torch
@@ -54,14 +54,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..checks import check_choice, check_int
-from .base import AttentionModule, init_conv_weights, is_traced
+from .base import AttentionModule, init_conv_weights
 
 MASK_ACTIVATIONS = ("mixed", "spatial", "channel")
-
-
-def max_downsamplings(height: int, width: int) -> int:
-    """How many 3x3/2 max-poolings shrink a (height, width) map before it is 1x1."""
-    return math.ceil(math.log2(max(height, width))) if max(height, width) > 1 else 0
 
 
 class SoftMaskBranch(AttentionModule):
@@ -69,7 +64,7 @@ class SoftMaskBranch(AttentionModule):
 
     unit: builds one residual unit for `channels` channels (called as unit(channels)); the unit
     must keep the shape (N, C, H, W). depth: number of max-pool down-samplings (the paper uses 3,
-    2, 1 in stages 1, 2, 3 at 224 px); fewer are done when the map is too small. r: residual
+    2, 1 in stages 1, 2, 3 at 224 px), done at every input size (a 1-pixel side stays 1). r: residual
     units between adjacent poolings. Every convolution and norm, the units' included, gets
     `init_conv_weights` (attention modules nested in a unit keep their own initialisation).
     """
@@ -98,21 +93,14 @@ class SoftMaskBranch(AttentionModule):
         )
         init_conv_weights(self)
 
-    def levels_for(self, height: int, width: int) -> int:
-        """Down-samplings done for a (height, width) input: min(depth, what the size allows)."""
-        return min(self.depth, max_downsamplings(height, width))
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)
-        # torch.fx tracing knows no sizes: the traced graph does all `depth` down-samplings, which
-        # is what the eager branch does on maps of at least 2 ** (depth - 1) + 1 pixels a side.
-        levels = self.depth if is_traced(x) else self.levels_for(x.shape[2], x.shape[3])
         features = []
         h = x
-        for i in range(levels):
+        for i in range(self.depth):
             h = self.down[i](self.pool(h))
             features.append(h)
-        for i in reversed(range(levels)):
+        for i in reversed(range(self.depth)):
             h = self.up[i](h)
             above = features[i - 1] if i > 0 else x
             h = F.interpolate(h, size=above.shape[-2:], mode="bilinear", align_corners=False)
