@@ -593,7 +593,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "the name ('se' is read as '*se*'); case-insensitive (default: every name)")
     p.add_argument("--details", action="store_true",
                    help="with `list models`: each model's data config (pretrained_cfg: input size, mean, std, "
-                        "interpolation, crop, first conv, classifier, paper) and feature stages")
+                        "interpolation, crop, first conv, classifier, paper) and feature stages (default: off, names only)")
     p.set_defaults(func=cmd_list)
 
     p = sub.add_parser("train", help="train one model", description="Train one model and write its run folder "
@@ -726,7 +726,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", metavar="RUN_DIR",
                    help="continue the interrupted study in RUN_DIR: finished runs are kept, cut runs continue from "
                         "their checkpoints, then costs, explanations and the report; the study itself cannot change "
-                        "(--data-dir and --jobs may)")
+                        "(--data-dir and --jobs may) (default: a new study)")
     p.add_argument("--jobs", type=int, metavar="N",
                    help="runs trained at once, each in its own process (default: the preset's, else one per CPU "
                         "core, 1 on a GPU; on a GPU N runs share the device)")

@@ -52,8 +52,8 @@ def test_bad_requests_are_named():
         study.plan_compare(epochs=-2)
     with pytest.raises(ValueError, match="unknown attention"):
         study.plan_compare(attentions=["sse"])
-    # cnn_mnist needs 22 px or more; the quick preset's digits are 16 px
-    with pytest.raises(ValueError, match="cannot run on digits at \\(1, 16, 16\\)"):
+    # cnn_mnist needs 22 px or more; the quick preset's distorted digits are 12 px
+    with pytest.raises(ValueError, match="cannot run on digits-rts at \\(1, 12, 12\\)"):
         study.plan_compare(models=["cnn_mnist"], attentions=["none"])
 
 

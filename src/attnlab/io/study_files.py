@@ -105,7 +105,7 @@ class StudyPlan:
     capacity: Optional[dict] = None
     cost: dict = field(default_factory=dict)
     explain: bool = True
-    evidence: bool = False
+    evidence: Optional[bool] = None
     workers: Optional[int] = None
     input_shape: Optional[list] = None
     num_classes: Optional[int] = None
@@ -117,7 +117,8 @@ class StudyPlan:
     precision_reason: Optional[str] = None
     resumed: Optional[list] = None
 
-    _WRITTEN_WHEN_SET = ("notes", "started", "ranks", "finished", "seconds", "precision_reason", "resumed")
+    _WRITTEN_WHEN_SET = ("notes", "started", "ranks", "finished", "seconds", "precision_reason", "resumed",
+                         "evidence")
 
     # ----------------------------------------------------------------------------- reading the plan
     def variant(self, name: str) -> Variant:

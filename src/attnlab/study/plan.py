@@ -85,7 +85,7 @@ def plan_compare(preset: Optional[str] = None, models=None, attentions=None, see
                      seeds=_check_seeds(seeds if seeds is not None else cfg.get("seeds", [0, 1, 2])),
                      baseline=baseline, variants=variants, train=train, capacity=cfg.get("capacity"),
                      cost=dict(cfg.get("cost") or {}), explain=bool(cfg.get("explain", True)),
-                     evidence=bool(cfg.get("evidence", False)),
+                     evidence=True if cfg.get("evidence") else None,
                      workers=cfg.get("workers"))
     if models and models != [cfg.get("model")]:
         plan.capacity = None

@@ -230,7 +230,7 @@ def _explain(plan: StudyPlan, folder: StudyFolder, progress) -> list[str]:
         try:
             figures = explain_checkpoint(folder.seed_dir(v.name, seed), folder.explain_dir(v.name),
                                          dataset=plan.dataset, data_dir=plan.data_dir, illustration=False,
-                                         evidence=plan.evidence, html=plan.evidence)
+                                         evidence=bool(plan.evidence), html=bool(plan.evidence))
         except Exception as exc:  # named in compare.json and the report, never silently dropped
             notes.append(f"explanations of {v.name} failed: {type(exc).__name__}: {exc}")
             explaining.step(notes[-1])
