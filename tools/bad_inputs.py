@@ -36,6 +36,7 @@ What else the reliability work guarantees, and where it is tested:
 |---|---|
 | a run killed by SIGKILL (at a random step, or in the middle of a checkpoint write) and resumed ends bit-identical (`torch.equal`) to an uninterrupted run | tests/train/test_resume_kill.py |
 | SIGTERM / SIGINT finish the step, write a checkpoint, exit 130 with the exact command to resume | tests/train/test_resume_kill.py |
+| a study killed (SIGKILL) between runs, inside a run, or with its pool of worker processes, continues with `compare --resume` to the same results.json as an uninterrupted study; finished runs are not trained again; its workers die with it (no orphan keeps training); a changed study is refused before any work | tests/study/test_resume.py |
 | checkpoints: atomic writes (temporary file, fsync, rename), rotation (last K + best), truncated / bit-flipped / swapped / another run's checkpoint refused naming the previous good one, nothing overwritten | tests/io/test_checkpoint.py, tests/train/test_reliability.py |
 | a pickle with a code payload is never executed by any loading path (pretrained weights, checkpoints, `eval` / `explain` / `train --resume`, CIFAR batches) | tests/test_untrusted_files.py |
 | non-finite loss stops with the step, the batch and a hint; no checkpoint with non-finite weights is written; `--max-bad-steps` skips bad batches | tests/train/test_reliability.py, tests/train/test_trainer.py |

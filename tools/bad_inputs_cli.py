@@ -87,6 +87,9 @@ def cases(tmp: Path, Case) -> list:
     cmp_out = str(tmp / "compare_runs")
     bench = ["bench", "--models", "resnet20", "--repeats", "1"]
     report = tmp / "report"
+    planned = tmp / "planned_study"          # a study planned (compare.json of the main job), nothing trained
+    planned.mkdir(exist_ok=True)
+    (planned / "compare.json").write_text(plan_compare().to_json())
 
     def config(key: str) -> list:               # no flag that would override the file's field
         return ["train", "--model", "resnet20", "--dataset", "digits", "--out", out, "--no-progress",
@@ -143,7 +146,7 @@ def cases(tmp: Path, Case) -> list:
         ("compare: duplicate models (--models resnet20 resnet20)",
          ["compare", "--models", "resnet20", "resnet20", "--out", cmp_out]),
         ("compare: a seed beyond 2**32 - 1", ["compare", "--seeds", str(2**32), "--out", cmp_out]),
-        ("compare: a model that cannot take the preset's 16 px images (STN paper CNN)",
+        ("compare: a model that cannot take the preset's 12 px images (STN paper CNN)",
          ["compare", "--models", "cnn_mnist", "--out", cmp_out]),
         ("compare: preset fashion-mnist with an empty --data-dir",
          ["compare", "--preset", "fashion-mnist", "--data-dir", str(f["empty"]), "--out", cmp_out]),
@@ -152,6 +155,16 @@ def cases(tmp: Path, Case) -> list:
         ("compare: preset stn-rts with an empty --data-dir",
          ["compare", "--preset", "stn-rts", "--data-dir", str(f["empty"]), "--out", cmp_out]),
         ("compare: --out is a file", ["compare", "--out", str(f["a file"])]),
+        # compare --resume / --jobs: the folder, its plan and the study it describes, before any work
+        ("compare: --resume of a folder that does not exist", ["compare", "--resume", str(tmp / "no_such_study")]),
+        ("compare: --resume of a file", ["compare", "--resume", str(f["a file"])]),
+        ("compare: --resume of a folder without compare.json", ["compare", "--resume", str(f["empty"])]),
+        ("compare: --resume of a compare.json without variants", ["compare", "--resume", str(report / "no_variants")]),
+        ("compare: --resume with --out", ["compare", "--resume", str(report / "no_variants"), "--out", cmp_out]),
+        ("compare: --resume of a study with a changed recipe (--epochs 7)",
+         ["compare", "--resume", str(planned), "--epochs", "7"]),
+        ("compare: --jobs 0", ["compare", "--jobs", "0", "--out", cmp_out]),
+        ("compare: --jobs -2", ["compare", "--jobs", "-2", "--out", cmp_out]),
         # report: the folder and each file it reads
         ("report: a folder that is not a compare run", ["report", str(f["not a run"])]),
         ("report: compare.json that is not JSON", ["report", str(report / "bad_json")]),
