@@ -11,7 +11,7 @@ from torch import nn
 
 import attnlab
 from attnlab.cli import main
-from attnlab.deploy.export import (ExportError, compare_outputs, onnx_runner, program_runner,
+from attnlab.deploy.export import (ExportError, compare_outputs, export_program, onnx_runner, program_runner,
                                    verification_inputs)
 
 pytest.importorskip("onnxruntime")
@@ -71,6 +71,18 @@ def test_torch_export_program_reloads_and_matches(net, tmp_path):
     torch.testing.assert_close(reloaded(x), net.eval()(x), rtol=1e-5, atol=1e-5)
 
 
+def test_a_program_passed_in_is_still_checked_against_the_model(net, tmp_path):
+    program = export_program(net.eval(), EXAMPLE)
+    other = _gated_net()
+    with torch.no_grad():
+        other[-1].bias.add_(1.0)
+    with pytest.raises(ExportError, match="differs from the eager model"):
+        attnlab.export(other, EXAMPLE, tmp_path / "other.pt2", "torch-export", program=program)
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(TypeError, match="program must be a torch.export.ExportedProgram"):
+        attnlab.export(net, EXAMPLE, tmp_path / "net.pt2", "torch-export", program=net)
+
+
 class _DataDependent(nn.Module):
     """A branch on a tensor's value: torch.export cannot capture it."""
 
@@ -124,17 +136,16 @@ def _usage_error(capsys, argv, needle):
 def test_cli_exports_a_run_and_refuses_to_overwrite(run_dir, tmp_path, capsys):
     # the .pt2 route (the quicker one; the ONNX route is the library's, tested above)
     target = tmp_path / "r8.pt2"
+    target.write_bytes(b"an earlier file")
     capsys.readouterr()
-    argv = ["export", "--checkpoint", str(run_dir), "--format", "torch-export", "--out", str(target)]
-    assert main([*argv, "--batch", "2"]) == 0
+    argv = ["export", "--checkpoint", str(run_dir), "--format", "torch-export", "--out", str(target), "--batch", "2"]
+    _usage_error(capsys, argv, "--force")
+    assert target.read_bytes() == b"an earlier file"
+    assert main([*argv, "--force"]) == 0
     line = json.loads(capsys.readouterr().out)
     assert line["path"] == str(target) and line["max_abs_diff"] <= line["tolerance"] and line["batch_sizes"] == [1, 3]
     program = torch.export.load(str(target), extra_files=dict.fromkeys(("input_size", "attnlab_model"), ""))
     assert program.module()(torch.randn(4, 1, 12, 12)).shape == (4, 10)
-    before = target.read_bytes()
-    _usage_error(capsys, argv, "--force")
-    assert target.read_bytes() == before
-    assert main([*argv, "--force"]) == 0
 
 
 def test_cli_bad_inputs_get_one_line_and_exit_2(run_dir, tmp_path, capsys):

@@ -92,9 +92,11 @@ def check_format(format: str) -> str:
     return format
 
 
-def _check_arguments(model, example_input, format: str, atol: float, rtol: float) -> None:
+def _check_arguments(model, example_input, format: str, atol: float, rtol: float, program) -> None:
     if not isinstance(model, nn.Module):
         raise TypeError(f"export: model must be a torch.nn.Module, got {type(model).__name__}")
+    if program is not None and not isinstance(program, torch.export.ExportedProgram):
+        raise TypeError(f"export: program must be a torch.export.ExportedProgram or None, got {type(program).__name__}")
     if not isinstance(example_input, torch.Tensor) or example_input.dim() < 1 or example_input.shape[0] < 1:
         shape = tuple(example_input.shape) if isinstance(example_input, torch.Tensor) else type(example_input).__name__
         raise ValueError(f"export: example_input must be a tensor with a batch dimension first, got {shape}")
@@ -142,9 +144,11 @@ def compare_outputs(model: nn.Module, run: Callable[[torch.Tensor], torch.Tensor
 
 
 # ---------------------------------------------------------------------------- ONNX
-def _onnx_dynamo(model: nn.Module, example_input: torch.Tensor, file: Path, opset: Optional[int]) -> None:
-    batch = torch.export.Dim("batch", min=1)
-    torch.onnx.export(model, (example_input,), str(file), dynamo=True, dynamic_shapes=({0: batch},),
+def _onnx_dynamo(model: nn.Module, example_input: torch.Tensor, file: Path, opset: Optional[int],
+                 program: Optional[torch.export.ExportedProgram] = None) -> None:
+    # an ExportedProgram carries its own dynamic batch dimension; a module is exported with one here
+    source, shapes = (model, ({0: torch.export.Dim("batch", min=1)},)) if program is None else (program, None)
+    torch.onnx.export(source, (example_input,), str(file), dynamo=True, dynamic_shapes=shapes,
                       input_names=[ONNX_INPUT], output_names=[ONNX_OUTPUT], opset_version=opset,
                       external_data=False, verbose=False)
 
@@ -161,17 +165,20 @@ def _first_line(err: BaseException) -> str:
 
 
 def write_onnx(model: nn.Module, example_input: torch.Tensor, file: Path, opset: Optional[int] = None,
-               exporter: str = "auto") -> tuple[str, Optional[str]]:
+               exporter: str = "auto", program: Optional[torch.export.ExportedProgram] = None
+               ) -> tuple[str, Optional[str]]:
     """Write `model` (in eval mode) to ONNX file `file` with a dynamic batch dimension; returns
     (exporter used, why the dynamo-based one was not). `exporter`: 'auto' (dynamo, falling back to
-    TorchScript where dynamo raises), 'dynamo' or 'torchscript'."""
+    TorchScript where dynamo raises), 'dynamo' or 'torchscript'. `program`: `export_program` of the
+    model in eval mode, which the dynamo-based exporter then translates instead of exporting the
+    model again."""
     if exporter not in ("auto", "dynamo", "torchscript"):
         raise ValueError(f"write_onnx: exporter must be 'auto', 'dynamo' or 'torchscript', got {exporter!r}")
     if exporter == "torchscript":
         _onnx_torchscript(model, example_input, file, opset)
         return "torch.onnx (torchscript)", "asked for"
     try:
-        _onnx_dynamo(model, example_input, file, opset)
+        _onnx_dynamo(model, example_input, file, opset, program)
         return "torch.onnx (dynamo)", None
     except Exception as err:  # noqa: BLE001  (any exporter failure is recorded, then the fallback is tried)
         if exporter == "dynamo":
@@ -209,9 +216,9 @@ def export_program(model: nn.Module, example_input: torch.Tensor) -> torch.expor
     return torch.export.export(model, (example_input,), dynamic_shapes=({0: torch.export.Dim("batch", min=1)},))
 
 
-def _write_program(model: nn.Module, example_input: torch.Tensor, file: Path, metadata: dict) -> None:
+def _write_program(program: torch.export.ExportedProgram, file: Path, metadata: dict) -> None:
     extra = {str(k): str(v) for k, v in metadata.items()}
-    torch.export.save(export_program(model, example_input), str(file), extra_files=extra or None)
+    torch.export.save(program, str(file), extra_files=extra or None)
 
 
 def program_runner(file: Path) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -223,7 +230,8 @@ def program_runner(file: Path) -> Callable[[torch.Tensor], torch.Tensor]:
 # ---------------------------------------------------------------------------- the entry point
 def export(model: nn.Module, example_input: torch.Tensor, path: str | os.PathLike, format: str = "onnx", *,
            overwrite: bool = False, atol: float = 1e-4, rtol: float = 1e-4, opset: Optional[int] = None,
-           onnx_exporter: str = "auto", metadata: Optional[dict] = None, seed: int = 0) -> ExportResult:
+           onnx_exporter: str = "auto", metadata: Optional[dict] = None, seed: int = 0,
+           program: Optional[torch.export.ExportedProgram] = None) -> ExportResult:
     """Write `model` for deployment to `path` and check the file computes what the model computes.
 
     format: 'onnx' (run in onnxruntime to check it) or 'torch-export' (a .pt2 written by
@@ -233,10 +241,12 @@ def export(model: nn.Module, example_input: torch.Tensor, path: str | os.PathLik
     difference to the eager model is at most atol + rtol * max|eager output|. opset: the ONNX opset
     (default: the exporter's). onnx_exporter: 'auto' (dynamo-based, TorchScript-based where it
     raises), 'dynamo' or 'torchscript'. metadata: string pairs stored in the file (ONNX
-    metadata_props; .pt2 extra files). Raises ValueError / TypeError on a bad argument, ExportError
-    when the export fails or the file does not match the model.
+    metadata_props; .pt2 extra files). program: `export_program(model, example_input)` of the model
+    in eval mode, already made, to write or translate instead of exporting the model again (the
+    file is still checked against `model`). Raises ValueError / TypeError on a bad argument,
+    ExportError when the export fails or the file does not match the model.
     """
-    _check_arguments(model, example_input, format, atol, rtol)
+    _check_arguments(model, example_input, format, atol, rtol, program)
     target = check_destination(path, overwrite)
     metadata = dict(metadata or {})
     # torch.export fixes a dimension of size 1 (it may broadcast): trace a batch of 1 as a batch of 2
@@ -246,12 +256,12 @@ def export(model: nn.Module, example_input: torch.Tensor, path: str | os.PathLik
         try:
             with _eval_mode(model):
                 if format == "onnx":
-                    exporter, reason = write_onnx(model, traced, temporary, opset, onnx_exporter)
+                    exporter, reason = write_onnx(model, traced, temporary, opset, onnx_exporter, program)
                     if metadata:
                         _add_onnx_metadata(temporary, metadata)
                     run = onnx_runner(temporary)
                 else:
-                    _write_program(model, traced, temporary, metadata)
+                    _write_program(program or export_program(model, traced), temporary, metadata)
                     exporter, reason = "torch.export", None
                     run = program_runner(temporary)
         except ExportError:
