@@ -42,8 +42,8 @@ cheap columns and keeps the costly cells; `--check` says whether the page is sti
 cheap checks run on every model (tests/models/test_all_models.py: forward, backward,
 forward_intermediates and the FX trace; features_only and grad checkpointing per family in
 tests/models/test_features.py), and tests/models/test_conformance.py recomputes the costly columns
-on one model per family, built with fewer blocks, and compares them with this page's
-representative of the family (listed below the matrix).
+on one model per family, with fewer blocks where its arguments allow, and compares them with
+this page's representative of the family (listed below the matrix).
 
 Each model is built with {NUM_CLASSES} classes and checked on a batch of 2 at the smallest side it
 accepts, at least {MIN_SIDE} px and at least twice its largest reduction (every stage's map 2 x 2 or

@@ -362,8 +362,8 @@ def render_matrix(rows: list[ModelRow], preamble: str) -> str:
         lines.append("| " + " | ".join((row.name, row.family, *cells)) + " |")
     lines += ["", "## One model per family", "",
               "The costly columns were run on these models (each family's smallest by parameter count). CI reruns",
-              "them on one model per family built with fewer blocks (tests/models/test_conformance.py says which",
-              "and why) and expects the outcome given here.", "",
+              "them on one model per family, with fewer blocks where the family's arguments allow",
+              "(tests/models/test_conformance.py says which and why), and expects the outcome given here.", "",
               "| family | model |", "|---|---|"]
     lines += [f"| {family} | {name} |" for family, name in representatives(rows).items()]
     notes = [f"- {row.name}, {key}: {row.cells[key].status}: {row.cells[key].detail}"
