@@ -33,11 +33,14 @@ model: resnet_cifar
 model_kwargs: {depth: 8, width: 4}
 seeds: [0, 1]
 variants: [none, {name: se, attention_kwargs: {reduction: 4}}]
-train: {epochs: 1, batch_size: 64, lr: 0.05, warmup_epochs: 0, channels_last: false, device: cpu}
+train: {epochs: 1, batch_size: 64, lr: 0.05, warmup_epochs: 0, channels_last: false, device: cpu, threads: 1}
 cost: {large_batch: 4, train_batch: 4, repeats: 1, warmup: 0}
 explain: false
 workers: 1
 """
+# threads: 1 in the recipe: left unset, each run follows the cores other processes leave free
+# (train.process.FreeCores), and a different thread count changes float sums between the ranks
+# and the single process.
 # Measured on the machine (time, memory), not computed from the runs: left out of the comparison.
 MEASURED_COLUMNS = ("latency", "train_step", "peak_", "seconds")
 
