@@ -20,6 +20,8 @@ from __future__ import annotations
 import os
 import pickle
 import signal
+import threading
+import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Optional
@@ -109,6 +111,19 @@ def _worker_start(parent: int) -> None:
         pass
     if os.getppid() != parent:
         os._exit(1)
+    threading.Thread(target=_exit_with_parent, args=(parent,), name="attnlab-parent-watch", daemon=True).start()
+
+
+def _exit_with_parent(parent: int, poll_s: float = 0.5, grace_s: float = 10.0) -> None:
+    """End this worker once its parent has died. SIGTERM (above) lets a run in flight write its
+    checkpoint; without this watch the worker would then wait forever for its next run, since the
+    other workers keep the pool's queue open (an orphan, and a pipe held open for whoever reads the
+    study's output). `grace_s` leaves the checkpoint time to finish; its writes are atomic, so an
+    exit during one leaves the previous checkpoint intact."""
+    while os.getppid() == parent:
+        time.sleep(poll_s)
+    time.sleep(grace_s)
+    os._exit(1)
 
 
 def _train_worker(config: dict, out_dir: str, threads: Optional[int], resume: bool = False) -> dict:
