@@ -412,12 +412,11 @@ def cmd_compare(args) -> int:
         if args.resume is None or any(v is not None for v in changes.values()):
             plan = study.plan_compare(**changes, data_dir=args.data_dir)
         if args.resume is not None:   # the folder's own plan, checked the same way; a changed study is refused
-            study.open_study(args.resume, plan, data_dir=args.data_dir)
+            plan = study.open_study(args.resume, plan, data_dir=args.data_dir)[1]
     except (ValueError, TypeError) as err:
         raise UsageError(f"compare: {_one_line(err)}") from None
     try:  # under torchrun run_compare spreads the runs over the ranks; rank 0 writes the report
         folder = study.run_compare(plan=plan, out_root=args.out or "runs", resume=args.resume, workers=args.jobs,
-                                   data_dir=args.data_dir if args.resume is not None else None,
                                    progress=False if args.no_progress else _progress_line)
         is_main = current_context().is_main
     except (DatasetError, CheckpointError) as err:   # the same line whether the run failed here or in a worker

@@ -67,9 +67,11 @@ def study_differences(stored: StudyPlan, given: StudyPlan) -> list[str]:
 
 def open_study(run_dir, plan: Optional[StudyPlan] = None, data_dir=None) -> tuple[StudyFolder, StudyPlan]:
     """The study folder `run_dir` and its plan (from compare.json), checked as a new plan is (every
-    variant builds, the data loads) before any work. `plan`, when given, must describe the same
-    study (`study_differences`); `data_dir` replaces the folder of the dataset's files.
-    ValueError naming the folder and what was expected otherwise."""
+    variant builds, the data loads) before any work. `plan`, when given, is a plan checked already
+    (made by `plan_compare`, or returned by this function): it must describe the same study
+    (`study_differences`), and then the folder's plan is not checked a second time (it takes the
+    given plan's data folder, where that plan's data was found). `data_dir` replaces the folder of
+    the dataset's files (and the plan is checked with it). ValueError naming the folder and what was expected otherwise."""
     root = Path(run_dir)
     if not root.is_dir():
         raise ValueError(f"cannot resume {str(run_dir)!r}: not a folder; expected a study folder made by "
@@ -89,7 +91,10 @@ def open_study(run_dir, plan: Optional[StudyPlan] = None, data_dir=None) -> tupl
                              "(`--resume` alone), or start a new study")
     if data_dir is not None:
         stored.data_dir = str(data_dir)
-    check_plan(stored)
+    elif plan is not None:
+        stored.data_dir = plan.data_dir
+    if plan is None or data_dir is not None:
+        check_plan(stored)
     return folder, stored
 
 

@@ -50,8 +50,9 @@ def run_compare(preset: Optional[str] = None, models=None, attentions=None, seed
     validated, nothing trained yet) to run instead of making one; then `preset` ... `data_dir`
     must be left out.
     `resume`: a study folder made before (interrupted, or finished: then only the report is made
-    again) to continue instead of making a new one (study.resume): its compare.json is the plan;
-    a plan or study given as well must be the same study (ValueError otherwise); finished runs,
+    again) to continue instead of making a new one (study.resume): its compare.json is the plan,
+    checked before any work unless `plan` (checked already) is given; a plan or study given as
+    well must be the same study (ValueError otherwise); finished runs,
     costs and explanations are kept, cut runs continue from their checkpoints; `data_dir` may
     point to the data's new place.
     `progress`: True = one line per run and per phase on stderr (in-process runs also show the
