@@ -139,6 +139,15 @@ def test_killed_between_and_inside_runs_resumes_to_the_same_results(tiny, tmp_pa
     assert _comparable(json.loads(folder.results_json.read_text())) == _comparable(reference)
     plan = json.loads(folder.plan_file.read_text())
     assert len(plan["resumed"]) == 2 and plan["finished"]
+    # A study brought home without checkpoints (only its small files): each finished run is then
+    # checked from the config.yaml it wrote, and one trained with another recipe is still refused.
+    for ckpt in folder.seed_dir("se", 1).glob("checkpoints/*"):
+        ckpt.unlink()
+    assert _states(folder)[("se", 1)] == FINISHED
+    config = folder.seed_dir("se", 1) / "config.yaml"
+    config.write_text(config.read_text().replace("\nlr: ", "\nlr: 0.5\nold_lr: "))
+    with pytest.raises(ValueError, match=r"run se seed 1 \(finished\).*config\.yaml.*\blr: run 0\.5"):
+        _states(folder)
 
 
 def test_killed_with_its_worker_pool_leaves_no_orphan_and_resumes(tiny, tmp_path):

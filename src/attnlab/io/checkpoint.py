@@ -478,13 +478,19 @@ def load_checkpoint(path: str | os.PathLike, expect_config: Optional[dict] = Non
         if not isinstance(stored, dict):
             raise CheckpointError(f"checkpoint {json_path}: field state.config must be an object, got "
                                   f"{type(stored).__name__}")
-        diff = sorted(k for k in set(stored) | set(expect_config)
-                      if k not in ignore_fields and _normalise(stored.get(k)) != _normalise(expect_config.get(k)))
+        diff = config_differences(stored, expect_config, ignore_fields)
         if diff:
             details = "; ".join(f"{k}: checkpoint {stored.get(k)!r} vs now {expect_config.get(k)!r}" for k in diff)
             raise CheckpointError(f"checkpoint {json_path} was written by a different run configuration ({details}); "
                                   "use the same settings to resume, or a new --out folder")
     return ckpt
+
+
+def config_differences(stored: dict, expected: dict, ignore_fields: tuple[str, ...] = ()) -> list[str]:
+    """The fields (sorted) in which two run configs differ, `ignore_fields` left out; 3 and 3.0 are
+    the same value, and so are a tuple and a list of the same items."""
+    return sorted(k for k in set(stored) | set(expected)
+                  if k not in ignore_fields and _normalise(stored.get(k)) != _normalise(expected.get(k)))
 
 
 def _normalise(value):

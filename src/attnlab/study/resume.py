@@ -15,15 +15,18 @@ trained again), cut mid-way (checkpoints but no final.json: the Trainer resumes 
 checkpoint, which on the CPU ends with the same weights as an uninterrupted run), or not started
 (no checkpoint: trained from the beginning; a run killed before its first checkpoint holds nothing
 worth keeping). Finished and cut runs are checked against the plan's recipe from their newest
-checkpoint before any training, so a run trained with another recipe is refused, not mixed in.
+checkpoint before any training (a finished run kept without checkpoints, as a study brought home
+from another machine may be, from the config.yaml it wrote), so a run trained with another recipe
+is refused, not mixed in.
 """
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Optional
 
-from ..io.checkpoint import CheckpointError, list_checkpoints, load_checkpoint
-from ..io.run_folder import FINAL_FILE
+from ..io.checkpoint import CheckpointError, config_differences, list_checkpoints, load_checkpoint
+from ..io.run_folder import CONFIG_FILE, FINAL_FILE
+from ..train.config import read_yaml_mapping
 from ..io.study_files import StudyFolder, StudyPlan
 from .plan import check_plan, train_config
 
@@ -106,16 +109,34 @@ def check_runs_on_disk(plan: StudyPlan, folder: StudyFolder) -> dict:
         run_dir = folder.seed_dir(v.name, seed)
         state = states[(v.name, seed)] = run_state(run_dir)
         found = list_checkpoints(run_dir) if state != NOT_STARTED else []
-        if not found:
+        if state == NOT_STARTED:
             continue
         expected = train_config(plan, v, seed).to_dict()
         ignore = SESSION_FIELDS + (("precision",) if expected.get("precision") == "auto" else ())
         try:
-            load_checkpoint(found[-1], expect_config=expected, ignore_fields=ignore, needs="resume")
+            if found:
+                load_checkpoint(found[-1], expect_config=expected, ignore_fields=ignore, needs="resume")
+            else:   # a finished run whose checkpoints were not kept (a study brought home without them)
+                _check_recorded_config(run_dir, expected, ignore)
         except CheckpointError as err:
             raise ValueError(f"cannot resume {folder.root}: run {v.name} seed {seed} ({state}) does not fit the "
                              f"plan: {' '.join(str(err).split())}") from None
     return states
+
+
+def _check_recorded_config(run_dir: Path, expected: dict, ignore: tuple[str, ...]) -> None:
+    """A finished run without checkpoints is checked from the config.yaml it wrote (the config as
+    run); CheckpointError naming the file and each field that differs from `expected`."""
+    path = Path(run_dir) / CONFIG_FILE
+    try:
+        stored = read_yaml_mapping(path, "run config")
+    except (OSError, ValueError) as err:
+        raise CheckpointError(f"{path}: {' '.join(str(err).split())}; a finished run without checkpoints is "
+                              "checked from its config.yaml") from None
+    diff = config_differences(stored, expected, ignore)
+    if diff:
+        details = "; ".join(f"{k}: run {stored.get(k)!r} vs plan {expected.get(k)!r}" for k in diff)
+        raise CheckpointError(f"{path} records a different run configuration ({details})")
 
 
 def _without(d: dict, keys) -> dict:
