@@ -99,27 +99,52 @@ done
 [ -n "${smi:-}" ] && kill "$smi" 2>/dev/null
 [ -n "${CUDA_MPS_PIPE_DIRECTORY:-}" ] && echo quit | nvidia-cuda-mps-control >/dev/null 2>&1
 
-# Bring home: every study folder's files except the checkpoints no later step needs.
-python3 - "$WORK" "$PACK" <<'EOF' 2>&1 | tee -a "$log"
+# Bring home, within what a caller can copy back (about 60 MB): every study folder's small files and
+# logs in one tar, then the checkpoints later steps need (the first seed's runs, which the
+# explanations read; then the runs cut mid-way, which a resume continues) as far as room is left.
+python3 - "$WORK" "$PACK" <<'EOF2' 2>&1 | tee -a "$log"
 import json, sys, tarfile
 from pathlib import Path
 work, pack = Path(sys.argv[1]), Path(sys.argv[2])
-files = []
+small, first, cut = [], [], []
 for study in sorted(p for p in work.iterdir() if (p / "compare.json").is_file()):
     first_seed = json.loads((study / "compare.json").read_text())["seeds"][0]
     for f in sorted(study.rglob("*")):
         if not f.is_file() or f.name.startswith(".attnlab-"):
             continue
         rel = f.relative_to(study)
-        if "checkpoints" in rel.parts:
-            run = study / Path(*rel.parts[:rel.parts.index("checkpoints")])
-            if (run / "final.json").is_file() and run.name != f"seed{first_seed}":
-                continue
-        files.append(f)
+        if "checkpoints" not in rel.parts:
+            small.append(f)
+            continue
+        run = study / Path(*rel.parts[:rel.parts.index("checkpoints")])
+        if run.name == f"seed{first_seed}":
+            first.append(f)
+        elif not (run / "final.json").is_file():
+            cut.append(f)
+logs = [f for f in pack.iterdir() if f.suffix in (".log", ".csv") and f.name != "gpu_study.log"]
 with tarfile.open(pack / "studies.tar.gz", "w:gz") as tar:
-    for f in files:
+    for f in small:
         tar.add(f, arcname=str(f.relative_to(work)))
-print(f"packed {len(files)} files, {(pack / 'studies.tar.gz').stat().st_size / 1e6:.1f} MB")
-EOF
-split -b 15m -d "$PACK/studies.tar.gz" "$PACK/studies.tar.gz.part" && rm "$PACK/studies.tar.gz"
+    for f in logs:
+        tar.add(f, arcname="logs/" + f.name)
+size = (pack / "studies.tar.gz").stat().st_size
+room = min(30e6, 60e6 - size)
+kept, used = [], 0
+for f in first + cut:   # a checkpoint's .json and .safetensors stay together (sorted names: same stem)
+    if used + f.stat().st_size > room:
+        break
+    kept.append(f)
+    used += f.stat().st_size
+if kept:
+    with tarfile.open(pack / "checkpoints.tar", "w") as tar:   # weights do not compress
+        for f in kept:
+            tar.add(f, arcname=str(f.relative_to(work)))
+print(f"packed {len(small)} small files and {len(logs)} logs ({size / 1e6:.1f} MB), {len(kept)} of "
+      f"{len(first) + len(cut)} checkpoint files ({used / 1e6:.1f} MB)")
+for f in logs:
+    f.unlink()
+EOF2
+for f in "$PACK"/studies.tar.gz "$PACK"/checkpoints.tar; do
+  [ -f "$f" ] && split -b 15m -d "$f" "$f.part" && rm "$f"
+done
 say "done: $(ls "$PACK" | tr '\n' ' ')"
