@@ -2,7 +2,12 @@
 # The two real-data studies of docs/findings.md on one GPU, side by side: the full `fashion-mnist`
 # preset (ResNet-20 x 8 variants x 5 seeds x 15 epochs) and `stn-rts` (CNN, ST-CNN and the
 # width-matched CNN x 5 seeds x 10 epochs), each with several runs sharing the device at once
-# (`compare --jobs`). Run from the repository root:
+# (`compare --jobs`). Measured on one H200 with MPS (16 cores, torch 2.11, first run, 2026-11-29):
+# stn-rts finished whole (training, costs, explanations, report) in 312 s with 5 jobs; beside it
+# fashion-mnist trained 27 of its 40 runs in 500 s with 10 jobs (a run took 83-250 s, the first
+# wave longer while it compiled), GPU utilisation 86% on average. So the whole fashion study needs
+# about 12-13 minutes there: more than one call of a 10-minute limit; run it twice with the same
+# WORK (the second resumes). Run from the repository root:
 #     bash benchmarks/gpu_study.sh
 # Settings (environment):
 #   WORK      where the study folders go (default runs/gpu-studies); run the script again with the
@@ -121,6 +126,17 @@ for study in sorted(p for p in work.iterdir() if (p / "compare.json").is_file())
             first.append(f)
         elif not (run / "final.json").is_file():
             cut.append(f)
+def newest(files):
+    """Of each run's checkpoints only the newest (its .json and .safetensors), as (pair, bytes)."""
+    runs = {}
+    for f in files:
+        runs.setdefault(f.parent, []).append(f)
+    out = []
+    for folder, found in runs.items():
+        stem = max(f.stem for f in found)
+        pair = [f for f in found if f.stem == stem]
+        out.append((pair, sum(f.stat().st_size for f in pair)))
+    return out
 logs = [f for f in pack.iterdir() if f.suffix in (".log", ".csv") and f.name != "gpu_study.log"]
 with tarfile.open(pack / "studies.tar.gz", "w:gz") as tar:
     for f in small:
@@ -130,17 +146,17 @@ with tarfile.open(pack / "studies.tar.gz", "w:gz") as tar:
 size = (pack / "studies.tar.gz").stat().st_size
 room = min(30e6, 60e6 - size)
 kept, used = [], 0
-for f in first + cut:   # a checkpoint's .json and .safetensors stay together (sorted names: same stem)
-    if used + f.stat().st_size > room:
-        break
-    kept.append(f)
-    used += f.stat().st_size
+for pair, size_ in newest(first) + sorted(newest(cut), key=lambda p: p[1]):   # a checkpoint's two files go together
+    if used + size_ > room:
+        continue
+    kept += pair
+    used += size_
 if kept:
     with tarfile.open(pack / "checkpoints.tar", "w") as tar:   # weights do not compress
         for f in kept:
             tar.add(f, arcname=str(f.relative_to(work)))
-print(f"packed {len(small)} small files and {len(logs)} logs ({size / 1e6:.1f} MB), {len(kept)} of "
-      f"{len(first) + len(cut)} checkpoint files ({used / 1e6:.1f} MB)")
+print(f"packed {len(small)} small files and {len(logs)} logs ({size / 1e6:.1f} MB), {len(kept)} checkpoint "
+      f"files ({used / 1e6:.1f} MB; the newest of each first-seed and cut run, as far as room was left)")
 for f in logs:
     f.unlink()
 EOF2
