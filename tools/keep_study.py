@@ -5,8 +5,9 @@
 A study folder made by `attnlab compare` holds checkpoints (megabytes per run) next to the small
 files that every figure and table is computed from. This copies the small ones into DEST, so that
 the repository keeps the evidence and docs/ regenerates on a fresh clone without the checkpoints:
-compare.json, costs.json, the explanations (explain/<variant>/: PNG figures and summary.json), and
-of each finished run config.yaml, metrics.jsonl, final.json and test_predictions.json. Then it
+compare.json, costs.json, the explanations (explain/<variant>/: PNG figures, summary.json and the
+explorer page), and of each finished run config.yaml, metrics.jsonl, final.json and
+test_predictions.json. Then it
 builds the report in DEST from what was copied (`attnlab.report.build_report`, nothing measured or
 explained again): results.json, results.csv, report.md, report.html and figures/. Run it while a
 long study is still training (between runs: unfinished runs are left out, and the report says which
@@ -27,7 +28,7 @@ from attnlab.report import build_report
 
 RUN_FILES = ("config.yaml", "metrics.jsonl", FINAL_FILE, "test_predictions.json")
 STUDY_FILES = ("compare.json", "costs.json")
-EXPLAIN_SUFFIXES = (".png", ".json")
+EXPLAIN_SUFFIXES = (".png", ".json", ".html")   # .html: the offline explorer page the report links
 
 
 def keep_study(run_dir: Path, dest: Path) -> list[Path]:
