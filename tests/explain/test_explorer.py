@@ -48,8 +48,12 @@ def test_the_page_is_self_contained_and_small(page):
     data = json.loads(re.search(r'<script id="data" type="application/json">(.*?)</script>', text, re.S)[1])
     assert [layer["name"] for layer in data["layers"]] == list(summary["evidence_layers"])
     assert data["affinity"][0]["module"] == "layer2.0_nonlocal"
-    # summary.json holds what the page shows
+    # summary.json holds what the page shows, and lists the static class-evidence figure of each module map
     assert {"agreement", "faithfulness", "sanity"} <= set(summary)
+    modules = sorted({f"{r['module']}_{r['signal']}".replace(".", "_") for r in summary["agreement"]})
+    evidence = sorted(f for f in summary["figures"] if f.startswith("f_evidence_"))
+    assert evidence == [f"f_evidence_{m}.png" for m in modules] and len(modules) == 4
+    assert all((path.parent / f).is_file() for f in evidence)
     assert all(isinstance(r["flagged"], bool) for r in summary["sanity"]["maps"])
 
 

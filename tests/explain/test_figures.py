@@ -1,19 +1,24 @@
-"""Explanation figures (a)-(e) on tiny models: every figure is written, non-empty and decodes;
+"""Explanation figures (a)-(f) on tiny models: every figure is written, non-empty and decodes;
 every module has its panel; the rendered figures have no overprinted text and no blank band;
 summary.json is strict JSON; the class-specificity number, the query dependence of non-local
-maps and the reliance study checked against what they must give."""
+maps and the reliance study checked against what they must give; the class-evidence figure has
+a row per chosen image and a column per map, and only modules with a map over the positions get one."""
 import json
 import math
 
 import pytest
 import torch
+from matplotlib import image as mpimg
 from PIL import Image
 
 import attnlab
 from attnlab.attention.base import CHANNEL, AttentionModule, Signal
 from attnlab.explain import explain_model
 from attnlab.explain import figures as figures_module
-from attnlab.explain.figures import class_specificity, excitation_figure, reliance, seed_figure
+from attnlab.explain.evidence import evidence_maps
+from attnlab.explain.figures import (class_specificity, evidence_figure, evidence_rows, excitation_figure, reliance,
+                                     seed_figure)
+from attnlab.explain.metrics import rank_correlation
 from attnlab.explain.capture import capture, override_gates
 from attnlab.explain.plotting import overlapping_texts
 
@@ -297,3 +302,49 @@ def test_the_illustration_can_be_left_out(tmp_path):
     assert json.loads((tmp_path / "summary.json").read_text())["figures"] == [p.name for p in paths]
     with pytest.raises(TypeError, match="illustration"):
         explain_model(model, x, y, raw, tmp_path, illustration="no")
+
+
+# --------------------------------------------------------------------------------------------- class evidence
+
+def test_evidence_rows_take_one_image_per_class_first():
+    labels = torch.tensor([2, 2, 0, 1, 0, 1])
+    assert evidence_rows(labels, 4) == [2, 3, 0, 1]          # classes 0, 1, 2 first, then the next image
+    assert evidence_rows(labels, 2) == [2, 3]
+    assert evidence_rows(torch.tensor([1, 1, 1]), 4) == [0, 1, 2]
+    with pytest.raises(ValueError, match="rows must be an int >= 1, got 0"):
+        evidence_rows(labels, 0)
+
+
+def test_the_evidence_figure_has_a_row_per_image_and_a_column_per_map(rendered, tmp_path):
+    # SE gates have no map over the positions; the non-local block between the blocks of stage 2 has one
+    torch.manual_seed(0)
+    model = attnlab.create_model("resnet_cifar", depth=8, width=4, in_chans=1, num_classes=3, attention="se",
+                                 attention_kwargs={"reduction": 2}, nonlocal_stages=[2]).eval()
+    x, y, raw = _data(n=6, size=8)
+    maps = evidence_maps(model, x, y)
+    name = "f_evidence_layer2_0_nonlocal_affinity.png"
+    shapes = {}
+    for rows, difference in ((2, False), (3, True)):
+        written = evidence_figure(maps, raw, y, ["a", "b", "c"], tmp_path / f"{rows}{difference}", rows, difference)
+        assert [p.name for p in written] == [name]
+        shapes[rows] = mpimg.imread(written[0]).shape[:2]
+    # one more image: a row more; the difference: a column more (a panel is about as high as wide)
+    column = shapes[3][1] / 5
+    assert shapes[3][0] - shapes[2][0] == pytest.approx(column, rel=0.25)
+    assert shapes[3][1] - shapes[2][1] == pytest.approx(column, rel=0.25)
+    fig = rendered[name]                                                       # the last: 3 rows
+    assert len(fig.axes) == 3 * 5                 # input, module map, Grad-CAM, Ablation-CAM, difference
+    assert overlapping_texts(fig) == []
+    module_map = maps.maps["layer2.0_nonlocal:affinity"]
+    for row, image in enumerate(evidence_rows(y, 3)):
+        rho = rank_correlation(maps.maps["grad_cam@layer2.0_nonlocal"][image:image + 1], module_map[image:image + 1])
+        assert f"ρ {rho[0]:.2f}," in fig.axes[row * 5 + 2].get_title()
+
+
+def test_a_model_without_maps_over_the_positions_gets_no_evidence_figure(tmp_path):
+    torch.manual_seed(0)
+    model = attnlab.create_model("resnet_cifar", depth=8, width=4, in_chans=1, num_classes=3, attention="se",
+                                 attention_kwargs={"reduction": 2}).eval()
+    x, y, raw = _data(n=4, size=8)
+    assert evidence_figure(evidence_maps(model, x, y), raw, y, ["a", "b", "c"], tmp_path) == []
+    assert list(tmp_path.iterdir()) == []

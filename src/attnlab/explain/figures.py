@@ -39,8 +39,10 @@ figures follow the papers they come from:
 
 (f) with `evidence=True`, summary.json also holds the class evidence of `evidence.py`: CAMs
     beside each module's map and their agreement per class, deletion/insertion AUC of every map
-    against random, the cascading randomisation test; `html=True` writes the explorer page
-    (`explorer.py`) on top.
+    against random, the cascading randomisation test; `evidence_figure` draws, for each module
+    with a map over the positions, a few test images (one per class where possible) with the
+    module's map, the CAMs at the layer after it and their difference, the maps evidence.py
+    computed (not computed again); `html=True` writes the explorer page (`explorer.py`) on top.
 
 Every module gets its panel: a figure holds at most `PANELS_PER_FIGURE` modules, more go into
 further files beside it ('c_excitation_per_class_2.png', ...). summary.json is strict JSON (no
@@ -54,6 +56,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -68,13 +71,16 @@ from ..checks import check_bool, check_int
 from ..io.study_files import EXPLAIN_SUMMARY
 from .plotting import plt, save_figure
 from .capture import capture, override_gates
-from .evidence import explain_evidence
+from .evidence import CAM_METHODS, MODULE, EvidenceMaps, explain_evidence
+from .metrics import TOP_FRACTION, rank_correlation, top_overlap
 from .explorer import EXPLORER, write_explorer
 
 QUERY_POINTS = [(0.3, 0.3), (0.5, 0.5), (0.7, 0.65)]
 PANELS_PER_FIGURE = 12          # modules in one figure; more go into further files
 QUERY_TOLERANCE = 0.05          # query points whose maps differ less (relative to the peak) attend alike
 CONSTANT_GATE = "gate constant over the inputs: specificity undefined"
+EVIDENCE_ROWS = 4               # images in a class-evidence figure
+CAM_LABELS = {"grad_cam": "Grad-CAM", "ablation_cam": "Ablation-CAM"}
 
 
 # --------------------------------------------------------------------------------------------- helpers
@@ -477,6 +483,86 @@ def reliance_figure(result: dict, out_path: Path) -> Optional[Path]:
     return save_figure(fig, out_path)
 
 
+# --------------------------------------------------------------------------------------------- (f)
+
+def evidence_rows(labels: torch.Tensor, rows: int = EVIDENCE_ROWS) -> list[int]:
+    """Indices of up to `rows` images, one per class where possible: the first image of each
+    class in class order, then the remaining images in order."""
+    check_int("evidence_rows", "rows", rows)
+    labels = torch.as_tensor(labels).view(-1).tolist()
+    first = sorted({k: i for i, k in reversed(list(enumerate(labels)))}.items())
+    picked = [i for _, i in first][:rows]
+    return picked + [i for i in range(len(labels)) if i not in picked][:rows - len(picked)]
+
+
+def _unit(maps: torch.Tensor) -> torch.Tensor:
+    """(N, 1, H, W) scaled to [0, 1] per image (a constant map to 0)."""
+    flat = maps.double().flatten(1)
+    low, high = flat.amin(1, keepdim=True), flat.amax(1, keepdim=True)
+    return ((flat - low) / (high - low).clamp_min(1e-12)).view_as(maps)
+
+
+def _agreement_text(cam: torch.Tensor, module_map: torch.Tensor) -> str:
+    """'ρ 0.32, IoU 0.10' of one image's CAM against its module map, as in `evidence.agreement`."""
+    rho = float(rank_correlation(cam, module_map)[0])
+    iou = float(top_overlap(cam, module_map, TOP_FRACTION)[0])
+    return f"ρ {rho:.2f}, IoU {iou:.2f}" if math.isfinite(rho) else f"ρ undefined, IoU {iou:.2f}"
+
+
+def evidence_figure(maps: EvidenceMaps, raw: torch.Tensor, labels: torch.Tensor, classes: Sequence[str],
+                    out_dir: Path, rows: int = EVIDENCE_ROWS, difference: bool = True) -> list[Path]:
+    """(f) one figure per module map of `maps`, f_evidence_<module>_<signal>.png in `out_dir`: a
+    row per image (`evidence_rows`); columns input | the module's map | each CAM at the layer
+    after the module | (with `difference`) the first CAM minus the module's map. Every map is at
+    the input's size and scaled to [0, 1] per image before it is drawn or subtracted; the module
+    map and the CAMs are overlaid on the input, the difference drawn beside it. Each CAM's title
+    holds its agreement with the module's map on that image. `raw` and `labels`: the images and
+    classes `maps` was computed for (their first N, N the batch of `maps`)."""
+    check_bool("evidence_figure", "difference", difference)
+    module_entries = maps.of(MODULE)
+    if not module_entries:
+        return []
+    count = len(next(iter(maps.maps.values())))
+    picked = evidence_rows(labels[:count], rows)
+    written = []
+    for entry in module_entries:
+        module_map = maps.maps[entry.name][picked]
+        cams = [(CAM_LABELS[e.kind], maps.maps[e.name][picked]) for e in maps.entries
+                if e.kind in CAM_METHODS and e.layer == entry.layer]
+        overlays = [(f"module map\n{entry.signal}", _unit(module_map))] + [(label, _unit(cam)) for label, cam in cams]
+        gap = difference and bool(cams)
+        ncols = 1 + len(overlays) + gap
+        fig, axes = plt.subplots(len(picked), ncols, figsize=(1.9 * ncols + 0.6, 1.9 * len(picked) + 1.0),
+                                 squeeze=False, layout="constrained")
+        for r, i in enumerate(picked):
+            k = int(labels[i])
+            _imshow(axes[r][0], raw[i])
+            axes[r][0].set_ylabel(f"image {i}\n{classes[k] if k < len(classes) else k}", fontsize=7)
+            for c, (_, scaled) in enumerate(overlays, 1):
+                _imshow(axes[r][c], raw[i])
+                axes[r][c].imshow(scaled[r, 0].numpy(), cmap="jet", alpha=0.5, vmin=0, vmax=1, interpolation="nearest")
+            for c, (label, cam) in enumerate(cams, 2):
+                head = f"{label}\n" if r == 0 else ""
+                axes[r][c].set_title(head + _agreement_text(cam[r:r + 1], module_map[r:r + 1]), fontsize=7)
+            if gap:
+                axes[r][-1].imshow((overlays[1][1] - overlays[0][1])[r, 0].numpy(), cmap="RdBu_r", vmin=-1, vmax=1,
+                                   interpolation="nearest")
+                axes[r][-1].set_xticks([])
+                axes[r][-1].set_yticks([])
+        axes[0][0].set_title("input", fontsize=7)
+        axes[0][1].set_title(overlays[0][0], fontsize=7)
+        if gap:
+            axes[0][-1].set_title(f"difference\n{cams[0][0]} - module", fontsize=7)
+        fig.suptitle(f"{entry.module or 'model'}: its map beside the class evidence at {entry.layer or 'model'} "
+                     f"(CAMs of the labelled class)", fontsize=9)
+        fig.supxlabel("red = high, blue = low, each map scaled to [0, 1] per image; difference: red = CAM higher, "
+                      "blue = module map higher\nρ: Spearman rank correlation of the CAM with the module map, "
+                      f"IoU: overlap of their top {100 * TOP_FRACTION:.0f}% pixels", fontsize=7)
+        slug = re.sub(r"[^A-Za-z0-9]+", "_", entry.name).strip("_")
+        written.append(save_figure(fig, Path(out_dir) / f"f_evidence_{slug}.png"))
+    return written
+
+
 # --------------------------------------------------------------------------------------------- entry
 
 def _write_summary(summary: dict, path: Path) -> Path:
@@ -499,7 +585,7 @@ def explain_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor, raw: torch
     `illustration=False` leaves out (a), the operator illustration, which is the same for every
     model (write it once with `seed_figure`). `evidence=True` adds the class evidence of
     `attnlab.explain.evidence` (CAMs beside the module maps, their agreement, faithfulness and the
-    randomisation test) to summary.json; `html=True` (implies `evidence`) also writes the
+    randomisation test) to summary.json and draws `evidence_figure`; `html=True` (implies `evidence`) also writes the
     interactive explorer page (`attnlab.explain.explorer`, explorer.html)."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"explain_model: expected an nn.Module, got {type(model).__name__}")
@@ -526,6 +612,9 @@ def explain_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor, raw: torch
     if evidence or html:
         found, maps = explain_evidence(model, x, y)
         summary.update(found)
+        drawn = evidence_figure(maps, raw, y, classes, out_dir)
+        written += drawn
+        summary["figures"] += [p.name for p in drawn]
         if html:
             written.append(write_explorer(model, x, y, raw, classes, maps, summary, out_dir / EXPLORER,
                                           title=f"attnlab explorer: {type(model).__name__}", x_all=x, y_all=y))
@@ -573,5 +662,5 @@ def explain_checkpoint(checkpoint, out_dir, dataset: Optional[str] = None, data_
 
 
 __all__ = ["explain_checkpoint", "explain_model", "seed_figure", "affinity_figure", "excitation_figure",
-           "spatial_figure", "stn_figure", "reliance", "reliance_figure", "class_specificity", "specificity_record",
-           "query_difference", "query_dependence", "load_explain_data"]
+           "spatial_figure", "stn_figure", "evidence_figure", "evidence_rows", "reliance", "reliance_figure",
+           "class_specificity", "specificity_record", "query_difference", "query_dependence", "load_explain_data"]
