@@ -767,8 +767,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", help="dataset of the images explained (default: the dataset it was trained on)")
     p.add_argument("--data-dir", help="folder of the dataset's files (default: the one it was trained with)")
     p.add_argument("--html", action="store_true",
-                   help="also compute class evidence (CAMs, faithfulness, randomisation test) and write "
-                        "explorer.html, one self-contained interactive page (default: off)")
+                   help="also compute class evidence (CAMs, faithfulness, randomisation test), draw each "
+                        "module's map beside its CAMs (f_evidence_*.png) and write explorer.html, one "
+                        "self-contained interactive page (default: off)")
     p.set_defaults(func=cmd_explain)
 
     p = sub.add_parser("export", help="write a trained model as ONNX or a torch.export program, checked",

@@ -174,6 +174,8 @@ def test_the_report_links_each_variants_explorer_and_shows_its_tables(page, tmp_
     for name in ("cbam", "none"):
         folder.explain_dir(name).mkdir(parents=True)
         shutil.copy(path.parent / "c_excitation_per_class.png", folder.explain_dir(name) / "c_excitation_per_class.png")
+    evidence = next(f for f in summary["figures"] if f.startswith("f_evidence_"))
+    shutil.copy(path.parent / evidence, folder.explain_dir("cbam") / evidence)
     shutil.copy(path, folder.explain_dir("cbam") / "explorer.html")
     shutil.copy(path.parent / "summary.json", folder.explain_summary("cbam"))
     text = "\n".join(explanation_section(folder, plan))
@@ -183,3 +185,4 @@ def test_the_report_links_each_variants_explorer_and_shows_its_tables(page, tmp_
     flagged = [r["map"] for r in summary["sanity"]["maps"] if r["flagged"]]
     assert text.count("**flagged**") == len(flagged)
     assert "top-10% IoU" in text
+    assert f"({folder.explain_dir('cbam').relative_to(tmp_path).as_posix()}/{evidence})" in text   # the static picture

@@ -644,7 +644,7 @@ def load_explain_data(config, data_info: dict, dataset: Optional[str] = None, da
 def explain_checkpoint(checkpoint, out_dir, dataset: Optional[str] = None, data_dir=None,
                        max_images: int = 512, illustration: bool = True, evidence: bool = False,
                        html: bool = False) -> list[Path]:
-    """Figures (a)-(e) and summary.json of a trained run (run folder, checkpoints folder or
+    """Figures (a)-(e) ((f) too with `evidence`) and summary.json of a trained run (run folder, checkpoints folder or
     checkpoint file) on up to `max_images` test images; returns the paths written.
     `illustration=False` leaves out (a), which does not depend on the checkpoint; `evidence` and
     `html` as in `explain_model`."""
