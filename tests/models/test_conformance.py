@@ -1,16 +1,18 @@
 """The conformance matrix (docs/conformance.md, written by tools/conformance.py) is what the models
-do. Its cheap columns run on every registered model elsewhere in the suite, and are not repeated
-here: tests/models/test_all_models.py runs forward and backward (at the native size),
-forward_intermediates against forward_features and feature_info, and the FX trace on every model;
-tests/models/test_features.py runs features_only and grad checkpointing per family
-(`python tools/conformance.py --check` recomputes every cheap cell of the page, about 4 CPU-minutes).
-Here: the page covers every model and check and claims only passes, and its costly columns
-(torch.export, ONNX in onnxruntime, torch.compile tracing in training, bf16) are recomputed on one
-model per family, on one thread, in the small configuration `CI_MODELS` gives; the page's
-representative of the family must have the same outcome.
+do. Its per-model columns run on every registered model: tests/models/test_all_models.py runs
+forward and backward (at the native size), forward_intermediates against forward_features and
+feature_info, and the FX trace, and are not repeated here; here, on each registered model built
+once, gradient checkpointing against plain training, the torch.export round trip and
+features_only against feature_info, each with the page's outcome. The round trip is left to
+`python tools/conformance.py` for the models of `SCRIPT_ONLY_EXPORTS` (the suite's time).
+Also here: the page covers every model and check and claims only passes, and its costly columns
+(ONNX in onnxruntime, torch.compile tracing in training, bf16, and the torch.export program they
+start from) are recomputed on one model per family, on one thread, in the small configuration
+`CI_MODELS` gives; the page's representative of the family must have the same outcome.
 """
 from __future__ import annotations
 
+import functools
 import re
 from pathlib import Path
 
@@ -18,7 +20,8 @@ import pytest
 import torch
 
 import attnlab
-from attnlab.deploy.conformance import CHECK_KEYS, COSTLY, NUM_CLASSES, check_model, read_matrix
+from attnlab.deploy.conformance import (CHECK_KEYS, COSTLY, NUM_CLASSES, SCRIPT_ONLY_EXPORTS, check_model,
+                                        read_matrix)
 from attnlab.models.densenet import DenseNet
 from attnlab.models.nasnet import NASNetA
 
@@ -28,6 +31,8 @@ PAGE = read_matrix(TEXT)
 ALL_MODELS = attnlab.list_models()
 CLAIMS = ("pass", "n/a")      # what a column may say of a model: it passes, or its family declares it cannot
 NOT_RUN = "—"                 # a costly column not run on that model yet (tools/conformance.py --costly runs it)
+# The per-model columns that test_all_models.py does not already run on every model.
+PER_MODEL_HERE = ("grad_checkpointing", "torch_export", "features_only")
 
 
 def _representatives() -> dict[str, str]:
@@ -41,7 +46,14 @@ REPRESENTATIVES = _representatives()
 
 
 def _registered(name: str, **kwargs):
-    return lambda: attnlab.create_model(name, num_classes=NUM_CLASSES, **kwargs)
+    return functools.partial(attnlab.create_model, name, num_classes=NUM_CLASSES, **kwargs)
+
+
+def _round_tripped_per_model(build) -> bool:
+    """Whether `build` makes a registered model as registered whose torch.export round trip
+    test_per_model_columns_on_every_model already checks."""
+    return (isinstance(build, functools.partial) and build.keywords == {"num_classes": NUM_CLASSES}
+            and build.args[0] not in SCRIPT_ONLY_EXPORTS)
 
 
 # The model each family's costly columns run on in CI, and why that configuration. Tracing,
@@ -104,14 +116,27 @@ def test_every_family_on_the_page_has_a_ci_model():
     assert set(CI_MODELS) == set(REPRESENTATIVES)
 
 
+def _differences(row, claimed: dict, of: str) -> list[str]:
+    return [f"{key}: page says {claimed[key]!r} of {of}, now {outcome.status!r} {outcome.detail}"
+            for key, outcome in row.cells.items() if outcome.status != claimed[key]]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ALL_MODELS)
+def test_per_model_columns_on_every_model(name, one_thread):
+    keys = tuple(k for k in PER_MODEL_HERE if not (k == "torch_export" and name in SCRIPT_ONLY_EXPORTS))
+    row = check_model(name, keys)
+    assert not _differences(row, PAGE[name], name)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("family", sorted(CI_MODELS))
 def test_costly_columns_on_one_model_per_family(family, one_thread):
     pytest.importorskip("onnxruntime")
     torch.manual_seed(0)
-    row = check_model(f"{family} (CI configuration)", COSTLY, model=CI_MODELS[family]())
+    build = CI_MODELS[family]
+    # the ONNX check translates the torch.export program either way; its round trip is checked once
+    keys = COSTLY if _round_tripped_per_model(build) else ("torch_export", *COSTLY)
+    row = check_model(f"{family} (CI configuration)", keys, model=build())
     assert row.family == family
-    claimed = PAGE[REPRESENTATIVES[family]]
-    differences = [f"{key}: page says {claimed[key]!r} of {REPRESENTATIVES[family]}, now {outcome.status!r} "
-                   f"{outcome.detail}" for key, outcome in row.cells.items() if outcome.status != claimed[key]]
-    assert not differences
+    assert not _differences(row, PAGE[REPRESENTATIVES[family]], REPRESENTATIVES[family])
