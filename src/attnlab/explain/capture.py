@@ -217,14 +217,18 @@ class _ThreadRouter:
     the innermost capture entered by the calling thread; other threads call the recorder that
     was set before any capture (`outside`, usually None) instead."""
 
-    __slots__ = ("stacks", "outside")
+    __slots__ = ("stacks", "outside", "_current")
 
     def __init__(self, outside):
         self.stacks: dict[int, list[_Recorder]] = {}     # thread ident -> its captures, innermost last
         self.outside = outside
+        # Not traced by torch.compile: which capture records depends on the calling thread, at run
+        # time. Wrapped here, when a capture first watches a module, not at import: the decorator
+        # imports torch's compiler, which would add seconds to every `import attnlab`.
+        self._current = torch.compiler.disable(self._innermost, reason="which capture records depends on the "
+                                               "calling thread, at run time")
 
-    @torch.compiler.disable(reason="which capture records depends on the calling thread, at run time")
-    def _current(self):
+    def _innermost(self):
         stack = self.stacks.get(threading.get_ident())
         return stack[-1] if stack else self.outside
 
