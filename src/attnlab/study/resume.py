@@ -26,8 +26,8 @@ from typing import Optional
 
 from ..io.checkpoint import CheckpointError, config_differences, list_checkpoints, load_checkpoint
 from ..io.run_folder import CONFIG_FILE, FINAL_FILE
-from ..train.config import read_yaml_mapping
 from ..io.study_files import StudyFolder, StudyPlan
+from ..train.config import read_yaml_mapping
 from .plan import check_plan, train_config
 
 FINISHED, CUT, NOT_STARTED = "finished", "cut", "not started"
@@ -108,9 +108,9 @@ def check_runs_on_disk(plan: StudyPlan, folder: StudyFolder) -> dict:
     for v, seed in plan.runs():
         run_dir = folder.seed_dir(v.name, seed)
         state = states[(v.name, seed)] = run_state(run_dir)
-        found = list_checkpoints(run_dir) if state != NOT_STARTED else []
         if state == NOT_STARTED:
             continue
+        found = list_checkpoints(run_dir)
         expected = train_config(plan, v, seed).to_dict()
         ignore = SESSION_FIELDS + (("precision",) if expected.get("precision") == "auto" else ())
         try:
