@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from attnlab.data.datasets import load_dataset
+from attnlab.io.checkpoint import load_checkpoint, save_checkpoint
 from attnlab.train import NonFiniteLossError, Trainer, TrainConfig, TrainingInterrupted, evaluate
 from attnlab.train.optim import LRSchedule, parameter_groups
 
@@ -87,6 +88,42 @@ def test_resume_after_interrupt_is_bit_identical(digits, tmp_path):
         assert torch.equal(a, b), name
     lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["epoch"] for line in lines] == [1, 2]
+    assert "device_change" not in result
+
+
+@pytest.mark.parametrize("stored_device", ["cuda", None])   # None: a checkpoint older than the field
+def test_resume_from_another_device_type_restarts_the_augmentation_stream(digits, tmp_path, stored_device):
+    # A CUDA augmentation generator's state (16 bytes of Philox) does not fit a CPU generator: the
+    # resume must go on with a fresh stream and say so, not stop with a size error.
+    cfg = {"epochs": 2, "checkpoint_every_steps": 4, "augment": {"crop_padding": 1}}
+    interrupted = make(cfg, digits, tmp_path)
+    step = interrupted.train_step
+    calls = {"n": 0}
+
+    def stop_after_some(xb, yb):
+        calls["n"] += 1
+        if calls["n"] == 6:
+            interrupted._stop_signal = signal.SIGTERM
+        return step(xb, yb)
+
+    interrupted.train_step = stop_after_some
+    with pytest.raises(TrainingInterrupted) as err:
+        interrupted.fit()
+    ckpt = load_checkpoint(err.value.checkpoint, needs="resume")
+    state = dict(ckpt.state)
+    state["rng"] = {**state["rng"], "augment": torch.arange(16, dtype=torch.uint8)}
+    if stored_device is None:
+        state.pop("device")
+    else:
+        assert state["device"] == "cpu"
+        state["device"] = stored_device
+    save_checkpoint(tmp_path / "checkpoints", state["step"], state, ckpt.model_state())
+
+    result = make(cfg, digits, tmp_path).fit(resume=True)
+    expected = {"from": stored_device or "another device type", "to": "cpu", "at_step": 6}
+    assert result["device_change"] == expected
+    assert json.loads((tmp_path / "final.json").read_text())["device_change"] == expected
+    assert result["steps"] == 2 * (1437 // 128) and math.isfinite(result["test_loss"])
 
 
 def test_refuses_to_overwrite_a_run_without_resume(digits, tmp_path):
