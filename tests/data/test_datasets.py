@@ -45,6 +45,31 @@ def test_digits_fixed_stratified_split_same_for_every_seed():
     assert a.mean[0] == pytest.approx(mean, rel=1e-6)
 
 
+def test_digits_are_scikit_learns_images_and_split_read_without_importing_it(monkeypatch):
+    import sys
+
+    from attnlab.data import digits
+    imported = "sklearn" in sys.modules
+    with monkeypatch.context() as blocked:       # importing scikit-learn's loaders raises ImportError here
+        for name in ("sklearn.datasets", "sklearn.model_selection"):
+            blocked.setitem(sys.modules, name, None)
+        digits._digits_arrays.cache_clear()
+        try:
+            pixels, labels, idx_train, idx_test = digits._digits_arrays()
+        finally:
+            digits._digits_arrays.cache_clear()
+    assert ("sklearn" in sys.modules) == imported
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    bunch = load_digits()
+    assert torch.equal(pixels[:, 0], torch.from_numpy(np.round(bunch.images * (255 / 16))).to(torch.uint8))
+    assert torch.equal(labels, torch.from_numpy(bunch.target.astype(np.int64)))
+    want_train, want_test = train_test_split(np.arange(len(bunch.target)), test_size=0.2, stratify=bunch.target,
+                                             random_state=0)
+    assert idx_train.tolist() == sorted(want_train) and idx_test.tolist() == sorted(want_test)
+
+
 def test_digits_resized_once_at_load():
     d = load_dataset("digits", image_size=16)
     assert d.train_x.shape[-2:] == (16, 16) and d.image_size == (16, 16)
