@@ -30,7 +30,7 @@ ZYGOTE = textwrap.dedent("""
     from attnlab.cli import main
     from attnlab.io import checkpoint as _ck
     from attnlab.train import trainer as _tr
-    import attnlab.data.datasets, torch.optim  # warm imports, shared by the children
+    import attnlab.data.datasets, torch._dynamo  # warm imports, shared by the children (the optimizer imports dynamo)
 
     _step = _tr.Trainer.train_step
     def train_step(self, xb, yb):
