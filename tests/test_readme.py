@@ -3,7 +3,11 @@
 - ```python blocks run in order in one namespace, in a scratch folder holding the files they name
   (`resnet50.pth`, torchvision's own ResNet-50 weights, made here from its builder);
 - ```bash blocks run line by line in a scratch folder with `attnlab` on the PATH, each line must
-  exit 0;
+  exit 0. Each line is run by bash as written; its `attnlab` starts the command as a fork of a
+  process that has already imported attnlab (and torch, dynamo, scipy, matplotlib: the imports
+  every command repeats, ~3 s each), so the block's nine commands pay them once. The command
+  itself is `console_main`, what the installed `attnlab` script runs (checked below), in a
+  process of its own with the line's arguments, folder and standard streams;
 - the two set-up commands (between the main-command / test-command markers) are run by CI (.ci/run
   runs the second one); here they are checked to install through the pinned constraints file.
 """
@@ -13,6 +17,7 @@ import os
 import re
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -53,19 +58,95 @@ def test_python_blocks_run_as_written(tmp_path, monkeypatch, torchvision):
     assert namespace["result"].exporter == "torch.onnx (dynamo)" and (tmp_path / "se_resnet50.onnx").is_file()
 
 
+# The process the bash block's `attnlab` commands are forked from (argv: its socket). Each request
+# is one command: its arguments and folder, and its standard streams as file descriptors; the
+# answer is the command's exit status. Spawned processes (a study's workers) start afresh.
+ZYGOTE = textwrap.dedent("""
+    import json, os, socket, sys, traceback
+    from attnlab.cli import console_main
+    import attnlab.report, torch._dynamo   # imports the commands share (the optimizer imports dynamo)
+
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(sys.argv[1])
+    server.listen()
+    print("ready", flush=True)
+    while True:
+        conn, _ = server.accept()
+        message, fds, _, _ = socket.recv_fds(conn, 1 << 16, 3)
+        request = json.loads(message)
+        pid = os.fork()
+        if pid == 0:
+            server.close()
+            for target, fd in enumerate(fds):
+                os.dup2(fd, target)
+            os.chdir(request["cwd"])
+            sys.argv = ["attnlab", *request["argv"]]
+            try:
+                code = console_main()
+            except SystemExit as stop:   # as the interpreter ends on it
+                code = stop.code if isinstance(stop.code, int) or stop.code is None else 1
+                if code == 1 and not isinstance(stop.code, int):
+                    print(stop.code, file=sys.stderr)
+            except BaseException:
+                traceback.print_exc()
+                code = 1
+            sys.stdout.flush(); sys.stderr.flush()
+            os._exit(code or 0)
+        for fd in fds:
+            os.close(fd)
+        _, status = os.waitpid(pid, 0)
+        conn.sendall(str(os.waitstatus_to_exitcode(status)).encode())
+        conn.close()
+""")
+# `attnlab` on the block's PATH: hands its arguments, folder and streams to the zygote and exits
+# with the command's status (128 + N for a command ended by signal N, as a shell reports it).
+CLIENT = """#!{python} -S
+import json, os, socket, sys
+conn = socket.socket(socket.AF_UNIX)
+conn.connect({socket!r})
+socket.send_fds(conn, [json.dumps({{"argv": sys.argv[1:], "cwd": os.getcwd()}}).encode()], [0, 1, 2])
+status = int(conn.recv(64))
+sys.exit(status if status >= 0 else 128 - status)
+"""
+
+
+@pytest.fixture
+def attnlab_on_path(tmp_path):
+    """A folder holding the `attnlab` client, to put first on the PATH; the zygote behind it."""
+    bin_dir, sock = tmp_path / "bin", tmp_path / "zygote.sock"
+    bin_dir.mkdir()
+    with open(tmp_path / "zygote.err", "w") as err:
+        zygote = subprocess.Popen([sys.executable, "-c", ZYGOTE, str(sock)], stdout=subprocess.PIPE, stderr=err,
+                                  text=True, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    try:
+        assert zygote.stdout.readline().strip() == "ready", (tmp_path / "zygote.err").read_text()[-2000:]
+        client = bin_dir / "attnlab"
+        client.write_text(CLIENT.format(python=sys.executable, socket=str(sock)))
+        client.chmod(0o755)
+        yield bin_dir
+    finally:
+        zygote.kill()
+        zygote.wait(timeout=60)
+
+
 @pytest.mark.slow
-def test_bash_block_runs_as_written(tmp_path):
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-               PYTHONUNBUFFERED="1")
+def test_bash_block_runs_as_written(tmp_path, attnlab_on_path):
+    # the installed `attnlab` script runs console_main, what the commands below run
+    installed = (Path(sys.executable).parent / "attnlab").read_text()
+    assert "from attnlab.cli import console_main" in installed and "console_main()" in installed
+    work = tmp_path / "work"
+    work.mkdir()
+    env = dict(os.environ, PATH=f"{attnlab_on_path}{os.pathsep}{Path(sys.executable).parent}{os.pathsep}"
+                                f"{os.environ.get('PATH', '')}", PYTHONUNBUFFERED="1")
     for line in "\n".join(blocks("bash")).splitlines():
         command = line.split("  #")[0].strip()
         if not command:
             continue
-        done = subprocess.run(["bash", "-euo", "pipefail", "-c", command], cwd=tmp_path, env=env,
+        done = subprocess.run(["bash", "-euo", "pipefail", "-c", command], cwd=work, env=env,
                               capture_output=True, text=True, timeout=600)
         assert done.returncode == 0, f"{command}\n{done.stderr[-2000:]}"
-    assert (tmp_path / "runs" / "r8-se" / "final.json").is_file()
-    assert list((tmp_path / "runs" / "study").glob("*/report.html"))
+    assert (work / "runs" / "r8-se" / "final.json").is_file()
+    assert list((work / "runs" / "study").glob("*/report.html"))
 
 
 def test_setup_commands_install_through_the_constraints_file():
