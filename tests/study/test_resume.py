@@ -1,4 +1,4 @@
-"""`attnlab compare --resume`: a study killed between runs, inside a run, or with its worker pool
+"""`attnlab compare --resume`: a study killed between runs, inside a run, and with its worker pool
 running, continues where it stopped and ends with the same results.json as a study never
 interrupted; a changed study is refused before any work.
 
@@ -44,7 +44,8 @@ TIMED = re.compile(r"latency|train_step|seconds|verdict")   # measured times dif
 # One session of a study in its own process. argv: plan.json, out_root or study folder, mode, workers.
 # mode "new": start the study and SIGKILL it after the first finished run (between runs);
 # "cut": resume it and SIGKILL it once the run given as 5th argument has written a checkpoint
-# (inside that run); "finish": resume it to the end.
+# (inside that run); "first": resume it and SIGKILL it after its first finished run; "finish":
+# resume it to the end.
 SESSION = textwrap.dedent("""
     import json, os, signal, sys, threading, time
     from attnlab.io.checkpoint import list_checkpoints
@@ -62,12 +63,13 @@ SESSION = textwrap.dedent("""
             time.sleep(0.02)
         os.kill(os.getpid(), signal.SIGKILL)
 
+    progress = kill_after_first_run if mode in ("new", "first") else False
     if mode == "new":
-        run_compare(plan=plan, out_root=where, workers=int(workers), progress=kill_after_first_run)
+        run_compare(plan=plan, out_root=where, workers=int(workers), progress=progress)
     else:
         if mode == "cut":
             threading.Thread(target=kill_inside, args=(os.path.join(where, sys.argv[5]),), daemon=True).start()
-        run_compare(resume=where, workers=int(workers), progress=False)
+        run_compare(resume=where, workers=int(workers), progress=progress)
 """)
 
 
@@ -113,7 +115,7 @@ def _states(folder: StudyFolder) -> dict:
     return check_runs_on_disk(folder.read_plan(), folder)
 
 
-def test_killed_between_and_inside_runs_resumes_to_the_same_results(tiny, tmp_path):
+def test_killed_between_runs_inside_a_run_and_with_its_worker_pool_resumes_to_the_same_results(tiny, tmp_path):
     plan_file, reference = tiny
     out = tmp_path / "runs"
     first = _session(plan_file, out, "new")
@@ -129,35 +131,12 @@ def test_killed_between_and_inside_runs_resumes_to_the_same_results(tiny, tmp_pa
     states = _states(folder)
     assert states[("none", 0)] == FINISHED and states[("se", 0)] == CUT
 
-    third = _session(plan_file, folder.root, "finish")
-    assert third.returncode == 0, third.stderr[-2000:]
-    assert set(_states(folder).values()) == {FINISHED}
-    # nothing trained twice: the finished run is untouched, the cut run has each epoch once
-    assert (folder.seed_dir("none", 0) / "final.json").read_bytes() == kept
-    epochs = [r["epoch"] for r in read_metrics(folder.seed_dir("se", 0) / METRICS_FILE)]
-    assert epochs == [1, 2]
-    assert _comparable(json.loads(folder.results_json.read_text())) == _comparable(reference)
-    plan = json.loads(folder.plan_file.read_text())
-    assert len(plan["resumed"]) == 2 and plan["finished"]
-    # A study brought home without checkpoints (only its small files): each finished run is then
-    # checked from the config.yaml it wrote, and one trained with another recipe is still refused.
-    for ckpt in folder.seed_dir("se", 1).glob("checkpoints/*"):
-        ckpt.unlink()
-    assert _states(folder)[("se", 1)] == FINISHED
-    config = folder.seed_dir("se", 1) / "config.yaml"
-    config.write_text(config.read_text().replace("\nlr: ", "\nlr: 0.5\nold_lr: "))
-    with pytest.raises(ValueError, match=r"run se seed 1 \(finished\).*config\.yaml.*\blr: run 0\.5"):
-        _states(folder)
-
-
-def test_killed_with_its_worker_pool_leaves_no_orphan_and_resumes(tiny, tmp_path):
-    plan_file, reference = tiny
-    out = tmp_path / "runs"
-    first = _session(plan_file, out, "new", 2)
-    assert first.returncode == -9, first.stderr[-2000:]
-    folder = _only_study(out)
-    # The workers got SIGTERM when the study died: each run in flight checkpointed and stopped,
-    # so every run folder's writer lock is free again (an orphan would hold it while it trains).
+    # Resumed in a pool of 2 workers (the cut run continues in a worker), killed after its first
+    # finished run. The workers got SIGTERM when the study died: each run in flight checkpointed
+    # and stopped, so every run folder's writer lock is free again (an orphan would hold it while
+    # it trains).
+    pooled = _session(plan_file, folder.root, "first", 2)
+    assert pooled.returncode == -9, pooled.stderr[-2000:]
     deadline = time.time() + 120
     for v, s in [("none", 0), ("se", 0), ("none", 1), ("se", 1)]:
         run_dir = folder.seed_dir(v, s)
@@ -168,9 +147,27 @@ def test_killed_with_its_worker_pool_leaves_no_orphan_and_resumes(tiny, tmp_path
             except ValueError:
                 assert time.time() < deadline, f"{run_dir} is still locked by an orphaned worker"
                 time.sleep(0.2)
-    last = _session(plan_file, folder.root, "finish", 2)
+    assert FINISHED in {state for key, state in _states(folder).items() if key != ("none", 0)}
+
+    last = _session(plan_file, folder.root, "finish")
     assert last.returncode == 0, last.stderr[-2000:]
+    assert set(_states(folder).values()) == {FINISHED}
+    # nothing trained twice: the finished run is untouched, the cut run has each epoch once
+    assert (folder.seed_dir("none", 0) / "final.json").read_bytes() == kept
+    epochs = [r["epoch"] for r in read_metrics(folder.seed_dir("se", 0) / METRICS_FILE)]
+    assert epochs == [1, 2]
     assert _comparable(json.loads(folder.results_json.read_text())) == _comparable(reference)
+    plan = json.loads(folder.plan_file.read_text())
+    assert len(plan["resumed"]) == 3 and plan["finished"]
+    # A study brought home without checkpoints (only its small files): each finished run is then
+    # checked from the config.yaml it wrote, and one trained with another recipe is still refused.
+    for ckpt in folder.seed_dir("se", 1).glob("checkpoints/*"):
+        ckpt.unlink()
+    assert _states(folder)[("se", 1)] == FINISHED
+    config = folder.seed_dir("se", 1) / "config.yaml"
+    config.write_text(config.read_text().replace("\nlr: ", "\nlr: 0.5\nold_lr: "))
+    with pytest.raises(ValueError, match=r"run se seed 1 \(finished\).*config\.yaml.*\blr: run 0\.5"):
+        _states(folder)
 
 
 def test_a_changed_study_is_refused_before_any_work(tiny, capsys):
