@@ -20,6 +20,16 @@ import torch
 # as two pytest-xdist workers instead (README's test command: -n 2), one per core.
 torch.set_num_threads(1)
 
+
+def pytest_collection_modifyitems(config, items):
+    """The modules holding a `slow` test run first, each module's tests together and in their
+    order (a module's fixtures are then made once per worker). Under pytest-xdist the long tests
+    start early, and the suite does not end on one of them running alone while the other worker
+    waits."""
+    slow = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow)   # stable: the collection order otherwise
+
+
 def _import_torchvision():
     from attnlab.measure.reference import _define_torchvision_ops
 

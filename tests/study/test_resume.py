@@ -115,6 +115,7 @@ def _states(folder: StudyFolder) -> dict:
     return check_runs_on_disk(folder.read_plan(), folder)
 
 
+@pytest.mark.slow
 def test_killed_between_runs_inside_a_run_and_with_its_worker_pool_resumes_to_the_same_results(tiny, tmp_path):
     plan_file, reference = tiny
     out = tmp_path / "runs"

@@ -124,6 +124,7 @@ def test_cpu_sync_batchnorm_keeps_parameters_and_equals_batchnorm_alone():
 
 
 # ------------------------------------------------------------------------------- torchrun runs
+@pytest.mark.slow
 def test_two_ranks_match_one_process_with_the_double_batch(launched, tmp_path, one_thread):
     out, _ = launched
     single = Trainer(ddp_config(2 * PER_RANK_BATCH, epochs=2, sync_bn=False), tmp_path / "one", progress=False)

@@ -124,6 +124,7 @@ def newest_step(run_dir) -> int:
     return load_checkpoint(list_checkpoints(run_dir)[-1]).state["step"]
 
 
+@pytest.mark.slow
 def test_killed_and_signalled_runs_resume_bit_identical(runner, tmp_path):
     run = tmp_path / "run"
     rng = random.Random(7)
