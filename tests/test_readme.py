@@ -4,8 +4,8 @@
   (`resnet50.pth`, torchvision's own ResNet-50 weights, made here from its builder);
 - ```bash blocks run line by line in a scratch folder with `attnlab` on the PATH, each line must
   exit 0. Each line is run by bash as written; its `attnlab` starts the command as a fork of a
-  process that has already imported attnlab (and torch, dynamo, scipy, matplotlib: the imports
-  every command repeats, ~3 s each), so the block's nine commands pay them once. The command
+  process that has already imported attnlab (and torch, dynamo, scipy, matplotlib: the imports,
+  seconds long, that every command would repeat), so the block pays them once. The command
   itself is `console_main`, what the installed `attnlab` script runs (checked below), in a
   process of its own with the line's arguments, folder and standard streams;
 - the two set-up commands (between the main-command / test-command markers) are run by CI (.ci/run
