@@ -227,14 +227,21 @@ def test_repeated_loads_share_the_cache_but_not_in_place_edits():
     assert torch.equal(c.train_x[1:], a.train_x[1:])
 
 
-def test_small_sets_draw_several_distortions_of_each_training_image_and_one_of_each_test_image():
+def test_small_sets_draw_several_distortions_of_each_training_and_test_image():
     plain, rts = load_dataset("digits"), load_dataset("digits-rts")
     copies = ds.DATASETS["digits"].distortion_copies
-    n = len(plain.train_y)
-    assert copies > 1 and len(rts.train_y) == copies * n and len(rts.test_y) == len(plain.test_y)
-    assert torch.equal(rts.train_y, plain.train_y.repeat(copies)) and torch.equal(rts.test_y, plain.test_y)
-    first, second = rts.train_x[:n].float(), rts.train_x[n:2 * n].float()
-    assert (first - second).abs().flatten(1).sum(1).gt(0).float().mean() > 0.99   # the copies are other draws
-    with pytest.raises(ValueError, match="distortion_copies must be an int >= 1, got 0"):
-        ds.register_dataset(dataclasses.replace(ds.DATASETS["digits"], name="digits-zero", distortion_copies=0,
-                                             variant_aliases=()))
+    test_copies = ds.DATASETS["digits"].distortion_test_copies
+    n, m = len(plain.train_y), len(plain.test_y)
+    assert copies > 1 and len(rts.train_y) == copies * n and test_copies > 1 and len(rts.test_y) == test_copies * m
+    assert torch.equal(rts.train_y, plain.train_y.repeat(copies))
+    assert torch.equal(rts.test_y, plain.test_y.repeat(test_copies))
+    for x, size in ((rts.train_x, n), (rts.test_x, m)):
+        first, second = x[:size].float(), x[size:2 * size].float()
+        assert (first - second).abs().flatten(1).sum(1).gt(0).float().mean() > 0.99   # the copies are other draws
+    # train and test come from separate streams: no test image equals a training image
+    train_rows = {bytes(row) for row in rts.train_x.flatten(1).numpy()}
+    assert not any(bytes(row) in train_rows for row in rts.test_x.flatten(1).numpy())
+    for field in ("distortion_copies", "distortion_test_copies"):
+        with pytest.raises(ValueError, match=f"{field} must be an int >= 1, got 0"):
+            ds.register_dataset(dataclasses.replace(ds.DATASETS["digits"], name="digits-zero", variant_aliases=(),
+                                                 **{field: 0}))

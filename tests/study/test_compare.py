@@ -52,8 +52,8 @@ def test_bad_requests_are_named():
         study.plan_compare(epochs=-2)
     with pytest.raises(ValueError, match="unknown attention"):
         study.plan_compare(attentions=["sse"])
-    # cnn_mnist needs 22 px or more; the quick preset's distorted digits are 12 px
-    with pytest.raises(ValueError, match="cannot run on digits-rts at \\(1, 12, 12\\)"):
+    # cnn_mnist needs 24 px or more; the quick preset's distorted digits are 10 px
+    with pytest.raises(ValueError, match="cannot run on digits-rts at \\(1, 10, 10\\)"):
         study.plan_compare(models=["cnn_mnist"], attentions=["none"])
 
 

@@ -19,7 +19,8 @@ Not a paper module. Choices:
   see the same data and compare; `seed` only drives the synthetic set. 'distorted-digits' is the
   RTS variant ('digits-rts'), the STN paper's main distortion. A small set draws several
   distortions of each training image (`DatasetEntry.distortion_copies`; the digits: 4, so 5,748
-  training images), its test set one of each (360 independent test images for the digits).
+  training images) and of each test image (`distortion_test_copies`; the digits: 10 draws of
+  each of the 360 held-out digits, 3,600 test images), from separate streams.
 * `image_size=` resizes once, at load time (bilinear, antialiased); for a distorted set it is the
   final canvas, and the source is resized so that the distortion's canvas lands on it.
 * The last in-memory set loaded is kept, so that many runs in one process read and distort it
@@ -55,9 +56,10 @@ def register_dataset(entry: DatasetEntry) -> DatasetEntry:
     """Add `entry` to the table; ValueError if its name or an alias is taken already."""
     if not isinstance(entry, DatasetEntry):
         raise TypeError(f"register_dataset: expected a DatasetEntry, got {type(entry).__name__}")
-    copies = entry.distortion_copies
-    if isinstance(copies, bool) or not isinstance(copies, int) or copies < 1:
-        raise ValueError(f"register_dataset: distortion_copies must be an int >= 1, got {copies!r}")
+    for field in ("distortion_copies", "distortion_test_copies"):
+        copies = getattr(entry, field)
+        if isinstance(copies, bool) or not isinstance(copies, int) or copies < 1:
+            raise ValueError(f"register_dataset: {field} must be an int >= 1, got {copies!r}")
     names = [entry.name, *entry.aliases, *(alias for alias, _ in entry.variant_aliases)]
     upper = [name for name in names if name != name.lower()]
     if upper:
@@ -87,6 +89,7 @@ def _variants(entry: DatasetEntry) -> list[tuple[str, str]]:
 
 register_dataset(DatasetEntry(
     "digits", load_digits, in_chans=1, side=8, num_classes=10, distortable=True, distortion_copies=4,
+    distortion_test_copies=10,
     variant_aliases=(("distorted-digits", "rts"),)))
 register_dataset(DatasetEntry(
     "mnist", partial(load_idx, torchvision_folder="MNIST"), in_chans=1, side=28, num_classes=10,
@@ -229,6 +232,9 @@ def _load_in_memory(canonical, entry: DatasetEntry, kind, data_dir, size, image_
         copies = entry.distortion_copies
         if copies > 1:   # independent draws of each training image (one stream: the copies differ)
             train_x, train_y = train_x.repeat(copies, 1, 1, 1), train_y.repeat(copies)
+        test_copies = entry.distortion_test_copies
+        if test_copies > 1:
+            test_x, test_y = test_x.repeat(test_copies, 1, 1, 1), test_y.repeat(test_copies)
         train_x = distort(train_x, kind, seed=2 * distortion_seed, out_size=final)
         test_x = distort(test_x, kind, seed=2 * distortion_seed + 1, out_size=final)
     elif size is not None:

@@ -36,9 +36,14 @@ class DatasetEntry:
             (one per kind of data/distort.py).
         variant_aliases: listed names of distorted variants, as (alias, distortion kind) pairs.
         distortion_copies: how many independent distortions of each training image the
-            distorted variants hold (the test set is distorted once, so that its examples stay
-            independent for the paired tests of a study). More than 1 for a small set, whose
-            single distortion of each image leaves too few examples for stable accuracies.
+            distorted variants hold. More than 1 for a small set, whose single distortion of
+            each image leaves too few examples for stable accuracies.
+        distortion_test_copies: the same for the test images (default 1). More draws of each
+            held-out image measure a trained model's accuracy on the distorted distribution more
+            precisely (with one draw of the digits' 360 test images, the test-set sampling alone
+            spreads a converged model's accuracy by about 1.5 points); the draws of one image
+            are not independent examples, which per-example tests that assume so (McNemar's)
+            must say.
         flip: random horizontal flips belong to its default augmentation (not for digits: a
             mirrored 2 is not a 2).
         how_to_get: the sentence an error about missing files ends with.
@@ -57,6 +62,7 @@ class DatasetEntry:
     distortable: bool = False
     variant_aliases: tuple[tuple[str, str], ...] = ()
     distortion_copies: int = 1
+    distortion_test_copies: int = 1
     flip: bool = False
     how_to_get: str = ""
     system_dirs: tuple[Path, ...] = ()
