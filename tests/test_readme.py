@@ -55,7 +55,7 @@ def test_python_blocks_run_as_written(tmp_path, monkeypatch, torchvision):
     assert namespace["rec"].paths()[:2] == ["layer3.0.attention", "layer3.1.attention"]
     assert namespace["backbone"].feature_info.channels() == [256, 512, 1024, 2048]
     assert [tuple(m.shape) for m in namespace["maps"]][0] == (2, 256, 56, 56)
-    assert namespace["result"].exporter == "torch.onnx (dynamo)" and (tmp_path / "se_resnet50.onnx").is_file()
+    assert namespace["result"].exporter == "torch.onnx (dynamo)" and (tmp_path / "se_resnet18.onnx").is_file()
 
 
 # The process the bash block's `attnlab` commands are forked from (argv: its socket). Each request
