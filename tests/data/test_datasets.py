@@ -245,3 +245,25 @@ def test_small_sets_draw_several_distortions_of_each_training_and_test_image():
         with pytest.raises(ValueError, match=f"{field} must be an int >= 1, got 0"):
             ds.register_dataset(dataclasses.replace(ds.DATASETS["digits"], name="digits-zero", variant_aliases=(),
                                                  **{field: 0}))
+
+
+def test_a_digits_file_of_another_shape_is_refused_naming_it(tmp_path, monkeypatch):
+    import gzip
+    import importlib.util
+    import types
+
+    from attnlab.data import digits
+    from attnlab.data.splits import DatasetError
+
+    package = tmp_path / "sklearn"
+    (package / "datasets" / "data").mkdir(parents=True)
+    with gzip.open(package / "datasets" / "data" / "digits.csv.gz", "wt") as fh:
+        fh.write("\n".join(",".join(["0"] * 64 + [str(i % 10)]) for i in range(10)) + "\n")
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name: types.SimpleNamespace(submodule_search_locations=[str(package)]))
+    digits._digits_arrays.cache_clear()
+    try:
+        with pytest.raises(DatasetError, match=r"digits.csv.gz: 10 rows of 65 values; expected the digits' 1797 rows"):
+            digits._digits_arrays()
+    finally:
+        digits._digits_arrays.cache_clear()

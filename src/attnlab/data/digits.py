@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from .entry import DatasetEntry
+from .splits import DatasetError
 
 NUM_IMAGES = 1797
 # The rows of the test split, as a bit mask over the 1,797 images (numpy.packbits, hex, rows in
@@ -61,5 +62,8 @@ def _read_digits() -> tuple[np.ndarray, np.ndarray]:
 
         bunch = sklearn_digits()
         return np.asarray(bunch.images, dtype=np.float64), np.asarray(bunch.target, dtype=np.int64)
-    rows = np.loadtxt(csv, delimiter=",", dtype=np.float64)
+    rows = np.loadtxt(csv, delimiter=",", dtype=np.float64, ndmin=2)
+    if rows.shape != (NUM_IMAGES, 65):   # the split's mask and the 8 x 8 shape hold for this file only
+        raise DatasetError(f"{csv}: {rows.shape[0]} rows of {rows.shape[1]} values; expected the digits' "
+                           f"{NUM_IMAGES} rows of 65 (64 pixels, then the label)")
     return rows[:, :-1].reshape(-1, 8, 8), rows[:, -1].astype(np.int64)
