@@ -611,7 +611,7 @@ class Trainer:
         moved = (stored_device is not None and stored_device != self.device.type) or augment.numel() != here.numel()
         if moved:
             self.augment_generator.manual_seed(
-                distributed.augment_seed(self.config.seed, self.dist.rank) * 1_000_003 + self.global_step)
+                (distributed.augment_seed(self.config.seed, self.dist.rank) * 1_000_003 + self.global_step) % 2 ** 63)
             self.device_change = {"from": stored_device or "another device type", "to": self.device.type,
                                   "at_step": self.global_step}
             if self.progress:
