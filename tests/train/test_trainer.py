@@ -45,6 +45,22 @@ def make(config_kw, digits, out_dir=None, seed=0):
     return Trainer(cfg, out_dir, progress=False, data=digits, model=TinyNet())
 
 
+def stop_during_step(trainer, n: int):
+    """`trainer`, made to behave as if SIGTERM arrived during its step `n` (it finishes the step,
+    writes a checkpoint and raises TrainingInterrupted)."""
+    step = trainer.train_step
+    calls = {"n": 0}
+
+    def counted(xb, yb):
+        calls["n"] += 1
+        if calls["n"] == n:
+            trainer._stop_signal = signal.SIGTERM
+        return step(xb, yb)
+
+    trainer.train_step = counted
+    return trainer
+
+
 def test_loss_falls_and_files_are_written(digits, tmp_path):
     trainer = make({"epochs": 3, "schedule": "constant"}, digits, tmp_path)
     before = evaluate(trainer.model, digits.test_x, digits.test_y, 512, "cpu", digits.mean, digits.std)
@@ -66,17 +82,7 @@ def test_resume_after_interrupt_is_bit_identical(digits, tmp_path):
     reference = make(cfg, digits, tmp_path / "ref")
     reference.fit()
 
-    interrupted = make(cfg, digits, tmp_path / "run")
-    step = interrupted.train_step
-    calls = {"n": 0}
-
-    def stop_after_some(xb, yb):                   # as if SIGTERM arrived during step 15
-        calls["n"] += 1
-        if calls["n"] == 15:
-            interrupted._stop_signal = signal.SIGTERM
-        return step(xb, yb)
-
-    interrupted.train_step = stop_after_some
+    interrupted = stop_during_step(make(cfg, digits, tmp_path / "run"), 15)
     with pytest.raises(TrainingInterrupted, match="--resume") as err:
         interrupted.fit()
     assert err.value.checkpoint is not None
@@ -96,17 +102,7 @@ def test_resume_from_another_device_type_restarts_the_augmentation_stream(digits
     # A CUDA augmentation generator's state (16 bytes of Philox) does not fit a CPU generator: the
     # resume must go on with a fresh stream and say so, not stop with a size error.
     cfg = {"epochs": 2, "checkpoint_every_steps": 4, "augment": {"crop_padding": 1}}
-    interrupted = make(cfg, digits, tmp_path)
-    step = interrupted.train_step
-    calls = {"n": 0}
-
-    def stop_after_some(xb, yb):
-        calls["n"] += 1
-        if calls["n"] == 6:
-            interrupted._stop_signal = signal.SIGTERM
-        return step(xb, yb)
-
-    interrupted.train_step = stop_after_some
+    interrupted = stop_during_step(make(cfg, digits, tmp_path), 6)
     with pytest.raises(TrainingInterrupted) as err:
         interrupted.fit()
     ckpt = load_checkpoint(err.value.checkpoint, needs="resume")
