@@ -94,7 +94,7 @@ def test_resume_after_interrupt_is_bit_identical(digits, tmp_path):
         assert torch.equal(a, b), name
     lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["epoch"] for line in lines] == [1, 2]
-    assert "device_change" not in result
+    assert "device_changes" not in result
 
 
 @pytest.mark.parametrize("stored_device", ["cuda", None])   # None: a checkpoint older than the field
@@ -115,10 +115,13 @@ def test_resume_from_another_device_type_restarts_the_augmentation_stream(digits
         state["device"] = stored_device
     save_checkpoint(tmp_path / "checkpoints", state["step"], state, ckpt.model_state())
 
+    # resumed here, cut again, resumed on the same device: the change stays on record
+    with pytest.raises(TrainingInterrupted):
+        stop_during_step(make(cfg, digits, tmp_path), 4).fit(resume=True)
     result = make(cfg, digits, tmp_path).fit(resume=True)
-    expected = {"from": stored_device or "another device type", "to": "cpu", "at_step": 6}
-    assert result["device_change"] == expected
-    assert json.loads((tmp_path / "final.json").read_text())["device_change"] == expected
+    expected = [{"from": stored_device or "another device type", "to": "cpu", "at_step": 6}]
+    assert result["device_changes"] == expected
+    assert json.loads((tmp_path / "final.json").read_text())["device_changes"] == expected
     assert result["steps"] == 2 * (1437 // 128) and math.isfinite(result["test_loss"])
 
 

@@ -333,7 +333,8 @@ _RUN_DATA_OPTIONAL = {"mean": (list, None), "std": (list, None), "image_size": (
 _RESUME = {"epoch": (int, 0), "batch_in_epoch": (int, 0), "step": (int, 0), "bad_steps": (int, 0),
            "seconds": (_NUMBER, 0), "best_acc": (_NUMBER, None), "steps_per_epoch": (int, 1),
            "epoch_sums": (dict, None), "optimizer": (dict, None), "rng": (dict, None)}
-_RESUME_OPTIONAL = {"world_size": (int, 1), "scaler": (dict, None), "metrics": (dict, None), "device": (str, None)}
+_RESUME_OPTIONAL = {"world_size": (int, 1), "scaler": (dict, None), "metrics": (dict, None), "device": (str, None),
+                    "device_changes": (list, None)}
 _RESUME_EPOCH_SUMS = {"loss": (_NUMBER, None), "correct": (_NUMBER, 0), "seen": (_NUMBER, 0),
                       "seconds": (_NUMBER, 0)}
 _RESUME_OPTIMIZER = {"state": (dict, None), "param_groups": (list, None)}

@@ -170,7 +170,7 @@ class Trainer:
         self.epoch_sums = {"loss": 0.0, "correct": 0, "seen": 0, "seconds": 0.0}
         self.best_acc = -1.0
         self.last_checkpoint: Optional[Path] = None
-        self.device_change: Optional[dict] = None   # set when a run resumes on another device type
+        self.device_changes: list[dict] = []   # each resume on another device type (kept in checkpoints)
         self.test_predictions: Optional[tuple[torch.Tensor, torch.Tensor]] = None   # (labels, predicted) of the last test
         self._stop_signal: Optional[int] = None
         self._progress_start: Optional[tuple[float, int]] = None   # (time, epoch) this process began training
@@ -431,8 +431,8 @@ class Trainer:
             "compile": self.compiled, "compile_reason": self.compile_reason,
             "train_size": self.data.num_train, "machine": describe_machine(self.device),
         }
-        if self.device_change is not None:
-            result["device_change"] = self.device_change
+        if self.device_changes:
+            result["device_changes"] = self.device_changes
         if self.writes:
             if self.test_predictions is not None:
                 labels, predicted = self.test_predictions
@@ -519,7 +519,8 @@ class Trainer:
             "best_acc": self.best_acc, "steps_per_epoch": self.steps_per_epoch,
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
-            "rng": rng, "device": self.device.type, "config": self.recorded_config(), "metrics": metrics,
+            "rng": rng, "device": self.device.type, "device_changes": self.device_changes,
+            "config": self.recorded_config(), "metrics": metrics,
             "data": {"name": self.data.name, "num_classes": self.data.num_classes, "in_chans": self.data.in_chans,
                      "image_size": list(self.data.image_size), "mean": list(self.data.mean),
                      "std": list(self.data.std), "num_train": self.data.num_train, "classes": list(self.data.classes)},
@@ -574,6 +575,7 @@ class Trainer:
         if self.scaler is not None and state.get("scaler"):
             _restore(ckpt, "state.scaler", lambda: self.scaler.load_state_dict(state["scaler"]))
         self.epoch, self.batch_in_epoch, self.global_step = state["epoch"], state["batch_in_epoch"], state["step"]
+        self.device_changes = list(state.get("device_changes", []))
         _restore(ckpt, "state.rng", lambda: self._restore_rng(state["rng"], state.get("device")))
         self.bad_steps, self.seconds, self.best_acc = state["bad_steps"], state["seconds"], state["best_acc"]
         self.epoch_sums = dict(state["epoch_sums"])   # the world's sums: kept by rank 0 alone
@@ -597,7 +599,7 @@ class Trainer:
         """Put the random streams back. The augmentation generator lives on the training device,
         and a CUDA generator's state (Philox) does not fit a CPU one (Mersenne Twister): a run
         checkpointed on one device type and resumed on another gets a fresh augmentation stream,
-        seeded from (seed, rank, step), and records the change in final.json's `device_change`
+        seeded from (seed, rank, step), and records the change in final.json's `device_changes`
         (such a run cannot be bit-identical to an uninterrupted one on either device anyway)."""
         torch.set_rng_state(rng["torch"])
         np.random.set_state(rng["numpy"])
@@ -612,10 +614,11 @@ class Trainer:
         if moved:
             self.augment_generator.manual_seed(
                 (distributed.augment_seed(self.config.seed, self.dist.rank) * 1_000_003 + self.global_step) % 2 ** 63)
-            self.device_change = {"from": stored_device or "another device type", "to": self.device.type,
-                                  "at_step": self.global_step}
+            change = {"from": stored_device or "another device type", "to": self.device.type,
+                      "at_step": self.global_step}
+            self.device_changes.append(change)
             if self.progress:
-                print(f"resuming on {self.device.type} a run checkpointed on {self.device_change['from']} at step "
+                print(f"resuming on {self.device.type} a run checkpointed on {change['from']} at step "
                       f"{self.global_step}: the augmentation stream starts afresh, so the run is not bit-identical "
                       "to an uninterrupted one", file=sys.stderr, flush=True)
         else:
