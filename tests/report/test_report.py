@@ -350,3 +350,17 @@ def test_a_recipe_that_differs_between_runs_is_named(tmp_path):
     finals = {name: {0: {}} for name in ("none", "se", "cbam")}
     assert recipe_differences(folder, finals) == ["lr: 0.1 (none/seed0, se/seed0), 0.2 (cbam/seed0)"]
     assert recipe_differences(folder, {"none": {0: {}}, "se": {0: {}}}) == []
+
+
+def test_runs_resumed_on_another_device_type_are_named_with_the_machines():
+    from attnlab.report.setup import _machines
+
+    change = {"from": "cuda", "to": "cpu", "at_step": 5251}
+    finals = {"none": {0: {"machine": "host A"}}, "cbam": {3: {"machine": "host B", "device_changes": [change]},
+                                                         4: {"machine": "host A"}}}
+    line = _machines(finals)
+    assert line.startswith("the runs trained on host A; and on host B")
+    assert "; 1 resume(s) on another device type (cbam/seed3: cuda -> cpu at step 5251)" in line
+    assert "not bit-identical" in line
+    del finals["cbam"][3]["device_changes"]
+    assert "another device type" not in _machines(finals)

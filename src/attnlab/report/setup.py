@@ -45,7 +45,19 @@ def _machines(finals: dict) -> str:
         return f"the runs do not record theirs; this report was built on {build_machine()}"
     unrecorded = sum(1 for runs in finals.values() for f in runs.values() if not isinstance(f.get("machine"), str))
     tail = f" ({unrecorded} run(s) recorded none)" if unrecorded else ""
-    return ("the runs trained on " + "; and on ".join(seen)) + tail
+    return ("the runs trained on " + "; and on ".join(seen)) + tail + _device_changes(finals)
+
+
+def _device_changes(finals: dict) -> str:
+    """The runs resumed on another device type (final.json's `device_changes`), as a clause."""
+    crossed = [f"{name}/seed{seed}: {change.get('from')} -> {change.get('to')} at step {change.get('at_step')}"
+               for name, runs in sorted(finals.items()) for seed, f in sorted(runs.items())
+               for change in (f.get("device_changes") if isinstance(f.get("device_changes"), list) else [])
+               if isinstance(change, dict)]
+    if not crossed:
+        return ""
+    return (f"; {len(crossed)} resume(s) on another device type ({', '.join(crossed)}), each with a fresh "
+            "augmentation stream from there, so those runs are not bit-identical to uninterrupted ones")
 
 
 def first_run(plan: StudyPlan, finals: dict) -> Optional[tuple[str, int]]:
