@@ -47,6 +47,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--lr", type=float, default=None)
+    parser.add_argument("--stn-lr-scale", type=float, default=None,
+                        help="the spatial transformer's localiser learning rate over the backbone's")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -56,7 +58,8 @@ def main() -> None:
     size = args.image_size or plan.image_size
     data = load_dataset(dataset, image_size=size)
     held_out = len(data.test_y) // args.test_copies
-    overrides = {k: v for k, v in (("epochs", args.epochs), ("batch_size", args.batch_size), ("lr", args.lr))
+    overrides = {k: v for k, v in (("epochs", args.epochs), ("batch_size", args.batch_size), ("lr", args.lr),
+                                             ("stn_lr_scale", args.stn_lr_scale))
                  if v is not None}
     names = args.variants or [v.name for v in plan.variants]
     right, seconds = {}, {}
