@@ -439,6 +439,27 @@ def write_results(run_dir, plan: StudyPlan, rows: list[dict]) -> tuple[Path, Pat
     return json_path, csv_path
 
 
+def partial_study(plan: StudyPlan, rows: list[dict]) -> Optional[str]:
+    """The warning that opens the report of a study with planned runs not finished (which seeds
+    of which variants are missing), None when every run of the plan finished."""
+    if not plan.seeds:
+        return None
+    missing = {r["variant"]: sorted(set(plan.seeds) - set(r["seeds"])) for r in rows}
+    missing = {name: seeds for name, seeds in missing.items() if seeds}
+    if not missing:
+        return None
+    planned = len(plan.seeds) * len(rows)
+    finished = planned - sum(len(s) for s in missing.values())
+    groups: dict[tuple, list[str]] = {}
+    for name, seeds in missing.items():
+        groups.setdefault(tuple(seeds), []).append(name)
+    which = "; ".join(f"seed{'s' if len(seeds) > 1 else ''} {listing([str(s) for s in seeds])} of {listing(names)}"
+                      for seeds, names in groups.items())
+    return (f"**Partial study:** {finished} of the {planned} planned runs have finished (not yet: {which}). "
+            "Every number and figure below is computed from the finished runs only, and may change when the "
+            "study completes.")
+
+
 def render(folder: StudyFolder, plan: StudyPlan, rows: list[dict], figures: dict, setup: list[str],
            pairs: list[dict], notes: list[str]) -> tuple[str, str]:
     """(markdown, html) of the whole report; the HTML is rendered from the Markdown."""
@@ -447,6 +468,9 @@ def render(folder: StudyFolder, plan: StudyPlan, rows: list[dict], figures: dict
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     md = [f"# {title}", "",
           f"Generated {stamp} from the run folder {root.name} (`attnlab report RUN_DIR` regenerates it).", ""]
+    unfinished = partial_study(plan, rows)
+    if unfinished:
+        md += [unfinished, ""]
     if plan.description:
         md += [f"Question: {plan.description.strip()}", ""]
     md += ["## Headline", "", headline(rows, pairs), "", "## Setup", ""] + setup

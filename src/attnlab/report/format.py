@@ -54,9 +54,9 @@ def human(n, unit: str = "") -> str:
 
 
 def md_table(head: Sequence[str], body: Sequence[Sequence[str]]) -> str:
-    """A Markdown table (a '|' inside a cell becomes '/')."""
+    """A Markdown table (a '|' inside a cell is escaped, '\\|', so it shows as itself)."""
     out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    out += ["| " + " | ".join(str(c).replace("|", "/") for c in row) + " |" for row in body]
+    out += ["| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |" for row in body]
     return "\n".join(out)
 
 

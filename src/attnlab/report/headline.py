@@ -27,13 +27,23 @@ def _effect(best: dict, base: dict, compared: int) -> str:
     tests = (f"95% CI of the paired difference {interval(best['diff_ci_low'], best['diff_ci_high'], points)}, "
              f"paired t-test {format_p(best['p_value'])}, {format_p(best['p_holm'])} after Holm's "
              f"adjustment for {compared} comparison{'s' if compared != 1 else ''}")
-    move = f"{pct(base['acc_mean'])}% to {pct(best['acc_mean'])}%"
+    move = _move(best, base)
     n = best["paired_n"]
     if best["claimed"]:
         return (f"The best attention variant, **{best['variant']}**, changes test accuracy by "
                 f"**{points(best['diff_mean'])} points** ({move}; {tests}): a difference these {n} seeds resolve.")
     return (f"The best attention variant, **{best['variant']}**, is {points(best['diff_mean'])} points from the "
             f"baseline ({move}; {tests}): **no detectable difference** over {n} seed{'s' if n != 1 else ''}.")
+
+
+def _move(best: dict, base: dict) -> str:
+    """'baseline% to variant%', both means over the seeds the two share, so that the step between
+    them is the paired difference quoted beside it (also where one of them misses seeds)."""
+    shared = sorted(set(best["seed_accs"]) & set(base["seed_accs"]))
+    if len(shared) == best["n"] == base["n"]:
+        return f"{pct(base['acc_mean'])}% to {pct(best['acc_mean'])}%"
+    means = [sum(r["seed_accs"][s] for s in shared) / len(shared) for r in (base, best)]
+    return f"{pct(means[0])}% to {pct(means[1])}% over the {len(shared)} seeds both finished"
 
 
 def _per_example(best: dict) -> str:
