@@ -4,24 +4,17 @@ the image changes the affinity view, and no console error occurs. The test saves
 under its tmp folder and, when ATTNLAB_SCREENSHOT_DIR is set, there too.
 
 Skips only where Chromium is missing and the CI variable is unset: in CI it must run."""
-import base64
 import json
-import os
 import re
 import shutil
-import socket
-import subprocess
 import time
-import urllib.request
-from pathlib import Path
 
 import pytest
 import torch
+from chromium_devtools import chromium   # tests/chromium_devtools.py: the browser these tests drive
 
 import attnlab
 from attnlab.explain import explain_model
-
-BROWSER = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 
 
 @pytest.fixture(scope="module")
@@ -57,75 +50,10 @@ def test_the_page_is_self_contained_and_small(page):
     assert all(isinstance(r["flagged"], bool) for r in summary["sanity"]["maps"])
 
 
-class DevTools:
-    """The smallest Chrome DevTools protocol client: send a command, wait for its answer, keep events."""
-
-    def __init__(self, url):
-        import websocket
-
-        self.ws = websocket.create_connection(url, timeout=30)
-        self.next_id, self.events = 0, []
-
-    def __call__(self, method, **params):
-        self.next_id += 1
-        self.ws.send(json.dumps({"id": self.next_id, "method": method, "params": params}))
-        while True:
-            message = json.loads(self.ws.recv())
-            if message.get("id") == self.next_id:
-                if "error" in message:
-                    raise RuntimeError(f"{method}: {message['error']}")
-                return message.get("result", {})
-            self.events.append(message)
-
-    def evaluate(self, expression):
-        return self("Runtime.evaluate", expression=expression, returnByValue=True)["result"].get("value")
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def browser(tmp_path):
-    if BROWSER is None:
-        if os.environ.get("CI"):
-            pytest.fail("CI is set but no chromium is installed (.ci/run installs Debian's chromium)")
-        pytest.skip("chromium is not installed")
-    port = _free_port()
-    proc = subprocess.Popen([BROWSER, "--headless", "--no-sandbox", "--disable-gpu", f"--remote-debugging-port={port}",
-                             f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1300,1000", "about:blank"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/json") as answer:
-                    targets = [t for t in json.load(answer) if t.get("type") == "page"]
-                if targets:
-                    break
-            except OSError:
-                pass
-            if time.monotonic() > deadline or proc.poll() is not None:
-                pytest.fail(f"chromium did not open its DevTools port (exit code {proc.poll()})")
-            time.sleep(0.2)
-        client = DevTools(targets[0]["webSocketDebuggerUrl"])
+    with chromium(tmp_path) as client:
         yield client
-        client.ws.close()
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-
-
-def _console_errors(events):
-    errors = [e["params"]["exceptionDetails"].get("text", "") + str(e["params"]["exceptionDetails"].get("exception", ""))
-              for e in events if e.get("method") == "Runtime.exceptionThrown"]
-    errors += [str(e["params"].get("args")) for e in events
-               if e.get("method") == "Runtime.consoleAPICalled" and e["params"].get("type") in ("error", "assert")]
-    errors += [e["params"]["entry"].get("text") for e in events
-               if e.get("method") == "Log.entryAdded" and e["params"]["entry"].get("level") == "error"]
-    return errors
 
 
 def test_clicking_a_position_changes_the_affinity_view_without_console_errors(page, browser, tmp_path):
@@ -154,13 +82,8 @@ def test_clicking_a_position_changes_the_affinity_view_without_console_errors(pa
     browser.evaluate("document.querySelector('input[value=cam]').click()")
     browser.evaluate("(() => { const s = document.getElementById('depth'); s.value = 1;"
                      " s.dispatchEvent(new Event('input')); })()")
-    shot = base64.b64decode(browser("Page.captureScreenshot", format="png")["data"])
-    assert not _console_errors(browser.events), _console_errors(browser.events)
-    (tmp_path / "explorer.png").write_bytes(shot)
-    if os.environ.get("ATTNLAB_SCREENSHOT_DIR"):
-        target = Path(os.environ["ATTNLAB_SCREENSHOT_DIR"])
-        target.mkdir(parents=True, exist_ok=True)
-        (target / "explorer.png").write_bytes(shot)
+    shot = browser.screenshot(tmp_path / "explorer.png")
+    assert not browser.console_errors(), browser.console_errors()
     assert shot[:8] == b"\x89PNG\r\n\x1a\n" and len(shot) > 10_000
 
 
