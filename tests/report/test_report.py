@@ -49,10 +49,12 @@ def _png(path):
     plt.close(fig)
 
 
-def make_run_folder(root, accs, costs, variants, predictions=True, explain=True):
+def make_run_folder(root, accs, costs, variants, predictions=True, explain=True, plan_extra=None):
+    """A study folder with the test accuracies `accs` ({variant: {seed: acc}}), its report built;
+    `plan_extra`: more compare.json fields (description, notes)."""
     (root / "compare.json").write_text(json.dumps({
         "preset": "fake", "baseline": "none", "variants": variants, "seeds": [0, 1, 2], "dataset": "digits",
-        "input_shape": [1, 8, 8], "train": {"epochs": 2, "batch_size": 32, "lr": 0.1}}))
+        "input_shape": [1, 8, 8], "train": {"epochs": 2, "batch_size": 32, "lr": 0.1}, **(plan_extra or {})}))
     for name, per_seed in accs.items():
         for seed, acc in per_seed.items():
             d = root / "runs" / name / f"seed{seed}"
@@ -77,6 +79,7 @@ def make_run_folder(root, accs, costs, variants, predictions=True, explain=True)
         (root / "explain" / "se" / "summary.json").write_text(json.dumps({
             "class_specificity": [{"module": "stages.2.0.attn", "signal": "gate", "specificity": 0.42}],
             "reliance": {"accuracy": 0.91, "stages": [{"stage": "2", "removed": 0.5, "mean": 0.88}]}}))
+        (root / "explain" / "se" / "explorer.html").write_text("<!DOCTYPE html><title>explorer</title>\n")
     build_report(root, explain=False, measure=False)
     return root
 
@@ -207,7 +210,8 @@ def test_headline_and_setup_come_first(run_dir):
     headings = re.findall(r"^## (.+)$", md, flags=re.M)
     assert headings[:3] == ["Headline", "Setup", "1. Effect of attention on test accuracy"]
     top = md.split("## 1. Effect")[0]
-    assert "The best attention variant, **cbam**, changes test accuracy by **+4.67 points**" in top
+    assert "The best attention variant, **cbam**, changes test accuracy by **+4.67 points** (92.00% to 96.67%;" in top
+    assert "Partial study" not in md          # every planned run finished
     assert "a difference these 3 seeds resolve" in top
     assert "it got 28 predictions right that the baseline got wrong and 0 the other way round" in top
     assert "The baseline reaches 92.00%" in top and "ceiling" not in top
@@ -235,6 +239,7 @@ def test_capacity_control_is_stated(run_dir):
 def test_explanations_are_listed(run_dir):
     md = (run_dir / "report.md").read_text()
     assert "0.420" in md and "| se | 2 | 91.00 | 50.00 | 88.00 |" in md
+    assert "[Interactive explorer of se](explain/se/explorer.html)" in md
 
 
 class _Nesting(html.parser.HTMLParser):
@@ -275,6 +280,8 @@ def test_html_is_rendered_from_the_markdown_and_self_contained(run_dir):
         img.load()
         assert img.size[0] > 10 and img.size[1] > 10
     outside = re.sub(r'src="data:[^"]*"', "", page)
+    assert re.findall(r'href="([^"]*)"', outside) == ["explain/se/explorer.html"]   # the one page beside it
+    outside = outside.replace('href="explain/se/explorer.html"', "")
     assert not re.search(r"(src|href)\s*=", outside) and "url(" not in outside
     assert "@import" not in outside and "<script" not in outside and "<link" not in outside
     for name in ("accuracy.png", "gain_vs_cost.png", "training_curves.png"):
