@@ -29,7 +29,9 @@ Deviations from the official code, and why:
 * Channel pooling order in Eq. 3: the paper writes [AvgPool; MaxPool], the official ChannelPool
   concatenates [max; mean]. We follow the paper; loading official weights needs the two input
   channels of the 7x7 kernel swapped.
-* BatchNorm (when ``spatial_norm``) with momentum 0.01 as in the official code.
+* BatchNorm (when ``spatial_norm``) with momentum 0.01 as in the official code;
+  ``spatial_norm_momentum=0.1`` gives timm's CBAM (PyTorch's default momentum), whose running
+  statistics otherwise drift apart from these in training.
 * Speed: the channel max pooling by adaptive_max_pool2d (7x faster than amax on channels_last
   maps) and, with no capture or gate override active, each half through `_gating.gate_scale`:
   the input gradient in one pass plus a scatter at the arg-max positions. Same values; at tied
@@ -46,7 +48,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..checks import check_choice, check_positive_int
+from ..checks import check_choice, check_number, check_positive_int
 from ._width import reduced_channels
 from ._gating import gate_scale, pooled
 from .base import upcast, CHANNEL, SPATIAL, AttentionModule, Signal, float32_math
@@ -89,15 +91,16 @@ class SpatialAttention(AttentionModule):
 
     signals = {"spatial_gate": Signal(SPATIAL, neutral=1.0)}
 
-    def __init__(self, channels: int, kernel_size: int = 7, norm: bool = False):
+    def __init__(self, channels: int, kernel_size: int = 7, norm: bool = False, norm_momentum: float = 0.01):
         super().__init__(channels)
         owner = type(self).__name__
         check_positive_int(owner, "kernel_size", kernel_size)
+        norm_momentum = check_number(owner, "norm_momentum", norm_momentum, 0, 1)
         if kernel_size % 2 == 0:
             raise ValueError(f"{owner}: kernel_size must be odd (same-size output), got {kernel_size!r}")
         self.kernel_size = int(kernel_size)
         self.conv = nn.Conv2d(2, 1, kernel_size, padding=kernel_size // 2, bias=not norm)
-        self.norm = nn.BatchNorm2d(1, momentum=0.01) if norm else nn.Identity()
+        self.norm = nn.BatchNorm2d(1, momentum=norm_momentum) if norm else nn.Identity()
 
     def extra_repr(self) -> str:
         return f"{self.channels}, kernel_size={self.kernel_size}"
@@ -134,6 +137,7 @@ class CBAM(AttentionModule):
         spatial_kernel: the spatial conv's kernel size (paper: 7).
         order: 'channel_first' (paper), 'spatial_first' or 'parallel'.
         spatial_norm: BatchNorm after the spatial conv (official code) instead of none (paper).
+        spatial_norm_momentum: that BatchNorm's momentum (official code: 0.01; timm: 0.1).
         min_channels: the smallest MLP bottleneck width.
         mlp_bias: biases in the channel MLP (official code: yes; timm's CBAM: no, `mlp_bias=False`).
     """
@@ -142,11 +146,11 @@ class CBAM(AttentionModule):
 
     def __init__(self, channels: int, reduction: float = 16, spatial_kernel: int = 7,
                  order: str = "channel_first", spatial_norm: bool = False, min_channels: int = 1,
-                 mlp_bias: bool = True):
+                 mlp_bias: bool = True, spatial_norm_momentum: float = 0.01):
         super().__init__(channels)
         self.order = check_choice(type(self).__name__, "order", order, CBAM_ORDERS)
         self.channel = ChannelAttention(channels, reduction, min_channels, mlp_bias)
-        self.spatial = SpatialAttention(channels, spatial_kernel, spatial_norm)
+        self.spatial = SpatialAttention(channels, spatial_kernel, spatial_norm, spatial_norm_momentum)
 
     def extra_repr(self) -> str:
         return f"{self.channels}, order={self.order!r}"

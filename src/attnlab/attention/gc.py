@@ -31,7 +31,8 @@ Deviations from the official code (mmcv `ContextBlock`), and why:
   gradients come back channels_last too (NCHW gradients summed with channels_last ones were about
   2x slower at 64x64).
 * timm's `GlobalContext` defaults to multiplicative fusion without zero init; here the paper's
-  additive fusion is the default.
+  additive fusion is the default. Its LayerNorm has eps 1e-6, the official code's PyTorch's 1e-5
+  (the default here): ``norm_eps=1e-6`` reproduces timm's block.
 
 Observables (explain/capture.py): 'context_weights' (N, 1, H, W), the softmax map alpha (attention
 pooling only); 'transform' (N, C, 1, 1), the term added at every position ('add'), overridden by 0
@@ -45,7 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..checks import check_choice
+from ..checks import check_choice, check_positive_number
 from ._width import reduced_channels
 from .base import upcast, CHANNEL, POOLING, AttentionModule, Signal, is_channels_last, float32_math
 
@@ -69,6 +70,7 @@ class GlobalContextBlock(AttentionModule):
         pool: 'attention' (paper) or 'avg'.
         zero_init: zero the last transform layer (identity at init with 'add').
         min_channels: the smallest bottleneck width.
+        norm_eps: the transform's LayerNorm epsilon (official code: 1e-5; timm: 1e-6).
     """
 
     # Every signal of the block; an instance observes 'context_weights' with attention pooling only,
@@ -77,7 +79,7 @@ class GlobalContextBlock(AttentionModule):
                "gate": Signal(CHANNEL, neutral=1.0)}
 
     def __init__(self, channels: int, reduction: float = 16, fusion: str = "add", pool: str = "attention",
-                 zero_init: bool = True, min_channels: int = 1):
+                 zero_init: bool = True, min_channels: int = 1, norm_eps: float = 1e-5):
         super().__init__(channels)
         owner = type(self).__name__
         self.fusion = check_choice(owner, "fusion", fusion, GC_FUSIONS)
@@ -88,7 +90,7 @@ class GlobalContextBlock(AttentionModule):
         self.attention_logits = nn.Conv2d(channels, 1, 1) if pool == "attention" else None
         self.transform = nn.Sequential(OrderedDict(
             fc1=nn.Linear(channels, self.hidden_channels),
-            norm=nn.LayerNorm(self.hidden_channels),
+            norm=nn.LayerNorm(self.hidden_channels, eps=check_positive_number(owner, "norm_eps", norm_eps)),
             act=nn.ReLU(inplace=True),
             fc2=nn.Linear(self.hidden_channels, channels),
         ))

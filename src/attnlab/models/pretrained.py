@@ -71,6 +71,8 @@ _TIMM_ATTENTION_NAMES = {
     "EfficientChannelAttention": {"conv.": "conv."},
     "CBAM": {"channel.fc1.": "channel.fc1.", "channel.fc2.": "channel.fc2.",
              "spatial.conv.conv.": "spatial.conv.", "spatial.conv.bn.": "spatial.norm."},
+    "GlobalContextBlock": {"conv_attn.": "attention_logits.", "mlp_add.": "transform.",
+                           "mlp_scale.": "transform."},
 }
 
 
