@@ -142,7 +142,9 @@ class SpatialTransformer(AttentionModule):
     def grid(self, theta: torch.Tensor, size) -> torch.Tensor:
         """Sampling grid (N, H, W, 2) of source (x, y) in [-1, 1] for output size (H, W) (or a full
         (N, C, H, W) size); the grid F.grid_sample uses with align_corners=False."""
-        traced = is_traced(theta)  # torch.fx: shapes unknown, the transform decides the branch
+        # torch.fx (shapes unknown) or torch.jit.trace (sizes are traced tensors, not ints): the
+        # checks are skipped and the transform decides the branch
+        traced = is_traced(theta) or torch.jit.is_tracing()
         if not traced and (not isinstance(theta, torch.Tensor) or theta.dim() != 3
                            or tuple(theta.shape[1:]) not in ((2, 3), (3, 3))):
             raise ValueError(f"SpatialTransformer.grid: theta must be (N, 2, 3) or (N, 3, 3), "
