@@ -248,6 +248,9 @@ def test_bad_input_names_module_expected_and_received_shape(name, bad_shape):
     (lambda: GlobalContextBlock(C, fusion="concat"), ["GlobalContextBlock", "fusion", "'concat'", "'add'"]),
     (lambda: GlobalContextBlock(C, pool="max"), ["GlobalContextBlock", "pool", "'max'", "'attention'"]),
     (lambda: GlobalContextBlock(C, min_channels=0), ["GlobalContextBlock", "min_channels", "0"]),
+    (lambda: GlobalContextBlock(C, norm_eps=0), ["GlobalContextBlock", "norm_eps", "positive", "0"]),
+    (lambda: CBAM(C, spatial_norm=True, spatial_norm_momentum=1.5),
+     ["SpatialAttention", "norm_momentum", "[0, 1]", "1.5"]),
 ])
 def test_bad_arguments_raise_early_with_the_value(factory, words):
     with pytest.raises(ValueError) as err:
