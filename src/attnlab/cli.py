@@ -85,6 +85,9 @@ def _check_writable_dir(path: str, what: str = "--out") -> Path:
     is written and removed in the folder, or in its nearest existing parent. The command makes
     the folder when its work starts, so a command refused later leaves no folder behind."""
     folder = Path(path)
+    if folder.is_symlink() and not folder.exists():
+        raise UsageError(f"{what} {path!r} is a link to a missing path ({os.readlink(folder)!r}); expected a "
+                         "writable folder")
     if folder.exists() and not folder.is_dir():
         raise UsageError(f"{what} {path!r} exists and is not a folder; expected a writable folder")
     existing = folder
@@ -99,6 +102,16 @@ def _check_writable_dir(path: str, what: str = "--out") -> Path:
     except OSError as err:
         raise UsageError(f"{what} {path!r} is not a writable folder ({existing}: {err.strerror or err})") from None
     return folder
+
+
+def _check_outside_checkpoints(path: str, checkpoint_file: Path, what: str = "--out") -> None:
+    """Refuse an output at or inside the folder holding the checkpoint read: a file written there
+    could replace the checkpoint itself (`export --force`) or be taken for one by rotation."""
+    folder = checkpoint_file.resolve().parent
+    out = Path(path).resolve()
+    if out == folder or folder in out.parents:
+        raise UsageError(f"{what} {path!r} is inside the checkpoint folder {str(folder)!r} being read; expected a "
+                         "path outside it")
 
 
 def _check_device(name: str, what: str = "--device") -> str:
@@ -118,6 +131,8 @@ def _parse_json_dict(text: Optional[str], what: str) -> dict:
         return {}
     try:
         value = json.loads(text)
+    except RecursionError:
+        raise UsageError(f"{what} is nested too deeply; expected a JSON object like '{{\"reduction\": 8}}'") from None
     except json.JSONDecodeError as err:
         raise UsageError(f"{what} must be a JSON object like '{{\"reduction\": 8}}', got {text!r} ({err.msg})") from None
     if not isinstance(value, dict):
@@ -283,7 +298,7 @@ def cmd_train(args) -> int:
     from .io.checkpoint import CheckpointError, RunWriteError, list_checkpoints
     from .io.run_folder import lock_run_folder
     from .train.distributed import launched_by_torchrun
-    from .train.trainer import NonFiniteLossError, TrainingInterrupted, train
+    from .train.trainer import NonFiniteLossError, Trainer, TrainingInterrupted
 
     config = _train_config(args)
     if Path(args.out).is_dir() and not launched_by_torchrun():   # another run writing there: say so first
@@ -304,8 +319,13 @@ def cmd_train(args) -> int:
         context = init_distributed(config.device)
     except (ValueError, RuntimeError) as err:
         raise UsageError(f"torchrun environment: {_one_line(err)}") from None
+    try:  # the Trainer checks what needs the data and the machine (threads, crop padding) before fit writes
+        trainer = Trainer(config, out, progress=not args.no_progress)
+    except (ValueError, TypeError) as err:
+        shutdown_distributed()
+        raise UsageError(_one_line(err)) from None
     try:
-        result = train(config, out, progress=not args.no_progress, resume=args.resume)
+        result = trainer.fit(resume=args.resume)
     except (DatasetError, CheckpointError) as err:
         raise UsageError(_one_line(err)) from None
     except TrainingInterrupted as err:
@@ -485,15 +505,21 @@ def cmd_explain(args) -> int:
     from .train import CheckpointError, load_checkpoint
 
     try:  # verify the hash before any work (a damaged or foreign file gets one line, exit 2)
-        load_checkpoint(args.checkpoint, needs="run")
+        ckpt = load_checkpoint(args.checkpoint, needs="run")
     except CheckpointError as err:
         raise UsageError(_one_line(err)) from None
     dataset = _check_dataset(args.dataset) if args.dataset else None
+    _check_outside_checkpoints(args.out, ckpt.path)
     _check_writable_dir(args.out)
+    from .data.datasets import DatasetError
     from .explain import explain_checkpoint
 
-    for path in explain_checkpoint(args.checkpoint, args.out, dataset=dataset, data_dir=args.data_dir,
-                                   evidence=args.html, html=args.html):
+    try:
+        paths = explain_checkpoint(args.checkpoint, args.out, dataset=dataset, data_dir=args.data_dir,
+                                   evidence=args.html, html=args.html)
+    except DatasetError as err:
+        raise UsageError(_one_line(err)) from None
+    for path in paths:
         print(path)
     return 0
 
@@ -512,6 +538,7 @@ def cmd_export(args) -> int:
     except (ValueError, TypeError, ModuleNotFoundError, CheckpointError) as err:
         hint = " (add --force to replace it)" if "already exists" in str(err) else ""
         raise UsageError(_one_line(err) + hint) from None
+    _check_outside_checkpoints(args.out, ckpt.path)
     try:
         model, config = load_trained(ckpt.path)
     except CheckpointError as err:
@@ -534,11 +561,30 @@ def cmd_export(args) -> int:
 
 
 # ---------------------------------------------------------------------------- parser
-def _non_negative_int(text: str) -> int:
+def _integer(text: str) -> int:
+    """An integer flag's value: an int of at most COUNT_MAX (2**31 - 1) in size, the largest count
+    the libraries below take; lower bounds are the command's own checks."""
+    from .train.config import COUNT_MAX
+
     try:
-        return int(text)
+        value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if abs(value) > COUNT_MAX:
+        raise argparse.ArgumentTypeError(f"{text!r} is out of range; expected an integer up to 2**31 - 1 = "
+                                         f"{COUNT_MAX}")
+    return value
+
+
+def _seed(text: str) -> int:
+    """A seed flag's value: an int in 0 .. SEED_MAX (train.config.check_seed)."""
+    from .train.config import check_seed
+
+    try:
+        return check_seed(int(text))
+    except ValueError as err:
+        reason = str(err) if text.strip().lstrip("+-").isdigit() else f"expected an integer, got {text!r}"
+        raise argparse.ArgumentTypeError(reason) from None
 
 
 def _config_default(name: str) -> str:
@@ -606,7 +652,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--attention-kwargs", metavar="JSON",
                    help="the mechanism's settings as a JSON object, e.g. '{\"reduction\": 8}' "
                         f"(default: {d('attention_kwargs')}, the mechanism's own defaults)")
-    p.add_argument("--attention-stages", type=int, nargs="+", metavar="STAGE",
+    p.add_argument("--attention-stages", type=_integer, nargs="+", metavar="STAGE",
                    help="stages that get attention, numbered from 1 in forward order (default: every stage)")
     p.add_argument("--attention-position", choices=RESIDUAL_POSITIONS,
                    help="where inside a residual block: standard (residual branch, before the addition), pre "
@@ -620,13 +666,13 @@ def build_parser() -> argparse.ArgumentParser:
                                      "unless --config sets it")
     p.add_argument("--data-dir", help="folder holding the dataset's files, for datasets read from disk "
                                       "(default: none; built-in sets need none)")
-    p.add_argument("--image-size", type=int, nargs="+", metavar="PIXELS",
+    p.add_argument("--image-size", type=_integer, nargs="+", metavar="PIXELS",
                    help="H [W]: resize images to H x W, one number for a square (default: the dataset's native "
                         "size)")
-    p.add_argument("--epochs", type=_non_negative_int, help=f"training epochs (default: {d('epochs')})")
-    p.add_argument("--batch-size", type=int,
+    p.add_argument("--epochs", type=_integer, help=f"training epochs (default: {d('epochs')})")
+    p.add_argument("--batch-size", type=_integer,
                    help=f"training batch, per process under torchrun (default: {d('batch_size')})")
-    p.add_argument("--eval-batch-size", type=int, help=f"test-set batch (default: {d('eval_batch_size')})")
+    p.add_argument("--eval-batch-size", type=_integer, help=f"test-set batch (default: {d('eval_batch_size')})")
     p.add_argument("--optimizer", choices=("sgd", "adamw"), help=f"sgd or adamw (default: {d('optimizer')})")
     p.add_argument("--lr", type=float, help=f"peak learning rate (default: {d('lr')})")
     p.add_argument("--momentum", type=float, help=f"SGD momentum (default: {d('momentum')})")
@@ -643,11 +689,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"epochs of linear learning-rate warm-up from 0 (default: {d('warmup_epochs')})")
     p.add_argument("--label-smoothing", type=float,
                    help=f"label smoothing of the cross-entropy (default: {d('label_smoothing')})")
-    p.add_argument("--crop-padding", type=int,
+    p.add_argument("--crop-padding", type=_integer,
                    help="random-crop padding in pixels, 0 = no crop (default: the dataset's own setting)")
     p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
                    help="random horizontal flips (default: the dataset's own setting)")
-    p.add_argument("--seed", type=_non_negative_int,
+    p.add_argument("--seed", type=_seed,
                    help=f"seed of weights, data order and augmentation (default: {d('seed')})")
     p.add_argument("--deterministic", action=argparse.BooleanOptionalAction, default=None,
                    help="deterministic algorithms; a resumed CPU run then ends bit-identical "
@@ -668,19 +714,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"under torchrun: BatchNorm statistics over all ranks (default: {d('sync_bn')})")
     p.add_argument("--stn-lr-scale", type=float, help="learning-rate multiplier of spatial-transformer "
                                                       f"localisation networks (default: {d('stn_lr_scale')})")
-    p.add_argument("--max-bad-steps", type=_non_negative_int,
+    p.add_argument("--max-bad-steps", type=_integer,
                    help=f"steps with a non-finite loss to skip before stopping (default: {d('max_bad_steps')})")
-    p.add_argument("--checkpoint-every", type=int, metavar="EPOCHS",
+    p.add_argument("--checkpoint-every", type=_integer, metavar="EPOCHS",
                    help=f"write a checkpoint every N epochs; 0 = only at the end (default: {d('checkpoint_every')})")
-    p.add_argument("--checkpoint-every-steps", type=int, metavar="STEPS",
+    p.add_argument("--checkpoint-every-steps", type=_integer, metavar="STEPS",
                    help=f"also every N optimizer steps; 0 = off (default: {d('checkpoint_every_steps')})")
-    p.add_argument("--keep-checkpoints", type=int, metavar="N",
+    p.add_argument("--keep-checkpoints", type=_integer, metavar="N",
                    help=f"checkpoints kept: the newest N plus the best (default: {d('keep_checkpoints')})")
     p.add_argument("--device", help=f"auto, cpu, cuda or cuda:N; auto = cuda when available (default: "
                                     f"{d('device')})")
-    p.add_argument("--num-workers", type=int, help="DataLoader workers for datasets decoded from image files "
+    p.add_argument("--num-workers", type=_integer, help="DataLoader workers for datasets decoded from image files "
                                                    f"(default: {d('num_workers')})")
-    p.add_argument("--threads", type=int, help="torch threads while training; 1 is often faster on a busy machine "
+    p.add_argument("--threads", type=_integer, help="torch threads while training; 1 is often faster on a busy machine "
                                                "(default: torch's own choice)")
     p.add_argument("--out", required=True, help="run folder, created if missing; required")
     p.add_argument("--resume", action="store_true",
@@ -695,7 +741,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run folder, its checkpoints/ folder or one ckpt-*.json file; required")
     p.add_argument("--dataset", help="dataset to test on (default: the dataset it was trained on)")
     p.add_argument("--data-dir", help="folder of the dataset's files (default: the one it was trained with)")
-    p.add_argument("--batch-size", type=int, default=512, help="test batch (default: %(default)s)")
+    p.add_argument("--batch-size", type=_integer, default=512, help="test batch (default: %(default)s)")
     p.set_defaults(func=cmd_eval)
 
     presets = list_presets()
@@ -710,9 +756,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--attentions", nargs="+", metavar="ATTENTION",
                    help="attention mechanisms (`attnlab list attention`); 'none' for the baseline "
                         "(default: the preset's variants)")
-    p.add_argument("--seeds", type=_non_negative_int, nargs="+", metavar="SEED",
+    p.add_argument("--seeds", type=_seed, nargs="+", metavar="SEED",
                    help="seeds, one run each per variant (default: the preset's seeds)")
-    p.add_argument("--epochs", type=_non_negative_int, help="epochs per run (default: the preset's)")
+    p.add_argument("--epochs", type=_integer, help="epochs per run (default: the preset's)")
     p.add_argument("--dataset", help="dataset (`attnlab list datasets`) (default: the preset's)")
     p.add_argument("--data-dir", help="folder of the dataset's files (default: the preset's, else none)")
     p.add_argument("--precision", choices=PRECISIONS,
@@ -726,7 +772,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="continue the interrupted study in RUN_DIR: finished runs are kept, cut runs continue from "
                         "their checkpoints, then costs, explanations and the report; the study itself cannot change "
                         "(--data-dir and --jobs may) (default: a new study)")
-    p.add_argument("--jobs", type=int, metavar="N",
+    p.add_argument("--jobs", type=_integer, metavar="N",
                    help="runs trained at once, each in its own process (default: the preset's, else one per CPU "
                         "core, 1 on a GPU; on a GPU N runs share the device)")
     p.add_argument("--no-progress", action="store_true",
@@ -748,10 +794,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--attentions", nargs="+", metavar="ATTENTION",
                    help=f"attention mechanisms, 'none' for none (default: {default_attentions} on the ResNets, "
                         "none on the others)")
-    p.add_argument("--batch-sizes", type=int, nargs=2, default=(1, 64), metavar=("SMALL", "LARGE"),
+    p.add_argument("--batch-sizes", type=_integer, nargs=2, default=(1, 64), metavar=("SMALL", "LARGE"),
                    help="inference batches; LARGE is also the training batch (default: 1 64)")
-    p.add_argument("--image-size", type=int, help="input H = W (default: each model's native input size)")
-    p.add_argument("--repeats", type=int, default=5,
+    p.add_argument("--image-size", type=_integer, help="input H = W (default: each model's native input size)")
+    p.add_argument("--repeats", type=_integer, default=5,
                    help="interleaved rounds; ratios are summarised over them (default: %(default)s)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: %(default)s)")
     p.add_argument("--reference", action="store_true",
@@ -780,17 +826,29 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run folder, its checkpoints/ folder or one ckpt-*.json file; required")
     p.add_argument("--format", required=True, choices=EXPORT_FORMATS, help="file format; required")
     p.add_argument("--out", required=True, help="the file to write (its folder must exist); required")
-    p.add_argument("--batch", type=int, default=1,
+    p.add_argument("--batch", type=_integer, default=1,
                    help="batch of the example input (the file's batch dimension is dynamic) (default: %(default)s)")
     p.add_argument("--force", action="store_true", help="replace --out if it exists (default: off, refuse)")
     p.set_defaults(func=cmd_export)
     return parser
 
 
+def _refuse_blank_values(args) -> None:
+    """An empty or blank string given for any argument is a usage error: read as "not given", it
+    would silently mean the default (`--out ''`: the current folder, `--dataset ''`: the trained one)."""
+    for dest, value in vars(args).items():
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, str) and not item.strip():
+                flag = dest.upper() if dest in ("run_dir", "what", "pattern") else "--" + dest.replace("_", "-")
+                raise UsageError(f"{args.command}: {flag} {item!r} is empty; expected a value (see attnlab "
+                                 f"{args.command} --help)")
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
+        _refuse_blank_values(args)
         args.argv = list(sys.argv[1:] if argv is None else argv)
         return args.func(args)
     except UsageError as err:

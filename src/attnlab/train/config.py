@@ -45,6 +45,10 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 # Seeds feed numpy's legacy seeding (0 .. 2**32 - 1) and torch generators; the Trainer derives
 # per-epoch seeds seed * 1_000_003 + epoch, which stay far inside torch's 64-bit range.
 SEED_MAX = 2**32 - 1
+# Every other int field is a count (epochs, steps, pixels, images, threads, workers): bounded by the
+# largest C int, which the libraries below take (thread pools, semaphores) and which keeps sizes
+# such as (2 * crop_padding + H) far inside torch's 64-bit range.
+COUNT_MAX = 2**31 - 1
 # Fields that may change between a checkpoint and the run that resumes it.
 RESUMABLE_CHANGES = ("epochs", "data_dir", "checkpoint_every", "checkpoint_every_steps", "keep_checkpoints",
                      "eval_batch_size", "num_workers", "max_bad_steps", "device", "compile", "threads")
@@ -155,6 +159,9 @@ class TrainConfig:
             if not _finite(getattr(self, name)):
                 raise ValueError(f"TrainConfig.{name} = {getattr(self, name)!r} is invalid; expected a finite number "
                                  "(not inf or nan)")
+            if name != "seed" and _largest_int(getattr(self, name)) > COUNT_MAX:
+                raise ValueError(f"TrainConfig.{name} = {getattr(self, name)!r} is out of range; expected ints up to "
+                                 f"2**31 - 1 = {COUNT_MAX}")
 
         def need(cond: bool, name: str, expected: str):
             if not cond:
@@ -283,6 +290,15 @@ def _finite(value) -> bool:
     return True
 
 
+def _largest_int(value) -> int:
+    """The largest int in `value` (itself, a list's items or a dict's values, as in `augment`);
+    0 when there is none. A bool is not counted."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    items = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+    return max((_largest_int(v) for v in items), default=0)
+
+
 def _describe(hint, plural: bool = False) -> str:
     """The annotation `hint` in words: "an int", "a list of numbers", "a string or None"."""
     origin, args = typing.get_origin(hint), typing.get_args(hint)
@@ -311,4 +327,4 @@ def _type_hint(value, hint) -> str:
     return ""
 
 
-__all__ = ["TrainConfig", "check_seed", "read_yaml_mapping", "SEED_MAX"]
+__all__ = ["TrainConfig", "check_seed", "read_yaml_mapping", "SEED_MAX", "COUNT_MAX"]

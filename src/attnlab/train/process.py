@@ -74,9 +74,24 @@ def keep_freed_memory_requested() -> bool:
     return os.environ.get(KEEP_FREED_MEMORY_ENV, "") == "1"
 
 
+def usable_cpus() -> set[int]:
+    """The CPUs this process may run on (`os.sched_getaffinity`, else every CPU of the machine)."""
+    return set(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else set(range(os.cpu_count() or 1))
+
+
+def check_threads(threads: Optional[int], what: str = "threads") -> Optional[int]:
+    """`threads` if it is None or 1 .. the number of usable CPUs, else a ValueError naming it: more
+    threads than CPUs only wait for each other, and OpenMP runtimes fail on absurd counts."""
+    cores = len(usable_cpus())
+    if threads is not None and not 1 <= threads <= cores:
+        raise ValueError(f"{what} = {threads!r} is out of range; expected 1 .. {cores}, the CPUs this process may use")
+    return threads
+
+
 @contextmanager
 def num_threads(threads: Optional[int]) -> Iterator[None]:
     """torch's intra-op thread count set to `threads` inside the block (None: left as it is)."""
+    check_threads(threads)
     before = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)
@@ -120,7 +135,7 @@ class FreeCores:
     """
 
     def __init__(self, first_window: float = 0.2, clock: Callable[[], float] = time.monotonic):
-        self.cpus = set(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else set(range(os.cpu_count() or 1))
+        self.cpus = usable_cpus()
         self.cores = max(1, len(self.cpus))
         self.first_window, self.clock = first_window, clock
         self.ticks_per_second = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
@@ -204,5 +219,5 @@ def training_settings(threads: Optional[int], deterministic: bool, device: torch
         yield
 
 
-__all__ = ["FreeCores", "keep_freed_memory", "keep_freed_memory_requested", "num_threads", "deterministic_algorithms",
+__all__ = ["FreeCores", "check_threads", "usable_cpus", "keep_freed_memory", "keep_freed_memory_requested", "num_threads", "deterministic_algorithms",
            "stop_signals", "training_settings"]

@@ -72,7 +72,7 @@ from .evaluate import evaluate
 from .loading import build_model, current_keys
 from .optim import LRSchedule, build_optimizer
 from .precision import PrecisionChoice, resolve_precision
-from .process import FreeCores, stop_signals, training_settings
+from .process import FreeCores, check_threads, stop_signals, training_settings
 from .progress import ProgressBar, epoch_line
 from .run_checkpoint import load_checkpoint
 
@@ -117,6 +117,7 @@ class Trainer:
         if not isinstance(config, TrainConfig):
             raise TypeError(f"Trainer expects a TrainConfig, got {type(config).__name__}")
         self.config = config.validate()
+        check_threads(config.threads, "TrainConfig.threads")
         # torchrun: the initialised process group (train.distributed); otherwise a single process.
         self.dist = dist_context if dist_context is not None else distributed.current_context()
         self.out_dir = Path(out_dir) if out_dir is not None else None
@@ -143,6 +144,10 @@ class Trainer:
         self.free_cores = (FreeCores() if config.threads is None and not config.deterministic
                            and self.device.type == "cpu" and not self.dist.enabled else None)
         augment = {**self.data.default_augment, **{k: v for k, v in config.augment.items() if v is not None}}
+        side = min(self.data.image_size)
+        if augment["crop_padding"] > side:   # a crop could then miss the image entirely
+            raise ValueError(f"TrainConfig.augment crop_padding = {augment['crop_padding']} is larger than the "
+                             f"{self.data.image_size[0]}x{self.data.image_size[1]} images; expected 0 .. {side}")
         self.augment = BatchAugment(self.data.mean, self.data.std, augment["crop_padding"], augment["flip"],
                                     channels_last=self.channels_last)
         self.augment_settings = augment
