@@ -140,9 +140,9 @@ def _parse_json_dict(text: Optional[str], what: str) -> dict:
     return value
 
 
-def _check_model_takes_data(config) -> None:
-    """Build the model of TrainConfig `config` for its dataset's shape and push one zero image
-    through it."""
+def _check_model_takes_data(config):
+    """Build the model of TrainConfig `config` for its dataset's shape, push one zero image
+    through it and return it."""
     import torch
 
     from .data.datasets import dataset_info
@@ -164,6 +164,17 @@ def _check_model_takes_data(config) -> None:
         need = f"; it needs H, W >= {min_size}" if min_size else ""
         raise UsageError(f"model {model_name!r} cannot take dataset {dataset!r} images of shape ({chans}, {h}, {w})"
                          f"{need}; pass --image-size to resize ({_one_line(err)[:200]})") from None
+    return model
+
+
+def _check_settings_used(config, given: dict, model) -> None:
+    """Refuse a setting the user gave (`given`: {TrainConfig field: where it was given}) that has
+    no effect in `config` with its built `model` (TrainConfig.unused_settings): a flag typed
+    and silently ignored would make a run other than the one asked for."""
+    unused = config.unused_settings(model)
+    for name, where in given.items():
+        if name in unused:
+            raise UsageError(f"train: {where} has no effect: {unused[name]}; leave it out")
 
 
 # ---------------------------------------------------------------------------- list
@@ -243,35 +254,48 @@ TRAIN_FLAGS = {  # flag dest -> TrainConfig field (flags default to None = keep 
     "channels_last": "channels_last", "amp": "amp", "compile": "compile", "sync_bn": "sync_bn",
     "precision": "precision",
 }
+LIST_FLAGS = {"attention_stages": "attention_stages", "milestones": "milestones"}   # nargs="+": lists
+
+
+def _flag_text(dest: str, value) -> str:
+    """The flag of argparse destination `dest` as typed: '--gamma 0.5', '--no-nesterov'."""
+    flag = "--" + dest.replace("_", "-")
+    if isinstance(value, bool):
+        return flag if value else "--no-" + flag[2:]
+    return " ".join([flag, *map(str, value if isinstance(value, list) else [value])])
 
 
 def _train_config(args):
     """The TrainConfig of `attnlab train`: the --config file, overridden by the flags, validated
     once by TrainConfig (types, then values), then the names checked against the registries."""
-    from .train.config import TrainConfig, read_yaml_mapping
+    from .train.config import TrainConfig, check_field_types, read_yaml_mapping
 
     base: dict = {}
     if args.config:
         try:
             base = read_yaml_mapping(args.config, "--config")
-        except ValueError as err:
+            # each key of the file on its own, a null included: a flag overriding it must not hide it
+            check_field_types({k: v for k, v in base.items() if not (k == "augment" and v is None)},
+                              f"--config {args.config!r}: ")
+        except (ValueError, TypeError) as err:
             raise UsageError(_one_line(err)) from None
+    defaults = TrainConfig()
+    args.given = {name: f"--config {args.config!r} key {name}: {value!r}" for name, value in base.items()
+                  if hasattr(defaults, name) and value != getattr(defaults, name) and name != "augment"}
     if args.device is not None:
         _check_device(args.device)
-    for dest, name in TRAIN_FLAGS.items():
+    for dest, name in (*TRAIN_FLAGS.items(), *LIST_FLAGS.items()):
         value = getattr(args, dest)
         if value is not None:
             base[name] = value
+            args.given[name] = _flag_text(dest, value)
     if args.attention is not None and args.attention.lower() == "none":
         base["attention"] = None
     if args.attention_kwargs is not None:
         base["attention_kwargs"] = _parse_json_dict(args.attention_kwargs, "--attention-kwargs")
+        args.given["attention_kwargs"] = _flag_text("attention_kwargs", args.attention_kwargs)
     if args.model_kwargs is not None:
         base["model_kwargs"] = _parse_json_dict(args.model_kwargs, "--model-kwargs")
-    if args.attention_stages is not None:
-        base["attention_stages"] = args.attention_stages
-    if args.milestones is not None:
-        base["milestones"] = args.milestones
     if args.image_size is not None:
         base["image_size"] = args.image_size[0] if len(args.image_size) == 1 else list(args.image_size)
     augment = base.get("augment")
@@ -296,23 +320,20 @@ def _train_config(args):
 def cmd_train(args) -> int:
     from .data.datasets import DatasetError
     from .io.checkpoint import CheckpointError, RunWriteError, list_checkpoints
-    from .io.run_folder import lock_run_folder
     from .train.distributed import launched_by_torchrun
     from .train.trainer import NonFiniteLossError, Trainer, TrainingInterrupted
 
     config = _train_config(args)
-    if Path(args.out).is_dir() and not launched_by_torchrun():   # another run writing there: say so first
-        try:
-            lock_run_folder(args.out).release()
-        except CheckpointError as err:
-            raise UsageError(_one_line(err)) from None
+    _check_launch_environment()
+    if not launched_by_torchrun():   # another run writing there: say so first
+        _refuse_folder_in_use(args.out)
     out = _check_writable_dir(args.out)
     if not args.resume and list_checkpoints(out):
         raise UsageError(f"--out {args.out!r} already holds a run's checkpoints; add --resume to continue it "
                          "or choose another folder")
     if args.resume and not list_checkpoints(out):
         raise UsageError(f"--resume: no checkpoint in {out / 'checkpoints'} to continue from")
-    _check_model_takes_data(config)
+    _check_settings_used(config, args.given, _check_model_takes_data(config))
     from .train.distributed import init_distributed, shutdown_distributed
 
     try:  # under torchrun: join the process group (NCCL on GPUs, gloo on CPU); alone: nothing changes
@@ -341,6 +362,48 @@ def cmd_train(args) -> int:
         print(json.dumps({k: result[k] for k in ("test_acc", "test_loss", "params", "epochs", "seconds")}))
         print(f"run folder: {out}")
     return 0
+
+
+def _check_launch_environment() -> None:
+    """torchrun's variables (RANK, WORLD_SIZE, LOCAL_RANK) all set and consistent, or none set;
+    one line naming the bad one otherwise (train.distributed.check_launch_environment)."""
+    from .train.distributed import check_launch_environment
+
+    try:
+        check_launch_environment()
+    except ValueError as err:
+        raise UsageError(f"torchrun environment: {_one_line(err)}") from None
+
+
+def _refuse_folder_in_use(folder: str) -> None:
+    """Refuse run folder `folder` when another live run holds its lock, writing nothing there:
+    the lock file is only opened when it exists (a holder always has it), and taken shared, which
+    a writer's exclusive lock refuses; only then is the writer's lock asked for its holder."""
+    from .io.checkpoint import CheckpointError
+    from .io.run_folder import LOCK_NAME, lock_run_folder
+
+    try:
+        import fcntl
+    except ImportError:   # no flock: no lock either (io.run_folder)
+        return
+    lock_file = Path(folder) / LOCK_NAME
+    if not lock_file.is_file() or lock_file.is_symlink():
+        return
+    try:
+        fd = os.open(lock_file, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+    except OSError:
+        return   # unreadable: the Trainer's own lock names the problem before it writes
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return   # free
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+    try:   # held: the writer's lock refuses too, before writing, and names the holder
+        lock_run_folder(folder).release()
+    except CheckpointError as err:
+        raise UsageError(_one_line(err)) from None
 
 
 def _resume_command(args) -> str:
@@ -420,6 +483,7 @@ def cmd_compare(args) -> int:
         _check_writable_dir(args.out or "runs")
     if args.jobs is not None and args.jobs < 1:
         raise UsageError(f"compare: --jobs {args.jobs} is not a positive number of runs at once")
+    _check_launch_environment()
     from .data.datasets import DatasetError
     from .io.checkpoint import CheckpointError
     from .train.distributed import current_context, shutdown_distributed
@@ -493,6 +557,12 @@ def cmd_bench(args) -> int:
                          reference=args.reference, command=command, progress=_progress_line)
     except BenchArgumentError as err:
         raise UsageError(_one_line(err).replace("run_bench: ", "bench: ", 1)) from None
+    except RuntimeError as err:
+        if not _allocation_failed(err):
+            raise
+        raise UsageError(f"bench: --batch-sizes {' '.join(map(str, args.batch_sizes))} at --image-size "
+                         f"{args.image_size or 'native'} does not fit in memory ({_one_line(err)[:160]}); expected "
+                         "smaller batches or images") from None
     if args.out:
         for path in write_results(rows, args.out, command=command):
             print(path)
@@ -526,14 +596,14 @@ def cmd_explain(args) -> int:
 
 # ---------------------------------------------------------------------------- export
 def cmd_export(args) -> int:
-    from .deploy.export import ExportError, check_destination, check_format, export
+    from .deploy.export import ExportError, check_destination, check_format, check_suffix, export
     from .train import CheckpointError, load_checkpoint, load_trained
 
     if args.batch < 1:
         raise UsageError(f"--batch must be >= 1, got {args.batch}")
     try:
         check_format(args.format)
-        check_destination(args.out, args.force, "--out")
+        check_destination(check_suffix(args.out, args.format), args.force, "--out")
         ckpt = load_checkpoint(args.checkpoint, needs="run")
     except (ValueError, TypeError, ModuleNotFoundError, CheckpointError) as err:
         hint = " (add --force to replace it)" if "already exists" in str(err) else ""
@@ -547,17 +617,41 @@ def cmd_export(args) -> int:
 
     data = model.data_info
     shape = (args.batch, data["in_chans"], *data["image_size"])
-    example = torch.randn(shape, generator=torch.Generator().manual_seed(0))
     metadata = {"attnlab_model": config.model, "checkpoint": str(ckpt.path), "input_size": json.dumps(shape[1:]),
                 "mean": json.dumps(data.get("mean")), "std": json.dumps(data.get("std")),
                 "classes": json.dumps(data.get("classes"))}
     try:
+        example = torch.randn(shape, generator=torch.Generator().manual_seed(0))
         result = export(model, example, args.out, args.format, overwrite=args.force, metadata=metadata)
     except ExportError as err:
         print(f"attnlab: error: {_one_line(err)}", file=sys.stderr)
         return 1
+    except RuntimeError as err:
+        if not _allocation_failed(err):
+            raise
+        raise UsageError(f"export: --batch {args.batch} does not fit in memory (an input of shape {shape}, "
+                         f"{_gib(shape)} GiB of float32, and the activations of the model on it); expected a "
+                         "smaller --batch (the file's batch dimension is dynamic)") from None
     print(json.dumps({"checkpoint": str(ckpt.path), **result.as_dict()}))
     return 0
+
+
+def _allocation_failed(err: RuntimeError) -> bool:
+    """True when `err` is torch failing to allocate memory (CPU or GPU), a runtime limit of the
+    sizes the user asked for rather than a fault."""
+    import torch
+
+    text = str(err)
+    return (isinstance(err, torch.OutOfMemoryError) or "can't allocate memory" in text
+            or "out of memory" in text.lower())
+
+
+def _gib(shape) -> str:
+    """The size of a float32 tensor of `shape`, in GiB, as text."""
+    count = 1
+    for size in shape:
+        count *= int(size)
+    return f"{count * 4 / 2**30:,.1f}"
 
 
 # ---------------------------------------------------------------------------- parser

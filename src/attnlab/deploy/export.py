@@ -79,6 +79,17 @@ def check_destination(path: str | os.PathLike, overwrite: bool = False, what: st
     return target
 
 
+def check_suffix(path: str | os.PathLike, format: str) -> Path:
+    """`path` as a Path unless its suffix names another format's file (a .pt2 program written under
+    an .onnx name would mislead whoever loads it); any other suffix is the caller's choice."""
+    target = Path(path)
+    for other, suffix in SUFFIXES.items():
+        if other != format and target.suffix.lower() == suffix:
+            raise ValueError(f"export: {str(path)!r} ends in {suffix}, the suffix of format {other!r}, but the format "
+                             f"is {format!r}; expected a {SUFFIXES[format]} file or format {other!r}")
+    return target
+
+
 def check_format(format: str) -> str:
     """`format` if it is one of FORMATS and the packages it needs are installed; ValueError naming
     it, or ModuleNotFoundError naming the missing packages, otherwise."""
@@ -247,7 +258,7 @@ def export(model: nn.Module, example_input: torch.Tensor, path: str | os.PathLik
     ExportError when the export fails or the file does not match the model.
     """
     _check_arguments(model, example_input, format, atol, rtol, program)
-    target = check_destination(path, overwrite)
+    target = check_destination(check_suffix(path, format), overwrite)
     metadata = dict(metadata or {})
     # torch.export fixes a dimension of size 1 (it may broadcast): trace a batch of 1 as a batch of 2
     traced = example_input if example_input.shape[0] > 1 else torch.cat([example_input, example_input])
@@ -285,5 +296,5 @@ def export(model: nn.Module, example_input: torch.Tensor, path: str | os.PathLik
                         metadata)
 
 
-__all__ = ["ExportError", "ExportResult", "FORMATS", "SUFFIXES", "check_destination", "check_format", "compare_outputs",
+__all__ = ["ExportError", "ExportResult", "FORMATS", "SUFFIXES", "check_destination", "check_format", "check_suffix", "compare_outputs",
            "export", "export_program", "onnx_runner", "program_runner", "verification_inputs", "write_onnx"]

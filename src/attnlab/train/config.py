@@ -36,6 +36,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Union
 
+import torch
+
 from ..models.layers import Placement
 from .precision import PRECISIONS
 
@@ -150,11 +152,7 @@ class TrainConfig:
                 setattr(self, name, list(getattr(self, name)))
         if isinstance(self.data_dir, os.PathLike):                       # a Path is welcome, stored as a str
             self.data_dir = os.fspath(self.data_dir)
-        for name, hint in hints.items():
-            value = getattr(self, name)
-            if not _type_ok(value, hint):
-                raise TypeError(f"TrainConfig.{name} = {value!r} has the wrong type ({type(value).__name__}); "
-                                f"expected {_describe(hint)}{_type_hint(value, hint)}")
+        check_field_types({name: getattr(self, name) for name in hints}, "TrainConfig.")
         for name in hints:
             if not _finite(getattr(self, name)):
                 raise ValueError(f"TrainConfig.{name} = {getattr(self, name)!r} is invalid; expected a finite number "
@@ -206,6 +204,43 @@ class TrainConfig:
         need(self.precision in PRECISIONS, "precision", f"one of {', '.join(PRECISIONS)}")
         return self
 
+    def unused_settings(self, model=None) -> dict[str, str]:
+        """{field: why it has no effect in this config} for the fields that the other fields make
+        unused: the step schedule's `milestones` and `gamma` under another schedule, SGD's
+        `momentum` and `nesterov` under AdamW, `amp` (float16 autocast on CUDA) when `precision`
+        is not 'auto' or the device is not CUDA ('auto' without a GPU present). Given the built `model`, also the attention
+        fields when the model has no attention (its `placement` names no mechanism) and
+        `stn_lr_scale` when it has no `localisation_parameters()` of its own (train.optim scales
+        those only).
+
+        Not refused by `validate`: a checkpoint or study folder written before may hold such a
+        value, and must still load. The `attnlab train` command refuses a flag, or a --config
+        key holding a value other than the default, that this lists."""
+        unused = {}
+        if self.schedule != "step":
+            for name in ("milestones", "gamma"):
+                unused[name] = f"only the step schedule uses it (schedule is {self.schedule!r})"
+        if self.optimizer != "sgd":
+            for name in ("momentum", "nesterov"):
+                unused[name] = f"only SGD uses it (optimizer is {self.optimizer!r})"
+        if self.precision != "auto":
+            unused["amp"] = (f"precision {self.precision!r} decides the arithmetic (amp only means fp16 on CUDA "
+                             "when precision is 'auto'; ask for precision 'fp16' instead)")
+        elif self.device in ("cpu", "mps") or (self.device == "auto" and not torch.cuda.is_available()):
+            unused["amp"] = (f"it means float16 autocast on CUDA only (device {self.device!r} is not CUDA here; "
+                             "precision 'bf16' or 'fp16' asks for reduced precision elsewhere)")
+        if model is not None:
+            placement = getattr(model, "placement", None)
+            if placement is not None and placement.name is None:
+                for name in ("attention_kwargs", "attention_stages", "attention_position"):
+                    unused[name] = f"model {self.model!r} as configured has no attention (set attention)"
+            localisation = getattr(model, "localisation_parameters", None)
+            if localisation is None or not any(True for _ in localisation()):
+                unused["stn_lr_scale"] = (f"model {self.model!r} as configured has no localisation_parameters() of "
+                                          "its own, which the optimizer scales (the spatial-transformer CNN has; an "
+                                          "'stn' attention module inside another model trains at the base rate)")
+        return unused
+
 
 def check_seed(value, what: str = "seed") -> int:
     """`value` as a seed (an int in 0 .. SEED_MAX, not a bool), else a TypeError / ValueError naming `what`."""
@@ -216,10 +251,56 @@ def check_seed(value, what: str = "seed") -> int:
     return value
 
 
+def check_field_types(values: dict, where: str = "TrainConfig.") -> None:
+    """Raise a TypeError naming `where` + the field, its value and the type expected for the first
+    of `values` ({TrainConfig field: value}; other keys are skipped) whose type its annotation
+    refuses (None included, for a field that does not take None)."""
+    hints = _field_types()
+    for name, value in values.items():
+        hint = hints.get(name)
+        if hint is not None and not _type_ok(value, hint):
+            raise TypeError(f"{where}{name} = {value!r} has the wrong type ({type(value).__name__}); "
+                            f"expected {_describe(hint)}{_type_hint(value, hint)}")
+
+
+def _unique_key_loader():
+    """PyYAML's SafeLoader, but a mapping that holds a key twice is an error (plain YAML keeps the
+    last silently); keys merged in with `<<` may still be overridden."""
+    import yaml
+
+    if "loader" not in _LOADER:
+        class UniqueKeyLoader(yaml.SafeLoader):
+            def construct_mapping(self, node, deep=False):
+                if isinstance(node, yaml.MappingNode):
+                    seen = {}
+                    for key_node, _ in node.value:
+                        if key_node.tag == "tag:yaml.org,2002:merge":
+                            continue
+                        key = self.construct_object(key_node, deep=True)
+                        try:
+                            first = seen.get(key)
+                        except TypeError:   # an unhashable key: SafeLoader names it
+                            continue
+                        if first is None:
+                            seen[key] = key_node.start_mark.line
+                        else:
+                            raise yaml.constructor.ConstructorError(
+                                None, None, f"the key {key!r} is given twice (lines {first + 1} and "
+                                f"{key_node.start_mark.line + 1}); expected each key once", key_node.start_mark)
+                return super().construct_mapping(node, deep)
+
+        _LOADER["loader"] = UniqueKeyLoader
+    return _LOADER["loader"]
+
+
+_LOADER: dict = {}
+
+
 def read_yaml_mapping(path: str | os.PathLike, what: str = "YAML file") -> dict:
     """The mapping a YAML file holds (an empty file is {}). A file that is missing, unreadable,
-    not UTF-8, not valid YAML or whose top level is not a mapping raises a ValueError naming the
-    file (`what` says what it was meant to be) and what was expected."""
+    not UTF-8, not valid YAML, that gives a key twice in one mapping, or whose top level is not a
+    mapping raises a ValueError naming the file (`what` says what it was meant to be) and what
+    was expected."""
     import yaml
 
     path = Path(path)
@@ -234,7 +315,7 @@ def read_yaml_mapping(path: str | os.PathLike, what: str = "YAML file") -> dict:
         raise ValueError(f"{what} {str(path)!r} is not UTF-8 text (byte 0x{raw[err.start]:02x} at offset "
                          f"{err.start}); expected a YAML file") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_unique_key_loader())   # SafeLoader's types only
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
@@ -327,4 +408,4 @@ def _type_hint(value, hint) -> str:
     return ""
 
 
-__all__ = ["TrainConfig", "check_seed", "read_yaml_mapping", "SEED_MAX", "COUNT_MAX"]
+__all__ = ["TrainConfig", "check_field_types", "check_seed", "read_yaml_mapping", "SEED_MAX", "COUNT_MAX"]

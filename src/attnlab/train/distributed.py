@@ -135,6 +135,26 @@ def _env_int(name: str) -> int:
     return value
 
 
+def check_launch_environment() -> Optional[tuple[int, int, int]]:
+    """(RANK, WORLD_SIZE, LOCAL_RANK) from the environment torchrun sets, None when none of the
+    three is set; nothing is initialised. Only some of them set, one that is not an integer, a
+    negative one, WORLD_SIZE 0 or RANK not below WORLD_SIZE raise a ValueError naming the
+    variable, its value and what is expected."""
+    given = [name for name in ENV_VARS if name in os.environ]
+    if not given:
+        return None
+    if len(given) < len(ENV_VARS):
+        missing = [name for name in ENV_VARS if name not in os.environ]
+        raise ValueError(f"environment variable(s) {', '.join(f'{n}={os.environ[n]!r}' for n in given)} set without "
+                         f"{', '.join(missing)}; expected all of {', '.join(ENV_VARS)} (as torchrun sets them) or none")
+    rank, world_size, local_rank = _env_int("RANK"), _env_int("WORLD_SIZE"), _env_int("LOCAL_RANK")
+    if world_size < 1:
+        raise ValueError(f"environment variable WORLD_SIZE={world_size} must be >= 1 (the number of processes)")
+    if rank >= world_size:
+        raise ValueError(f"RANK={rank} must be < WORLD_SIZE={world_size}")
+    return rank, world_size, local_rank
+
+
 def init_distributed(device: str = "auto", backend: Optional[str] = None,
                      timeout_minutes: float = 30.0) -> DistributedContext:
     """Join the process group torchrun described in the environment and return this rank's context.
@@ -148,11 +168,10 @@ def init_distributed(device: str = "auto", backend: Optional[str] = None,
         raise ValueError(f"backend must be 'nccl', 'gloo' or None (automatic), got {backend!r}")
     if dist.is_available() and dist.is_initialized():
         return current_context()
-    if not launched_by_torchrun():
+    launch = check_launch_environment()
+    if launch is None:
         return SINGLE_PROCESS
-    rank, world_size, local_rank = _env_int("RANK"), _env_int("WORLD_SIZE"), _env_int("LOCAL_RANK")
-    if rank >= world_size:
-        raise ValueError(f"RANK={rank} must be < WORLD_SIZE={world_size}")
+    rank, world_size, local_rank = launch
     if world_size == 1:
         return SINGLE_PROCESS
     wants_cuda = str(device).startswith("cuda") or (device == "auto" and torch.cuda.is_available())
@@ -378,7 +397,7 @@ def spread_jobs(jobs: list, context: DistributedContext) -> list:
     return list(jobs[context.rank::context.world_size]) if context.enabled else list(jobs)
 
 
-__all__ = ["DistributedContext", "SINGLE_PROCESS", "init_distributed", "current_context", "shutdown_distributed",
+__all__ = ["DistributedContext", "SINGLE_PROCESS", "check_launch_environment", "init_distributed", "current_context", "shutdown_distributed",
            "launched_by_torchrun", "rank_device", "augment_seed", "shard_permutation", "shard_evaluation_indices",
            "wrap_model", "CpuSyncBatchNorm", "convert_cpu_sync_batchnorm", "any_rank_nonfinite", "agree_stop_signal", "reduce_epoch_sums", "reduce_evaluation",
            "check_resume_world_size", "spread_jobs"]
