@@ -19,7 +19,7 @@ import pytest
 from chromium_devtools import chromium
 from test_report import ACCS, _cost, make_run_folder
 
-ODD = "se<b>&\"q'|y"      # a variant name with HTML and a table's cell separator in it
+ODD = "se_+b_x-1.2"       # a variant name with every kind of character a variant name may hold
 QUESTION = 'Does <script>alert(1)</script> & "x" <img src=x onerror=alert(2)> [a link](http://example.com) help?'
 NOTE = "a note with <b>tags</b> and [a script](javascript:alert(3))"
 MARKUP = {"html", "head", "meta", "title", "style", "body", "h1", "h2", "h3", "p", "ul", "li", "strong", "em", "code",

@@ -19,6 +19,11 @@ property or method of `StudyFolder`; no other module spells it out):
 `StudyPlan.from_dict` reads every compare.json written so far (fields that older versions did not
 write take their defaults) and checks what its readers rely on, naming the file and the field;
 `to_dict` gives the same JSON object back.
+
+A variant's name is the name of its folders (runs/<variant>/, explain/<variant>/), so it must be
+a safe folder name (`check_variant_name`: letters, digits and ``-_.+``, not starting with a dot,
+at most `VARIANT_NAME_MAX` characters). `Variant` checks it whenever one is made, for a new plan
+and for one read back from compare.json alike, so no name can lead a writer out of the study folder.
 """
 from __future__ import annotations
 
@@ -33,12 +38,38 @@ from typing import Optional, Union
 from .run_folder import FINAL_FILE
 
 BASELINE = "none"                 # the name of the variant without attention
+VARIANT_NAME_MAX = 100            # characters in a variant's name (a folder name; a file system allows 255)
+_VARIANT_NAME = re.compile(r"[A-Za-z0-9_+-][A-Za-z0-9._+-]*")
 PLAN_EXPECTED = "the JSON object `attnlab compare` writes, with a non-empty list of variants"
 # The entries of a plan's `cost` that are settings of attnlab.measure.cost.measure_costs.
 COST_SETTINGS = ("large_batch", "train_batch", "repeats", "warmup", "threads")
 
 
 # --------------------------------------------------------------------------------------------- the plan
+
+def check_variant_name(name, source: str = "Variant") -> str:
+    """`name` if it can name a variant's folders: a non-empty string of letters, digits and
+    ``-_.+`` that does not start with a dot, at most VARIANT_NAME_MAX characters long; ValueError
+    naming `source` and the name otherwise (a name such as ``../x`` would lead out of the study)."""
+    if not _is_variant_name(name):
+        raise ValueError(f"{source}: variant name {name!r} is not a safe folder name; expected 1 to "
+                         f"{VARIANT_NAME_MAX} letters, digits or '-_.+', not starting with '.'")
+    return name
+
+
+def _is_variant_name(name) -> bool:
+    return isinstance(name, str) and len(name) <= VARIANT_NAME_MAX and bool(_VARIANT_NAME.fullmatch(name))
+
+
+def _is_int(value, minimum: int = 0) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+
+
+def _ints(value, length: Optional[int] = None, minimum: int = 1) -> bool:
+    """Whether `value` is a list of ints >= `minimum` (of `length` entries, when given)."""
+    return (isinstance(value, list) and (length is None or len(value) == length)
+            and all(_is_int(x, minimum) for x in value))
+
 
 @dataclass
 class Variant:
@@ -63,6 +94,9 @@ class Variant:
 
     _WRITTEN_WHEN_SET = ("matches", "baseline", "capacity")
 
+    def __post_init__(self):
+        check_variant_name(self.name)
+
     def to_dict(self) -> dict:
         """The variant as compare.json holds it."""
         return _as_dict(self, self._WRITTEN_WHEN_SET)
@@ -73,9 +107,17 @@ class Variant:
         if not isinstance(data, dict) or not isinstance(data.get("name"), str) or not data["name"]:
             raise ValueError(f"{source}: variant {data!r} is not an object with a 'name' string; expected "
                              f"{PLAN_EXPECTED}")
-        for key in ("role", "baseline", "model", "attention", "matches"):
+        check_variant_name(data["name"], source)
+        for key in ("role", "baseline", "model", "attention", "matches", "attention_position"):
             if data.get(key) is not None and not isinstance(data[key], str):
                 raise ValueError(f"{source}: variant {data['name']!r} has {key} {data[key]!r}; expected a string")
+        for key in ("attention_kwargs", "model_kwargs", "capacity"):
+            if data.get(key) is not None and not isinstance(data[key], dict):
+                raise ValueError(f"{source}: variant {data['name']!r} has {key} {data[key]!r}; expected an object")
+        stages = data.get("attention_stages")
+        if stages is not None and not (isinstance(stages, list) and all(_is_int(s) for s in stages)):
+            raise ValueError(f"{source}: variant {data['name']!r} has attention_stages {stages!r}; expected a list "
+                             "of ints")
         return cls(**_known_fields(cls, data))
 
 
@@ -162,10 +204,12 @@ class StudyPlan:
     @classmethod
     def from_dict(cls, data: dict, source: str = "compare.json") -> "StudyPlan":
         """The plan in `data` (a compare.json object of any version), checked for what its readers
-        need: variants (objects with a distinct string name; role, baseline, model, attention and
-        matches strings where given), a baseline among them (the first variant when absent),
-        notes a list of strings, cost and train objects, input_shape a list. ValueError naming
-        `source` and the field otherwise."""
+        need: variants (objects with a distinct, safe folder name; role, baseline, model, attention
+        and matches strings where given), a baseline among them (the
+        first variant when absent), seeds distinct ints >= 0, image_size a positive int or [H, W],
+        input_shape [C, H, W] and num_classes positive ints, preset, dataset and data_dir strings,
+        notes a list of strings, cost and train objects. Fields an older version did not write may
+        be absent. ValueError naming `source` and the field otherwise."""
         if not isinstance(data, dict):
             raise ValueError(f"{source}: a JSON {type(data).__name__}; expected {PLAN_EXPECTED}")
         variants = data.get("variants")
@@ -179,13 +223,7 @@ class StudyPlan:
         for name in [baseline] + [v.baseline for v in variants if v.baseline is not None]:
             if name not in names:
                 raise ValueError(f"{source}: baseline {name!r} is not among the variants {names}")
-        notes = data.get("notes")
-        if notes is not None and (not isinstance(notes, list) or not all(isinstance(n, str) for n in notes)):
-            raise ValueError(f"{source}: 'notes' is {notes!r}; expected a list of strings")
-        for key, kind, expected in (("cost", dict, "an object"), ("train", dict, "an object"),
-                                    ("input_shape", list, "a list [C, H, W]")):
-            if data.get(key) is not None and not isinstance(data[key], kind):
-                raise ValueError(f"{source}: {key!r} is {data[key]!r}; expected {expected}")
+        _check_plan_values(data, source)
         known = _known_fields(cls, data)
         known.update(variants=variants, baseline=baseline)
         return cls(**known)
@@ -197,6 +235,35 @@ class StudyPlan:
         base = BASELINE if BASELINE in variant_names else variant_names[0]
         names = [base] + [n for n in variant_names if n != base]
         return cls(baseline=base, variants=[Variant(n, role="baseline" if n == base else "attention") for n in names])
+
+
+# The plan's fields that older versions may leave out: (field, is it right?, what is expected).
+_PLAN_VALUES = (
+    ("seeds", lambda v: _ints(v, minimum=0) and v and len(set(v)) == len(v), "a non-empty list of distinct ints >= 0"),
+    ("image_size", lambda v: _is_int(v, 1) or _ints(v, 2), "a positive int or [H, W]"),
+    ("input_shape", lambda v: _ints(v, 3), "a list [C, H, W] of positive ints"),
+    ("num_classes", lambda v: _is_int(v, 1), "a positive int"),
+    ("workers", lambda v: _is_int(v, 1), "a positive int"),
+    ("preset", lambda v: isinstance(v, str), "a string"),
+    ("description", lambda v: isinstance(v, str), "a string"),
+    ("dataset", lambda v: isinstance(v, str) and v.strip(), "a dataset name"),
+    ("data_dir", lambda v: isinstance(v, str) and v.strip(), "a folder"),
+    ("explain", lambda v: isinstance(v, bool), "true or false"),
+    ("evidence", lambda v: isinstance(v, bool), "true or false"),
+    ("notes", lambda v: isinstance(v, list) and all(isinstance(n, str) for n in v), "a list of strings"),
+    ("cost", lambda v: isinstance(v, dict), "an object"),
+    ("train", lambda v: isinstance(v, dict), "an object"),
+    ("capacity", lambda v: isinstance(v, dict), "an object"),
+)
+
+
+def _check_plan_values(data: dict, source: str) -> None:
+    """ValueError naming `source` and the field for the first given (non-null) field of
+    _PLAN_VALUES whose value is not what the plan's readers expect."""
+    for key, right, expected in _PLAN_VALUES:
+        value = data.get(key)
+        if value is not None and not right(value):
+            raise ValueError(f"{source}: {key!r} is {value!r}; expected {expected}")
 
 
 def _as_dict(obj, written_when_set: tuple[str, ...]) -> dict:
@@ -297,9 +364,9 @@ class StudyFolder:
 
     # ----------------------------------------------------------------------------- finding runs
     def variants_on_disk(self) -> list[str]:
-        """The names of the runs/<variant>/ folders, sorted."""
+        """The names of the runs/<variant>/ folders that can name a variant (not .hidden ones), sorted."""
         runs = self.runs_dir
-        return sorted(p.name for p in runs.iterdir() if p.is_dir()) if runs.is_dir() else []
+        return sorted(p.name for p in runs.iterdir() if p.is_dir() and _is_variant_name(p.name)) if runs.is_dir() else []
 
     def finished_runs(self, variant: str) -> list[tuple[int, Path]]:
         """(seed, folder) of every runs/<variant>/seed<S>/ that holds a final.json, by folder name."""
@@ -361,4 +428,5 @@ def read_json_object(path: Path, expected: str = "a JSON object") -> dict:
     return data
 
 
-__all__ = ["BASELINE", "COST_SETTINGS", "PLAN_EXPECTED", "StudyFolder", "StudyPlan", "Variant", "read_json_object"]
+__all__ = ["BASELINE", "COST_SETTINGS", "PLAN_EXPECTED", "VARIANT_NAME_MAX", "StudyFolder", "StudyPlan", "Variant",
+           "check_variant_name", "read_json_object"]

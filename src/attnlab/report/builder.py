@@ -44,13 +44,14 @@ from ..io.run_folder import FINAL_FILE, METRICS_FILE, PREDICTIONS_FILE, read_met
 from ..io.study_files import StudyFolder, StudyPlan, read_json_object
 from ..measure.stats import (BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, accuracy_interval, effect_sentence, holm,
                              mcnemar_exact, paired_comparison, supports_difference)
+from ..train.config import TrainConfig
 from . import plots
 from .costs import cost_entries, cost_section
 from .explanations import explanation_section, write_explanations
 from .format import finite, human, interval, listing, md_table, num, pct, points
 from .headline import headline
 from .html import markdown_to_html
-from .setup import setup_section
+from .setup import read_config, setup_section
 
 CONFIDENCE = 0.95
 POWER = 0.8
@@ -64,59 +65,109 @@ def read_plan(run_dir) -> StudyPlan:
     return StudyFolder(run_dir).read_plan()
 
 
+# final.json entries the report uses: (key, required, lowest, highest)
+FINAL_NUMBERS = (("test_acc", True, 0.0, 1.0), ("seconds", False, 0.0, math.inf), ("epochs", False, 0.0, math.inf))
+
+
 def _read_final(path: Path) -> dict:
-    """A run's final.json: an object whose test_acc is a number (seconds and epochs numbers too, when given)."""
+    """A run's final.json: an object whose test_acc is a fraction in [0, 1] (seconds and epochs
+    numbers >= 0 too, when given); ValueError naming the file and the entry otherwise."""
     final = read_json_object(path, "the JSON object a finished training run writes (with its test_acc)")
-    for key, required in (("test_acc", True), ("seconds", False), ("epochs", False)):
+    for key, required, low, high in FINAL_NUMBERS:
         value = final.get(key)
-        if (value is None and required) or (value is not None and (isinstance(value, bool)
-                                                                  or not isinstance(value, (int, float)))):
-            raise ValueError(f"{path}: {key} is {value!r}; expected a number")
+        if value is None and not required:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+            raise ValueError(f"{path}: {key} is {value!r}; expected a number in [{low}, {high}]")
     return final
 
 
 def read_run_folder(run_dir) -> tuple[StudyPlan, dict, dict, dict]:
-    """(plan, finals, metrics, costs) of a compare run folder, every file checked: `finals` and
-    `metrics` are {variant: {seed: ...}}. ValueError (TypeError for a `run_dir` that is no path)
-    naming the file and what was expected, or what is missing."""
+    """(plan, finals, metrics, costs) of a compare run folder, every file checked (`read_study`)."""
+    return read_study(run_dir)[:4]
+
+
+def read_study(run_dir) -> tuple[StudyPlan, dict, dict, dict, dict]:
+    """(plan, finals, metrics, costs, predictions) of a compare run folder, every file the report
+    reads checked and every file it writes found writable in kind, before any work: `finals`,
+    `metrics` and `predictions` are {variant: {seed: ...}} over the finished runs (a run of the
+    plan without final.json is not finished yet, and the report says so). ValueError (TypeError
+    for a `run_dir` that is no path) naming the file and what was expected, or what is missing."""
     if not isinstance(run_dir, (str, Path)):
         raise TypeError(f"run_dir must be a path, got {type(run_dir).__name__} {run_dir!r}")
     folder = StudyFolder(run_dir)
     if not folder.root.is_dir():
         raise ValueError(f"run folder {str(run_dir)!r} does not exist; expected the folder `attnlab compare` printed")
     plan = folder.read_plan()
+    _check_recipe(folder, plan)
+    _check_outputs(folder)
     finals, metrics = {}, {}
     for v in plan.variants:
-        finals[v.name], metrics[v.name] = read_variant_runs(folder.root, v.name)
+        finals[v.name], metrics[v.name] = read_variant_runs(folder.root, v.name, plan.seeds)
     if not any(finals.values()):
         raise ValueError(f"{folder.root}: no finished run (runs/<variant>/seed<S>/{FINAL_FILE}) to report")
     if plan.baseline not in finals or not finals[plan.baseline]:
         raise ValueError(f"{folder.root}: the baseline {plan.baseline!r} has no finished run")
-    return plan, finals, metrics, folder.read_costs()
+    for name, per_seed in finals.items():
+        for seed in per_seed:
+            read_config(folder, name, seed)   # a damaged config.yaml would hide a recipe that differs
+    return plan, finals, metrics, folder.read_costs(), read_study_predictions(folder, finals, plan.num_classes)
 
 
-def read_variant_runs(run_dir, variant: str) -> tuple[dict[int, dict], dict[int, list[dict]]]:
-    """{seed: final.json} and {seed: metrics.jsonl records} of one variant."""
+def _check_recipe(folder: StudyFolder, plan: StudyPlan) -> None:
+    """The plan's recipe (`train`) and seeds as TrainConfig takes them; ValueError naming compare.json."""
+    try:
+        for seed in plan.seeds or [0]:
+            TrainConfig.from_dict({**plan.train, "seed": seed})
+    except (ValueError, TypeError) as err:
+        raise ValueError(f"{folder.plan_file}: {' '.join(str(err).split())}; expected the recipe and seeds "
+                         "`attnlab compare` writes") from None
+
+
+def _check_outputs(folder: StudyFolder) -> None:
+    """ValueError naming the first path the report writes (or makes explanations in) that exists
+    but is of the other kind: a folder where a file goes, a file where a folder goes."""
+    for path, is_folder in ((folder.figures_dir, True), (folder.explain_root, True), (folder.results_json, False),
+                            (folder.results_csv, False), (folder.report_md, False), (folder.report_html, False),
+                            (folder.costs_file, False)):
+        if path.exists() and path.is_dir() != is_folder:
+            raise ValueError(f"{path} is a {'file' if is_folder else 'folder'}; expected "
+                             f"{'a folder' if is_folder else 'a file'} the report writes")
+
+
+def read_variant_runs(run_dir, variant: str, seeds: Optional[list] = None) -> tuple[dict[int, dict], dict[int, list[dict]]]:
+    """{seed: final.json} and {seed: metrics.jsonl records} of one variant's finished runs;
+    ValueError naming the path when its folder or a run of `seeds` (the plan's, when known) is a
+    file, or a finished run has a seed the plan does not list."""
+    folder = StudyFolder(run_dir)
+    for path in [folder.variant_dir(variant)] + [folder.seed_dir(variant, s) for s in seeds or []]:
+        if path.exists() and not path.is_dir():
+            raise ValueError(f"{path} is a file; expected a run folder (or none, for a run not started)")
     finals, metrics = {}, {}
-    for seed, run in StudyFolder(run_dir).finished_runs(variant):
+    for seed, run in folder.finished_runs(variant):
+        if seeds is not None and seed not in seeds:
+            raise ValueError(f"{run} is a finished run of seed {seed}, which the plan does not list; expected "
+                             f"the seeds {seeds} of {folder.plan_file}")
         finals[seed] = _read_final(run / FINAL_FILE)
         metrics[seed] = read_metrics(run / METRICS_FILE)   # drops a last line cut by an interrupted run
     return finals, metrics
 
 
-def read_predictions(path: Path) -> Optional[dict]:
-    """test_predictions.json of one run as {"labels", "predictions"} (int arrays of one length),
-    None when the run has none; ValueError naming the file for any other content."""
-    if not path.is_file():
+def read_predictions(path: Path, num_classes: Optional[int] = None) -> Optional[dict]:
+    """test_predictions.json of one run as {"labels", "predictions"} (int arrays of one length,
+    classes in 0 .. num_classes - 1 when `num_classes` is known), None when the run has none;
+    ValueError naming the file for any other content."""
+    if not path.exists():
         return None
-    expected = 'the object {"labels": [int, ...], "predictions": [int, ...]} of equal length'
+    classes = f" in 0 .. {num_classes - 1}" if num_classes else " >= 0"
+    expected = f'the object {{"labels": [int, ...], "predictions": [int, ...]}} of equal length, classes{classes}'
     data = read_json_object(path, expected)
     arrays = {}
     for key in ("labels", "predictions"):
         values = data.get(key)
-        if not isinstance(values, list) or not values or not all(isinstance(v, int) and not isinstance(v, bool)
-                                                                  for v in values):
-            raise ValueError(f"{path}: {key} is not a non-empty list of ints; expected {expected}")
+        if not isinstance(values, list) or not values or not all(
+                isinstance(v, int) and not isinstance(v, bool) and 0 <= v < (num_classes or math.inf) for v in values):
+            raise ValueError(f"{path}: {key} is not a non-empty list of classes; expected {expected}")
         arrays[key] = np.asarray(values, dtype=np.int64)
     if len(arrays["labels"]) != len(arrays["predictions"]):
         raise ValueError(f"{path}: {len(arrays['labels'])} labels but {len(arrays['predictions'])} predictions; "
@@ -124,12 +175,23 @@ def read_predictions(path: Path) -> Optional[dict]:
     return arrays
 
 
-def read_study_predictions(folder: StudyFolder, finals: dict) -> dict[str, dict[int, dict]]:
-    """{variant: {seed: predictions}} for the finished runs that recorded them."""
-    out = {}
+def read_study_predictions(folder: StudyFolder, finals: dict, num_classes: Optional[int] = None) -> dict[str, dict[int, dict]]:
+    """{variant: {seed: predictions}} for the finished runs that recorded them; ValueError naming
+    the file whose number of test examples differs from the first run's (every run of a study is
+    tested on the same test set)."""
+    out, first = {}, None
     for name, per_seed in finals.items():
-        found = {s: read_predictions(folder.seed_dir(name, s) / PREDICTIONS_FILE) for s in per_seed}
-        out[name] = {s: p for s, p in found.items() if p is not None}
+        out[name] = {}
+        for seed in per_seed:
+            path = folder.seed_dir(name, seed) / PREDICTIONS_FILE
+            found = read_predictions(path, num_classes)
+            if found is None:
+                continue
+            first = first or (path, len(found["labels"]))
+            if len(found["labels"]) != first[1]:
+                raise ValueError(f"{path}: {len(found['labels'])} test examples but {first[0]} has {first[1]}; "
+                                 "expected every run's predictions on the study's one test set")
+            out[name][seed] = found
     return out
 
 
@@ -231,7 +293,9 @@ def compute_rows(plan: StudyPlan, finals: dict, costs: dict, predictions: Option
                 row["acc_ci_note"] = "one seed: no interval"
         if name == baseline:
             row["diff_note"] = "the baseline itself"
-        elif accs:
+        elif not accs:
+            row["diff_note"] = "no finished run yet"
+        else:
             row.update(compare_variants(name, accs, baseline, _accuracies(finals, baseline), predictions))
         row.update(cost_entries(costs.get(name, {}), costs.get(baseline, {}), v.role))
         row["epochs"] = max((f.get("epochs", 0) for f in finals.get(name, {}).values()), default=0)
@@ -517,7 +581,7 @@ def build_report(run_dir, explain: bool = True, measure: bool = True) -> Path:
     `explain`: make the explanation figures of variants that have none yet (needs the
     checkpoints and the dataset); `measure`: measure costs missing from costs.json.
     """
-    plan, finals, metrics, costs = read_run_folder(run_dir)
+    plan, finals, metrics, costs, predictions = read_study(run_dir)
     folder = StudyFolder(run_dir)
     notes: list[str] = list(plan.notes or [])
     if measure and _measure_missing_costs(folder, plan, finals, costs, notes):
@@ -528,7 +592,6 @@ def build_report(run_dir, explain: bool = True, measure: bool = True) -> Path:
     if explain:
         seeds = {name: min(per) for name, per in finals.items() if per}
         notes += write_explanations(folder, plan, seeds, only_missing=True)
-    predictions = read_study_predictions(folder, finals)
     rows = compute_rows(plan, finals, costs, predictions)
     write_results(folder.root, plan, rows)
     fig_dir = folder.figures_dir
@@ -544,5 +607,5 @@ def build_report(run_dir, explain: bool = True, measure: bool = True) -> Path:
     return folder.report_html
 
 
-__all__ = ["build_report", "compute_rows", "read_plan", "read_run_folder", "read_variant_runs", "read_predictions",
-           "write_results"]
+__all__ = ["build_report", "compute_rows", "read_plan", "read_run_folder", "read_study", "read_variant_runs",
+           "read_predictions", "write_results"]

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 from typing import Optional
 
-import yaml
-
 from ..io.run_folder import CONFIG_FILE
 from ..io.study_files import StudyFolder, StudyPlan
+from ..train.config import read_yaml_mapping
 from ..train.device import describe_machine
 from .format import finite, human, listing, md_table
 
@@ -27,15 +26,12 @@ RECIPE_KEYS = ("optimizer", "lr", "momentum", "nesterov", "weight_decay", "sched
 # --------------------------------------------------------------------------------------------- reading
 
 def read_config(folder: StudyFolder, variant: str, seed: int) -> dict:
-    """The config.yaml a run saved, as written ({} when it is missing or not a mapping)."""
+    """The config.yaml a run saved, as written ({} when the run kept none); ValueError naming the
+    file when it is not a YAML mapping (a damaged file would hide a recipe that differs)."""
     path = folder.seed_dir(variant, seed) / CONFIG_FILE
-    if not path.is_file():
+    if not path.exists():
         return {}
-    try:
-        data = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError):
-        return {}
-    return data if isinstance(data, dict) else {}
+    return read_yaml_mapping(path, "run config")
 
 
 def _machines(finals: dict) -> str:

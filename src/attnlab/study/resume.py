@@ -43,8 +43,11 @@ STUDY_FIELDS = ("preset", "dataset", "image_size", "seeds", "baseline", "variant
 
 
 def run_state(run_dir) -> str:
-    """FINISHED (final.json), CUT (checkpoints, no final.json) or NOT_STARTED."""
+    """FINISHED (final.json), CUT (checkpoints, no final.json) or NOT_STARTED; ValueError naming
+    `run_dir` when it is a file (a run cannot be written there)."""
     run_dir = Path(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ValueError(f"{run_dir} is a file; expected a run folder (or none, for a run not started)")
     if (run_dir / FINAL_FILE).is_file():
         return FINISHED
     return CUT if run_dir.is_dir() and list_checkpoints(run_dir) else NOT_STARTED
@@ -70,7 +73,8 @@ def study_differences(stored: StudyPlan, given: StudyPlan) -> list[str]:
 
 def open_study(run_dir, plan: Optional[StudyPlan] = None, data_dir=None) -> tuple[StudyFolder, StudyPlan]:
     """The study folder `run_dir` and its plan (from compare.json), checked as a new plan is (every
-    variant builds, the data loads) before any work. `plan`, when given, is a plan checked already
+    variant builds, the data loads), and the runs trained so far against it (`check_runs_on_disk`),
+    before any work. `plan`, when given, is a plan checked already
     (made by `plan_compare`, or returned by this function): it must describe the same study
     (`study_differences`), and then the folder's plan is not checked a second time (it takes the
     given plan's data folder, where that plan's data was found). `data_dir` replaces the folder of
@@ -84,9 +88,9 @@ def open_study(run_dir, plan: Optional[StudyPlan] = None, data_dir=None) -> tupl
         raise ValueError(f"cannot resume {root}: it holds no compare.json; expected a study folder made by "
                          "`attnlab compare`")
     stored = folder.read_plan()
-    if not stored.seeds or not stored.input_shape:
-        raise ValueError(f"cannot resume {root}: its compare.json lists no seeds or input shape; expected the plan "
-                         "`attnlab compare` writes")
+    if not stored.seeds or not stored.input_shape or not stored.train:
+        raise ValueError(f"cannot resume {root}: its compare.json lists no seeds, input shape or recipe (train); "
+                         "expected the plan `attnlab compare` writes")
     if plan is not None:
         changed = study_differences(stored, plan)
         if changed:
@@ -98,6 +102,7 @@ def open_study(run_dir, plan: Optional[StudyPlan] = None, data_dir=None) -> tupl
         stored.data_dir = plan.data_dir
     if plan is None or data_dir is not None:
         check_plan(stored)
+    check_runs_on_disk(stored, folder)   # checked again under the study's lock, before training
     return folder, stored
 
 
@@ -105,6 +110,10 @@ def check_runs_on_disk(plan: StudyPlan, folder: StudyFolder) -> dict:
     """{(variant, seed): state} for every run of `plan`; ValueError naming the run and the field
     when a finished or cut run was trained with a recipe other than the plan's."""
     states = {}
+    for v in plan.variants:
+        if folder.variant_dir(v.name).exists() and not folder.variant_dir(v.name).is_dir():
+            raise ValueError(f"cannot resume {folder.root}: {folder.variant_dir(v.name)} is a file; expected the "
+                             f"folder of variant {v.name}'s runs")
     for v, seed in plan.runs():
         run_dir = folder.seed_dir(v.name, seed)
         state = states[(v.name, seed)] = run_state(run_dir)

@@ -11,6 +11,7 @@ backbone (``create_model(model, spatial_transformer=True)``), not an attention s
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Sequence
 
 from ..attention import resolve_attention_name
@@ -24,7 +25,8 @@ VARIANT_KEYS = {"name", "model", "attention", "attention_kwargs", "attention_sta
 
 def make_variant(spec, model: str, model_kwargs: dict) -> Variant:
     """The Variant a preset entry describes: an attention name, or a mapping with a 'name' and
-    any of VARIANT_KEYS (its model defaults to `model`, its model_kwargs extend `model_kwargs`)."""
+    any of VARIANT_KEYS (its model defaults to `model`, its model_kwargs extend `model_kwargs`).
+    The name must be a safe folder name (`attnlab.io.study_files.check_variant_name`)."""
     if isinstance(spec, str):
         spec = {"name": spec}
     if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
@@ -66,9 +68,8 @@ def variants_from_lists(models: Sequence[str], attentions: Sequence[str], model_
     for model in models:
         for name in names:
             v = make_variant(name, model, model_kwargs)
-            if len(models) > 1:
-                v.name = f"{model}-{name}"
-                v.baseline = f"{model}-{BASELINE}"
+            if len(models) > 1:   # a new Variant, so that the longer name is checked too
+                v = dataclasses.replace(v, name=f"{model}-{name}", baseline=f"{model}-{BASELINE}")
             variants.append(v)
     return variants
 
