@@ -176,4 +176,4 @@ def test_export_names_a_batch_that_does_not_fit_in_memory(capsys, run_folder, mo
     monkeypatch.setattr(torch, "randn", no_memory)
     err = refused(capsys, run_folder.parent, monkeypatch, ["export", "--checkpoint", "run", "--format",
                                                            "torch-export", "--out", "m.pt2", "--batch", "1000000"])
-    assert "--batch 1000000 does not fit in memory" in err and "(1000000, 1, 8, 8)" in err
+    assert "--batch 1000000 (an input of shape (1000000, 1, 8, 8)" in err and "does not fit in memory" in err

@@ -558,11 +558,8 @@ def cmd_bench(args) -> int:
     except BenchArgumentError as err:
         raise UsageError(_one_line(err).replace("run_bench: ", "bench: ", 1)) from None
     except RuntimeError as err:
-        if not _allocation_failed(err):
-            raise
-        raise UsageError(f"bench: --batch-sizes {' '.join(map(str, args.batch_sizes))} at --image-size "
-                         f"{args.image_size or 'native'} does not fit in memory ({_one_line(err)[:160]}); expected "
-                         "smaller batches or images") from None
+        raise _memory_refusal(err, f"bench: --batch-sizes {' '.join(map(str, args.batch_sizes))} at --image-size "
+                                   f"{args.image_size or 'native'}", "smaller batches or images") from None
     if args.out:
         for path in write_results(rows, args.out, command=command):
             print(path)
@@ -627,23 +624,23 @@ def cmd_export(args) -> int:
         print(f"attnlab: error: {_one_line(err)}", file=sys.stderr)
         return 1
     except RuntimeError as err:
-        if not _allocation_failed(err):
-            raise
-        raise UsageError(f"export: --batch {args.batch} does not fit in memory (an input of shape {shape}, "
-                         f"{_gib(shape)} GiB of float32, and the activations of the model on it); expected a "
-                         "smaller --batch (the file's batch dimension is dynamic)") from None
+        raise _memory_refusal(err, f"export: --batch {args.batch} (an input of shape {shape}, {_gib(shape)} GiB of "
+                                   "float32, and the model's activations on it)",
+                              "a smaller --batch (the file's batch dimension is dynamic)") from None
     print(json.dumps({"checkpoint": str(ckpt.path), **result.as_dict()}))
     return 0
 
 
-def _allocation_failed(err: RuntimeError) -> bool:
-    """True when `err` is torch failing to allocate memory (CPU or GPU), a runtime limit of the
-    sizes the user asked for rather than a fault."""
+def _memory_refusal(err: RuntimeError, what: str, expected: str) -> UsageError:
+    """The one-line refusal of sizes `what` when `err` is torch failing to allocate memory (CPU or
+    GPU: a limit of the sizes the user asked for, not a fault); any other error is raised again."""
     import torch
 
     text = str(err)
-    return (isinstance(err, torch.OutOfMemoryError) or "can't allocate memory" in text
-            or "out of memory" in text.lower())
+    if not (isinstance(err, torch.OutOfMemoryError) or "can't allocate memory" in text
+            or "out of memory" in text.lower()):
+        raise err
+    return UsageError(f"{what} does not fit in memory ({_one_line(text)[-120:]}); expected {expected}")
 
 
 def _gib(shape) -> str:
