@@ -104,10 +104,9 @@ class Variant:
     @classmethod
     def from_dict(cls, data, source: str) -> "Variant":
         """A Variant from its compare.json object; ValueError naming `source` for a wrong field."""
-        if not isinstance(data, dict) or not isinstance(data.get("name"), str) or not data["name"]:
-            raise ValueError(f"{source}: variant {data!r} is not an object with a 'name' string; expected "
-                             f"{PLAN_EXPECTED}")
-        check_variant_name(data["name"], source)
+        if not isinstance(data, dict):
+            raise ValueError(f"{source}: variant {data!r} is not an object with a 'name'; expected {PLAN_EXPECTED}")
+        check_variant_name(data.get("name"), source)
         for key in ("role", "baseline", "model", "attention", "matches", "attention_position"):
             if data.get(key) is not None and not isinstance(data[key], str):
                 raise ValueError(f"{source}: variant {data['name']!r} has {key} {data[key]!r}; expected a string")
