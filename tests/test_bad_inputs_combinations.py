@@ -52,7 +52,7 @@ INEFFECTIVE = [
     (["--optimizer", "adamw", "--momentum", "0.5"], "--momentum 0.5", "only SGD"),
     (["--amp", "--device", "cpu"], "--amp", "CUDA only"),
     (["--amp", "--precision", "bf16"], "--amp", "precision 'bf16'"),
-    (["--stn-lr-scale", "0.5"], "--stn-lr-scale 0.5", "localisation_parameters"),
+    (["--stn-lr-scale", "0.5"], "--stn-lr-scale 0.5", "no spatial transformer"),
 ]
 
 

@@ -12,6 +12,7 @@ from torch import nn
 from attnlab.data.datasets import load_dataset
 from attnlab.io.checkpoint import load_checkpoint, save_checkpoint
 from attnlab.train import NonFiniteLossError, Trainer, TrainConfig, TrainingInterrupted, evaluate
+from attnlab import create_model
 from attnlab.train.optim import LRSchedule, parameter_groups
 
 
@@ -156,6 +157,19 @@ def test_no_decay_on_norms_and_biases_and_small_stn_lr():
     assert groups["localisation/decay"]["lr_scale"] == 0.1 and groups["main/decay"]["lr_scale"] == 1.0
 
 
+
+@pytest.mark.parametrize("kwargs", [{"spatial_transformer": True}, {"attention": "stn", "attention_stages": [1, 2]}],
+                         ids=["in front", "in blocks"])
+def test_every_spatial_transformer_learns_at_the_scaled_rate(kwargs):
+    """The localisation nets of 'stn' attention modules inside the blocks are scaled as the one in
+    front of the backbone is (the optimizer once looked only at the top-level model)."""
+    model = create_model("resnet_cifar", depth=8, width=8, num_classes=10, in_chans=1, **kwargs)
+    expected = {id(p) for name, p in model.named_parameters() if ".localisation." in f".{name}"
+                or ".regression." in f".{name}"}
+    groups = parameter_groups(model, 5e-4, stn_lr_scale=0.1)
+    scaled = {id(p) for g in groups if g["lr_scale"] == 0.1 for p in g["params"]}
+    assert expected and scaled == expected
+    assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
 @pytest.mark.parametrize("bad, match", [
     ({"epochs": -1}, "epochs"), ({"optimizer": "adam"}, "sgd, adamw"), ({"lr": 0}, "lr"),
     ({"schedule": "poly"}, "cosine"), ({"dataset": "mnistt"}, "unknown dataset"),

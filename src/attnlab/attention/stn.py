@@ -178,3 +178,16 @@ class SpatialTransformer(AttentionModule):
             grid = self.grid(theta.to(dtype), size)
             out = F.grid_sample(x.to(dtype), grid, mode="bilinear", padding_mode="zeros", align_corners=False)
         return out.to(x.dtype)
+
+
+def localisation_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """The parameters that predict theta anywhere in `model`, each once: those of every submodule
+    with a `localisation_parameters()` method (a SpatialTransformer, whether in front of a
+    backbone or an 'stn' attention module in a block, or a user's module that follows the same
+    protocol). The optimizer trains these at `stn_lr_scale` times the base learning rate."""
+    found: dict[int, nn.Parameter] = {}
+    for module in model.modules():
+        method = getattr(module, "localisation_parameters", None)
+        if callable(method):
+            found.update((id(p), p) for p in method())
+    return list(found.values())

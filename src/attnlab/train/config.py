@@ -38,6 +38,7 @@ from typing import Any, Optional, Union
 
 import torch
 
+from ..attention.stn import localisation_parameters
 from ..models.layers import Placement
 from .precision import PRECISIONS
 
@@ -210,8 +211,7 @@ class TrainConfig:
         `momentum` and `nesterov` under AdamW, `amp` (float16 autocast on CUDA) when `precision`
         is not 'auto' or the device is not CUDA ('auto' without a GPU present). Given the built `model`, also the attention
         fields when the model has no attention (its `placement` names no mechanism) and
-        `stn_lr_scale` when it has no `localisation_parameters()` of its own (train.optim scales
-        those only).
+        `stn_lr_scale` when it holds no spatial transformer (`attention.stn.localisation_parameters`).
 
         Not refused by `validate`: a checkpoint or study folder written before may hold such a
         value, and must still load. The `attnlab train` command refuses a flag, or a --config
@@ -234,11 +234,10 @@ class TrainConfig:
             if placement is not None and placement.name is None:
                 for name in ("attention_kwargs", "attention_stages", "attention_position"):
                     unused[name] = f"model {self.model!r} as configured has no attention (set attention)"
-            localisation = getattr(model, "localisation_parameters", None)
-            if localisation is None or not any(True for _ in localisation()):
-                unused["stn_lr_scale"] = (f"model {self.model!r} as configured has no localisation_parameters() of "
-                                          "its own, which the optimizer scales (the spatial-transformer CNN has; an "
-                                          "'stn' attention module inside another model trains at the base rate)")
+            if not localisation_parameters(model):
+                unused["stn_lr_scale"] = (f"model {self.model!r} as configured has no spatial transformer, whose "
+                                          "localisation network it scales (set attention 'stn' or "
+                                          "spatial_transformer)")
         return unused
 
 

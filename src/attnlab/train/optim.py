@@ -6,9 +6,10 @@ Not a paper module; the pieces and where they come from:
 * No weight decay on norm scales/shifts and biases (every parameter with fewer than 2
   dimensions), as in Goyal et al. 2017 ("no bias decay"); the original ResNet recipe decays all
   parameters, which `decay_norm_and_bias=True` restores.
-* The spatial transformer's localisation network (`model.localisation_parameters()`, when the
-  model has one) gets `stn_lr_scale` times the base learning rate (Jaderberg et al. 2015 train
-  the localisation net at a lower rate).
+* The localisation network of every spatial transformer in the model (in front of the backbone or
+  an 'stn' attention module in a block: `attention.stn.localisation_parameters`) gets
+  `stn_lr_scale` times the base learning rate (Jaderberg et al. 2015 train the localisation net
+  at a lower rate).
 * Schedules are functions of the optimizer step, so a resumed run recomputes the learning rate
   from the step it restarts at: linear warm-up from 0 over `warmup_epochs` (per step, Goyal et
   al. 2017), then cosine to 0 (Loshchilov & Hutter 2017, without restarts), step decay by `gamma`
@@ -21,6 +22,7 @@ import math
 import torch
 from torch import nn
 
+from ..attention.stn import localisation_parameters
 from ..checks import check_int
 from .config import TrainConfig
 
@@ -29,9 +31,7 @@ def parameter_groups(model: nn.Module, weight_decay: float, stn_lr_scale: float 
                      decay_norm_and_bias: bool = False) -> list[dict]:
     """Param groups: (localisation net or rest) x (decayed or not). Each group carries
     `lr_scale`, the factor the schedule multiplies the base learning rate by."""
-    localisation = set()
-    if hasattr(model, "localisation_parameters"):
-        localisation = {id(p) for p in model.localisation_parameters()}
+    localisation = {id(p) for p in localisation_parameters(model)}
     groups: dict[tuple[bool, bool], list] = {}
     for param in model.parameters():
         if not param.requires_grad:
