@@ -1,5 +1,6 @@
-"""report.html as a reader gets it: a small study with a partial variant, a variant name and a
-question full of HTML and Markdown characters, and an explorer page beside the report.
+"""report.html as a reader gets it: a small study with a partial variant, a variant name with
+every kind of character a name may hold, a question full of HTML and Markdown characters, and an
+explorer page beside the report.
 
 Plain-HTML checks: names and free text are shown as text (no markup injected), the only links are
 to files inside the study folder (they resolve from a copy of the folder elsewhere), the outline

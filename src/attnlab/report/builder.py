@@ -99,19 +99,27 @@ def read_study(run_dir) -> tuple[StudyPlan, dict, dict, dict, dict]:
     if not folder.root.is_dir():
         raise ValueError(f"run folder {str(run_dir)!r} does not exist; expected the folder `attnlab compare` printed")
     plan = folder.read_plan()
+    finals, metrics, predictions = read_finished_runs(folder, plan)
+    if not any(finals.values()):
+        raise ValueError(f"{folder.root}: no finished run (runs/<variant>/seed<S>/{FINAL_FILE}) to report")
+    if plan.baseline not in finals or not finals[plan.baseline]:
+        raise ValueError(f"{folder.root}: the baseline {plan.baseline!r} has no finished run")
+    return plan, finals, metrics, folder.read_costs(), predictions
+
+
+def read_finished_runs(folder: StudyFolder, plan: StudyPlan) -> tuple[dict, dict, dict]:
+    """(finals, metrics, predictions) of the finished runs of `plan` in `folder`, with the plan's
+    recipe, every file of those runs the report reads and the kind of every path it writes checked
+    (as `read_study` says; a study with no finished run yet gives empty dicts): what a resumed
+    study checks before it trains, so that its report cannot fail on them afterwards."""
     _check_recipe(folder, plan)
     _check_outputs(folder)
     finals, metrics = {}, {}
     for v in plan.variants:
         finals[v.name], metrics[v.name] = read_variant_runs(folder.root, v.name, plan.seeds)
-    if not any(finals.values()):
-        raise ValueError(f"{folder.root}: no finished run (runs/<variant>/seed<S>/{FINAL_FILE}) to report")
-    if plan.baseline not in finals or not finals[plan.baseline]:
-        raise ValueError(f"{folder.root}: the baseline {plan.baseline!r} has no finished run")
-    for name, per_seed in finals.items():
-        for seed in per_seed:
-            read_config(folder, name, seed)   # a damaged config.yaml would hide a recipe that differs
-    return plan, finals, metrics, folder.read_costs(), read_study_predictions(folder, finals, plan.num_classes)
+        for seed in finals[v.name]:
+            read_config(folder, v.name, seed)   # a damaged config.yaml would hide a recipe that differs
+    return finals, metrics, read_study_predictions(folder, finals, plan.num_classes)
 
 
 def _check_recipe(folder: StudyFolder, plan: StudyPlan) -> None:
@@ -607,5 +615,5 @@ def build_report(run_dir, explain: bool = True, measure: bool = True) -> Path:
     return folder.report_html
 
 
-__all__ = ["build_report", "compute_rows", "read_plan", "read_run_folder", "read_study", "read_variant_runs",
-           "read_predictions", "write_results"]
+__all__ = ["build_report", "compute_rows", "read_finished_runs", "read_plan", "read_run_folder", "read_study",
+           "read_variant_runs", "read_predictions", "write_results"]

@@ -27,6 +27,7 @@ from typing import Optional
 from ..io.checkpoint import CheckpointError, config_differences, list_checkpoints, load_checkpoint
 from ..io.run_folder import CONFIG_FILE, FINAL_FILE
 from ..io.study_files import StudyFolder, StudyPlan
+from ..report.builder import read_finished_runs
 from ..train.config import read_yaml_mapping
 from .plan import check_plan, train_config
 
@@ -73,8 +74,8 @@ def study_differences(stored: StudyPlan, given: StudyPlan) -> list[str]:
 
 def open_study(run_dir, plan: Optional[StudyPlan] = None, data_dir=None) -> tuple[StudyFolder, StudyPlan]:
     """The study folder `run_dir` and its plan (from compare.json), checked as a new plan is (every
-    variant builds, the data loads), and the runs trained so far against it (`check_runs_on_disk`),
-    before any work. `plan`, when given, is a plan checked already
+    variant builds, the data loads), and the runs trained so far against it (`check_runs_on_disk`;
+    the files the report reads of the finished ones, `read_finished_runs`), before any work. `plan`, when given, is a plan checked already
     (made by `plan_compare`, or returned by this function): it must describe the same study
     (`study_differences`), and then the folder's plan is not checked a second time (it takes the
     given plan's data folder, where that plan's data was found). `data_dir` replaces the folder of
@@ -96,6 +97,7 @@ def open_study(run_dir, plan: Optional[StudyPlan] = None, data_dir=None) -> tupl
         if changed:
             raise ValueError(f"cannot resume {root}: the study changed ({'; '.join(changed)}); resume it as planned "
                              "(`--resume` alone), or start a new study")
+    read_finished_runs(folder, stored)   # what the report will read of the runs kept (files only: first)
     if data_dir is not None:
         stored.data_dir = str(data_dir)
     elif plan is not None:
@@ -110,10 +112,6 @@ def check_runs_on_disk(plan: StudyPlan, folder: StudyFolder) -> dict:
     """{(variant, seed): state} for every run of `plan`; ValueError naming the run and the field
     when a finished or cut run was trained with a recipe other than the plan's."""
     states = {}
-    for v in plan.variants:
-        if folder.variant_dir(v.name).exists() and not folder.variant_dir(v.name).is_dir():
-            raise ValueError(f"cannot resume {folder.root}: {folder.variant_dir(v.name)} is a file; expected the "
-                             f"folder of variant {v.name}'s runs")
     for v, seed in plan.runs():
         run_dir = folder.seed_dir(v.name, seed)
         state = states[(v.name, seed)] = run_state(run_dir)
