@@ -38,6 +38,9 @@ def resolve_device(name: str | torch.device = "auto") -> torch.device:
         device = torch.device(name)
     except RuntimeError:
         raise ValueError(f"device {name!r} is not a device name; available: auto, {', '.join(available)}") from None
+    if device.type == "cpu" and device.index not in (None, 0):   # torch accepts any cpu:N and runs on the CPU
+        raise ValueError(f"device {name!r} is not available: the CPU is one device, 'cpu' (or 'cpu:0'); "
+                         f"available: auto, {', '.join(available)}")
     if device.type != "cpu" and (device.type not in available
                                  or (device.index is not None and str(device) not in available)):
         raise ValueError(f"device {name!r} is not available; available: auto, {', '.join(available)}")
