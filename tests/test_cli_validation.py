@@ -75,6 +75,7 @@ def test_a_valid_seed_range_edge_and_tuples_and_paths_are_accepted(tmp_path):
     (["--warmup-epochs", "inf"], "TrainConfig.warmup_epochs = inf"),
     (["--device", "nonsense"], "available: auto, cpu"),
     (["--device", "cpu:1"], "the CPU is one device"),
+    (["--epochs", "2", "--warmup-epochs", "3"], "at most epochs (2)"),
 ])
 def test_cli_flags_go_through_the_same_checks(capsys, tmp_path, flags, needle):
     line = one_line_error(capsys, "train", "--model", "resnet20", "--dataset", "digits", "--out", tmp_path / "run",

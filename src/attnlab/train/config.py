@@ -185,6 +185,8 @@ class TrainConfig:
              "an increasing list of epochs > 0")
         need(0 < self.gamma <= 1, "gamma", "a number in (0, 1]")
         need(self.warmup_epochs >= 0, "warmup_epochs", "a number >= 0")
+        need(self.epochs == 0 or self.warmup_epochs <= self.epochs, "warmup_epochs",
+             f"at most epochs ({self.epochs}): a longer warm-up never reaches the base learning rate")
         need(0 <= self.label_smoothing < 1, "label_smoothing", "a number in [0, 1)")
         unknown_aug = [k for k in self.augment if k not in ("crop_padding", "flip")]
         need(not unknown_aug, "augment", "a dict with keys crop_padding (int >= 0) and flip (bool)")
