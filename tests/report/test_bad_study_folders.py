@@ -17,7 +17,7 @@ from attnlab.report import build_report
 from attnlab.study.resume import run_state
 from attnlab.study.variants import make_variant, variants_from_lists
 
-BAD_NAMES = ["../../evil", "..", ".hidden", "", "a/b", "a\\b", "se x", "se\n", "x" * 101, 5]
+BAD_NAMES = ["../../evil", "..", ".hidden", "", "a/b", "a\\b", "se x", "se\n", "x" * 101, 5, "_se_", "-se", "+se"]
 
 
 @pytest.fixture(scope="module")

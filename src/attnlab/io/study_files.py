@@ -21,7 +21,7 @@ write take their defaults) and checks what its readers rely on, naming the file 
 `to_dict` gives the same JSON object back.
 
 A variant's name is the name of its folders (runs/<variant>/, explain/<variant>/), so it must be
-a safe folder name (`check_variant_name`: letters, digits and ``-_.+``, not starting with a dot,
+a safe folder name (`check_variant_name`: letters, digits and ``-_.+``, starting with a letter or digit,
 at most `VARIANT_NAME_MAX` characters). `Variant` checks it whenever one is made, for a new plan
 and for one read back from compare.json alike, so no name can lead a writer out of the study folder.
 """
@@ -39,7 +39,7 @@ from .run_folder import FINAL_FILE
 
 BASELINE = "none"                 # the name of the variant without attention
 VARIANT_NAME_MAX = 100            # characters in a variant's name (a folder name; a file system allows 255)
-_VARIANT_NAME = re.compile(r"[A-Za-z0-9_+-][A-Za-z0-9._+-]*")
+_VARIANT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
 PLAN_EXPECTED = "the JSON object `attnlab compare` writes, with a non-empty list of variants"
 # The entries of a plan's `cost` that are settings of attnlab.measure.cost.measure_costs.
 COST_SETTINGS = ("large_batch", "train_batch", "repeats", "warmup", "threads")
@@ -48,12 +48,13 @@ COST_SETTINGS = ("large_batch", "train_batch", "repeats", "warmup", "threads")
 # --------------------------------------------------------------------------------------------- the plan
 
 def check_variant_name(name, source: str = "Variant") -> str:
-    """`name` if it can name a variant's folders: a non-empty string of letters, digits and
-    ``-_.+`` that does not start with a dot, at most VARIANT_NAME_MAX characters long; ValueError
-    naming `source` and the name otherwise (a name such as ``../x`` would lead out of the study)."""
+    """`name` if it can name a variant's folders and the report's tables: a string of letters,
+    digits and ``-_.+`` that starts with a letter or digit, at most VARIANT_NAME_MAX characters
+    long; ValueError naming `source` and the name otherwise (a name such as ``../x`` would lead out
+    of the study, ``-x`` reads as a flag, ``_x_`` as Markdown emphasis)."""
     if not _is_variant_name(name):
         raise ValueError(f"{source}: variant name {name!r} is not a safe folder name; expected 1 to "
-                         f"{VARIANT_NAME_MAX} letters, digits or '-_.+', not starting with '.'")
+                         f"{VARIANT_NAME_MAX} letters, digits or '-_.+', starting with a letter or digit")
     return name
 
 
