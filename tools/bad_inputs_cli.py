@@ -146,7 +146,7 @@ def cases(tmp: Path, Case) -> list:
         ("compare: duplicate models (--models resnet20 resnet20)",
          ["compare", "--models", "resnet20", "resnet20", "--out", cmp_out]),
         ("compare: a seed beyond 2**32 - 1", ["compare", "--seeds", str(2**32), "--out", cmp_out]),
-        ("compare: a model that cannot take the preset's 12 px images (STN paper CNN)",
+        ("compare: a model that cannot take the preset's small RTS canvas (STN paper CNN)",
          ["compare", "--models", "cnn_mnist", "--out", cmp_out]),
         ("compare: preset fashion-mnist with an empty --data-dir",
          ["compare", "--preset", "fashion-mnist", "--data-dir", str(f["empty"]), "--out", cmp_out]),
