@@ -115,6 +115,20 @@ def test_a_named_data_dir_is_the_only_place_looked_at(tmp_path, monkeypatch):
     assert str(system) not in str(err.value)
 
 
+
+@pytest.mark.parametrize("name", ["digits", "digits-rts", "synthetic"])
+def test_a_data_dir_for_a_set_that_reads_no_files_is_refused(tmp_path, name):
+    """digits come with scikit-learn and synthetic is generated: a folder given for them would be
+    silently ignored, so it is refused, naming the folder."""
+    with pytest.raises(DatasetError, match=f"reads no files.*{tmp_path.name}.*would be ignored"):
+        load_dataset(name, data_dir=tmp_path)
+
+
+def test_a_data_dir_that_is_a_file_is_refused_as_such(tmp_path):
+    a_file = tmp_path / "train-images-idx3-ubyte"
+    a_file.write_bytes(b"")
+    with pytest.raises(DatasetError, match="is a file; expected the folder"):
+        load_dataset("fashion-mnist", data_dir=a_file)
 def test_distorted_idx_variant_uses_the_canvas(tmp_path):
     make_idx_set(tmp_path, gz=True)
     d = load_dataset("mnist-rts", data_dir=tmp_path)

@@ -89,7 +89,7 @@ def _variants(entry: DatasetEntry) -> list[tuple[str, str]]:
 
 register_dataset(DatasetEntry(
     "digits", load_digits, in_chans=1, side=8, num_classes=10, distortable=True, distortion_copies=4,
-    distortion_test_copies=10,
+    distortion_test_copies=10, reads_files=False,
     variant_aliases=(("distorted-digits", "rts"),)))
 register_dataset(DatasetEntry(
     "mnist", partial(load_idx, torchvision_folder="MNIST"), in_chans=1, side=28, num_classes=10,
@@ -121,7 +121,8 @@ register_dataset(DatasetEntry(
     how_to_get="pass --data-dir DIR with DIR/train/<class>/*.png|jpg and DIR/val/<class>/... "
                "(or DIR/test/<class>/...)"))
 register_dataset(DatasetEntry(
-    "synthetic", load_synthetic, in_chans=3, side=32, num_classes=10, flip=True, makes_splits=True))
+    "synthetic", load_synthetic, in_chans=3, side=32, num_classes=10, flip=True, makes_splits=True,
+    reads_files=False))
 
 
 # ---------------------------------------------------------------------------- names
@@ -194,6 +195,12 @@ def load_dataset(name: str, data_dir: Optional[str | os.PathLike] = None, seed: 
     if data_dir is not None and not isinstance(data_dir, (str, os.PathLike)):
         raise TypeError(f"data_dir must be a path, got {type(data_dir).__name__} {data_dir!r}")
     entry = DATASETS[base]
+    if data_dir is not None and not entry.reads_files:
+        raise DatasetError(f"dataset {canonical!r} reads no files (it comes with the installed packages or is "
+                           f"generated), so data_dir {str(data_dir)!r} would be ignored; leave it out")
+    if data_dir is not None and Path(data_dir).exists() and not Path(data_dir).is_dir():
+        raise DatasetError(f"data_dir {str(data_dir)!r} is a file; expected the folder that holds the files of "
+                           f"dataset {canonical!r}")
     if entry.makes_splits:
         return entry.loader(entry, data_dir, size, seed=seed, synthetic_train=synthetic_train,
                             synthetic_test=synthetic_test, synthetic_shape=synthetic_shape,

@@ -50,6 +50,9 @@ class DatasetEntry:
         system_dirs: folders searched when no `data_dir` is given (where a distribution package
             installs the files); a given `data_dir` is the only place looked at.
         makes_splits: see `loader`.
+        reads_files: whether the loader reads files at all (False for a set embedded in an
+            installed package or generated): a `data_dir` given for one that does not would be
+            ignored, so `load_dataset` refuses it.
     """
 
     name: str
@@ -67,6 +70,7 @@ class DatasetEntry:
     how_to_get: str = ""
     system_dirs: tuple[Path, ...] = ()
     makes_splits: bool = False
+    reads_files: bool = True
 
     @property
     def class_names(self) -> list[str]:
