@@ -125,3 +125,30 @@ def test_an_output_inside_the_checkpoint_folder_read_is_refused(capsys, tmp_path
     err = capsys.readouterr().err
     assert status == 2 and err.count("\n") == 1 and "inside the checkpoint folder" in err, (status, err)
     assert {p.name: p.read_bytes() for p in run_checkpoint.parent.iterdir()} == before
+
+
+@pytest.mark.parametrize("kept", [("final.json", "config.yaml", "metrics.jsonl", "test_predictions.json"),
+                                  ("config.yaml", "metrics.jsonl")], ids=["finished run", "run cut before a checkpoint"])
+def test_train_into_a_folder_holding_another_runs_files_replaces_nothing(capsys, tmp_path, monkeypatch, kept):
+    """A run kept without its checkpoints (as a study brought home keeps them) or cut before its
+    first one: train refuses to write over its files, naming them, and leaves them as they were."""
+    run = tmp_path / "out"
+    run.mkdir()
+    for name in kept:
+        (run / name).write_text(f"kept {name}\n")
+    err = refused(capsys, tmp_path, monkeypatch, TRAIN)
+    assert "holds another run's files" in err and all(name in err for name in kept)
+    assert sorted(p.name for p in run.iterdir()) == sorted(kept)
+    assert all((run / name).read_text() == f"kept {name}\n" for name in kept)
+
+
+def test_the_trainer_refuses_to_replace_a_finished_run(tmp_path):
+    from attnlab.io.checkpoint import CheckpointError
+    from attnlab.train import Trainer, TrainConfig
+
+    (tmp_path / "final.json").write_text('{"test_acc": 0.5}')
+    config = TrainConfig(model="resnet_cifar", model_kwargs={"depth": 8, "width": 4}, dataset="digits", epochs=1)
+    with pytest.raises(CheckpointError, match="holds a finished run"):
+        Trainer(config, tmp_path, progress=False).fit()
+    assert (tmp_path / "final.json").read_text() == '{"test_acc": 0.5}'
+    assert not (tmp_path / "config.yaml").exists() and not (tmp_path / "checkpoints").exists()

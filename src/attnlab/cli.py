@@ -320,6 +320,7 @@ def _train_config(args):
 def cmd_train(args) -> int:
     from .data.datasets import DatasetError
     from .io.checkpoint import CheckpointError, RunWriteError, list_checkpoints
+    from .io.run_folder import RUN_FILES
     from .train.distributed import launched_by_torchrun
     from .train.trainer import NonFiniteLossError, Trainer, TrainingInterrupted
 
@@ -333,6 +334,10 @@ def cmd_train(args) -> int:
                          "or choose another folder")
     if args.resume and not list_checkpoints(out):
         raise UsageError(f"--resume: no checkpoint in {out / 'checkpoints'} to continue from")
+    found = [name for name in RUN_FILES if (out / name).exists()]
+    if not args.resume and found:   # a run kept without checkpoints, or one cut before its first
+        raise UsageError(f"--out {args.out!r} holds another run's files ({', '.join(found)}), which this run would "
+                         "replace; choose another folder")
     _check_settings_used(config, args.given, _check_model_takes_data(config))
     from .train.distributed import init_distributed, shutdown_distributed
 

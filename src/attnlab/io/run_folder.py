@@ -40,6 +40,7 @@ CONFIG_FILE = "config.yaml"        # the run's TrainConfig
 METRICS_FILE = "metrics.jsonl"     # one JSON object per epoch (read_metrics)
 FINAL_FILE = "final.json"          # written when the run ends: test accuracy, seconds, epochs, ...
 PREDICTIONS_FILE = "test_predictions.json"   # at the end: {"labels": [...], "predictions": [...]}, test-set order
+RUN_FILES = (CONFIG_FILE, METRICS_FILE, FINAL_FILE, PREDICTIONS_FILE)   # what a run writes beside checkpoints/
 
 
 class RunFolderInUse(CheckpointError):

@@ -210,6 +210,9 @@ class Trainer:
                 if list_checkpoints(self.out_dir):
                     raise CheckpointError(f"{self.out_dir} already holds checkpoints of a run; pass resume=True "
                                           "(--resume) to continue it, or choose a new output folder")
+                if (self.out_dir / FINAL_FILE).is_file():   # a finished run kept without its checkpoints
+                    raise CheckpointError(f"{self.out_dir} holds a finished run ({FINAL_FILE}), which a new run "
+                                          "would replace; choose a new output folder")
                 if self.writes:
                     self._write_run_file(METRICS_FILE, "")
             if self.writes:
