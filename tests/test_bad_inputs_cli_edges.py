@@ -152,3 +152,29 @@ def test_the_trainer_refuses_to_replace_a_finished_run(tmp_path):
         Trainer(config, tmp_path, progress=False).fit()
     assert (tmp_path / "final.json").read_text() == '{"test_acc": 0.5}'
     assert not (tmp_path / "config.yaml").exists() and not (tmp_path / "checkpoints").exists()
+
+
+def test_a_model_too_large_for_memory_is_one_line(capsys, tmp_path, monkeypatch):
+    """A width the memory cannot hold fails where torch allocates it (a model built to check the
+    data, here); the command says so in one line, with the size asked for, not a traceback."""
+    import attnlab.train.loading as loading
+
+    def no_memory(*args, **kwargs):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate "
+                           "memory: you tried to allocate 36000000000000 bytes. Error code 12")
+
+    monkeypatch.setattr(loading, "create_model", no_memory)
+    err = refused(capsys, tmp_path, monkeypatch, [*TRAIN, "--model-kwargs", '{"width": 1000000}'])
+    assert "do not fit in memory (tried to allocate 36,000.0 GB)" in err
+
+
+def test_other_runtime_errors_are_not_taken_for_memory(tmp_path, monkeypatch):
+    import attnlab.train.loading as loading
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug, not a size")
+
+    monkeypatch.setattr(loading, "create_model", broken)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(RuntimeError, match="a bug"):
+        main(TRAIN)

@@ -639,13 +639,29 @@ def cmd_export(args) -> int:
 def _memory_refusal(err: RuntimeError, what: str, expected: str) -> UsageError:
     """The one-line refusal of sizes `what` when `err` is torch failing to allocate memory (CPU or
     GPU: a limit of the sizes the user asked for, not a fault); any other error is raised again."""
+    if not _is_allocation_failure(err):
+        raise err
+    return UsageError(f"{what} does not fit in memory ({_allocation_text(err)}); expected {expected}")
+
+
+def _allocation_text(err: BaseException) -> str:
+    """What a failed allocation asked for, short: 'tried to allocate 36,000.0 GB' when torch says
+    how many bytes, else the end of its message."""
+    import re
+
+    found = re.search(r"tried to allocate (\d+) bytes", str(err))
+    if found:
+        return f"tried to allocate {int(found.group(1)) / 1e9:,.1f} GB"
+    return _one_line(err)[-120:]
+
+
+def _is_allocation_failure(err: BaseException) -> bool:
+    """Whether `err` is torch failing to allocate memory, on the CPU or a GPU."""
     import torch
 
     text = str(err)
-    if not (isinstance(err, torch.OutOfMemoryError) or "can't allocate memory" in text
-            or "out of memory" in text.lower()):
-        raise err
-    return UsageError(f"{what} does not fit in memory ({_one_line(text)[-120:]}); expected {expected}")
+    return isinstance(err, torch.OutOfMemoryError) or (
+        isinstance(err, RuntimeError) and ("can't allocate memory" in text or "out of memory" in text.lower()))
 
 
 def _gib(shape) -> str:
@@ -962,6 +978,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except OSError as err:   # a full disk, a folder made read-only mid-run: the system's reason, one line
         print(f"attnlab: error: {_one_line(err)}", file=sys.stderr)
         return 1
+    except RuntimeError as err:   # sizes asked for (a model's width, a batch) that the memory cannot hold
+        if not _is_allocation_failure(err):
+            raise
+        print(f"attnlab: error: the sizes asked for do not fit in memory ({_allocation_text(err)}); expected "
+              "a smaller model, batch or image size", file=sys.stderr)
+        return EXIT_USAGE
 
 
 def console_main() -> int:
