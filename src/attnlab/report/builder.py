@@ -44,7 +44,7 @@ from ..io.run_folder import FINAL_FILE, METRICS_FILE, PREDICTIONS_FILE, read_met
 from ..io.study_files import StudyFolder, StudyPlan, read_json_object
 from ..measure.stats import (BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, accuracy_interval, effect_sentence, holm,
                              mcnemar_exact, paired_comparison, supports_difference)
-from ..train.config import TrainConfig
+from ..train.config import TrainConfig, check_seed
 from . import plots
 from .costs import cost_entries, cost_section
 from .explanations import explanation_section, write_explanations
@@ -125,8 +125,9 @@ def read_finished_runs(folder: StudyFolder, plan: StudyPlan) -> tuple[dict, dict
 def _check_recipe(folder: StudyFolder, plan: StudyPlan) -> None:
     """The plan's recipe (`train`) and seeds as TrainConfig takes them; ValueError naming compare.json."""
     try:
-        for seed in plan.seeds or [0]:
-            TrainConfig.from_dict({**plan.train, "seed": seed})
+        TrainConfig.from_dict(plan.train or {})
+        for seed in plan.seeds or []:
+            check_seed(seed, "seeds entry")
     except (ValueError, TypeError) as err:
         raise ValueError(f"{folder.plan_file}: {' '.join(str(err).split())}; expected the recipe and seeds "
                          "`attnlab compare` writes") from None
