@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import math
 import os
 import re
@@ -264,37 +265,34 @@ def check_field_types(values: dict, where: str = "TrainConfig.") -> None:
                             f"expected {_describe(hint)}{_type_hint(value, hint)}")
 
 
+@functools.cache
 def _unique_key_loader():
     """PyYAML's SafeLoader, but a mapping that holds a key twice is an error (plain YAML keeps the
-    last silently); keys merged in with `<<` may still be overridden."""
+    last silently); keys merged in with `<<` may still be overridden. Made on first use, so that
+    importing this module does not import PyYAML."""
     import yaml
 
-    if "loader" not in _LOADER:
-        class UniqueKeyLoader(yaml.SafeLoader):
-            def construct_mapping(self, node, deep=False):
-                if isinstance(node, yaml.MappingNode):
-                    seen = {}
-                    for key_node, _ in node.value:
-                        if key_node.tag == "tag:yaml.org,2002:merge":
-                            continue
-                        key = self.construct_object(key_node, deep=True)
-                        try:
-                            first = seen.get(key)
-                        except TypeError:   # an unhashable key: SafeLoader names it
-                            continue
-                        if first is None:
-                            seen[key] = key_node.start_mark.line
-                        else:
-                            raise yaml.constructor.ConstructorError(
-                                None, None, f"the key {key!r} is given twice (lines {first + 1} and "
-                                f"{key_node.start_mark.line + 1}); expected each key once", key_node.start_mark)
-                return super().construct_mapping(node, deep)
+    class UniqueKeyLoader(yaml.SafeLoader):
+        def construct_mapping(self, node, deep=False):
+            if isinstance(node, yaml.MappingNode):
+                seen = {}
+                for key_node, _ in node.value:
+                    if key_node.tag == "tag:yaml.org,2002:merge":
+                        continue
+                    key = self.construct_object(key_node, deep=True)
+                    try:
+                        first = seen.get(key)
+                    except TypeError:   # an unhashable key: SafeLoader names it
+                        continue
+                    if first is None:
+                        seen[key] = key_node.start_mark.line
+                    else:
+                        raise yaml.constructor.ConstructorError(
+                            None, None, f"the key {key!r} is given twice (lines {first + 1} and "
+                            f"{key_node.start_mark.line + 1}); expected each key once", key_node.start_mark)
+            return super().construct_mapping(node, deep)
 
-        _LOADER["loader"] = UniqueKeyLoader
-    return _LOADER["loader"]
-
-
-_LOADER: dict = {}
+    return UniqueKeyLoader
 
 
 def read_yaml_mapping(path: str | os.PathLike, what: str = "YAML file") -> dict:
